@@ -1,0 +1,3 @@
+from forkwise.cli import main
+
+raise SystemExit(main())

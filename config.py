@@ -1,0 +1,146 @@
+"""Settings, declared as frozen dataclasses with small validators, read in one place.
+
+A deployment is described once by the launcher (``forkwise cell``/``serve``) and
+handed to the server's processes as ``FORKWISE_*`` environment variables: that is
+the only channel Gunicorn and uWSGI pass to every worker. ``AppSettings.from_environ``
+is the only code in forkwise that reads those variables; ``to_environ`` writes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from forkwise.errors import ConfigError
+
+ENV_PREFIX = "FORKWISE_"
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1, got {number}")
+    return number
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"{name} must be above 0, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _required_str(name: str, value: Any) -> str:
+    if value in (None, ""):
+        raise ConfigError(f"{name} is required")
+    return str(value)
+
+
+def _path(name: str, value: Any) -> Path:
+    if value in (None, ""):
+        raise ConfigError(f"{name} is required")
+    return Path(value)
+
+
+def default_home() -> Path:
+    """Where forkwise keeps built models and reference sets (FORKWISE_HOME overrides)."""
+    return Path(os.environ.get("FORKWISE_HOME") or Path.home() / ".cache" / "forkwise")
+
+
+# Each setting: (field name, validator). The env name is FORKWISE_<FIELD NAME IN CAPS>.
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "strategy": _required_str,
+    "model_spec": _path,
+    "database_url": _required_str,
+    "run_dir": _path,
+    "preload_app": _bool,
+    "max_instances": _positive_int,
+    "max_body_bytes": _positive_int,
+    "model_timeout_s": _positive_float,
+    "db_busy_timeout_s": _positive_float,
+    "max_batch": _positive_int,
+    "max_wait_ms": _positive_float,
+}
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What every process of a deployment needs to build the web app.
+
+    Read by the master (when the app is preloaded) and by every worker.
+    """
+
+    strategy: str
+    model_spec: Path  # the spec.json that names the .keras file and its reference set
+    database_url: str
+    run_dir: Path  # private directory for locks and the model server's socket
+    preload_app: bool = False  # True: the server builds the app in its master, before fork
+    max_instances: int = 256
+    max_body_bytes: int = 4 * 1024 * 1024
+    model_timeout_s: float = 10.0  # how long a worker waits on the model server
+    db_busy_timeout_s: float = 10.0
+    max_batch: int = 32  # model-server batching: rows per batch at most
+    max_wait_ms: float = 1.0  # model-server batching: how long a batch may wait to fill
+    extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in _VALIDATORS:
+                object.__setattr__(self, f.name, _VALIDATORS[f.name](_env_name(f.name), getattr(self, f.name)))
+
+    def to_environ(self) -> dict[str, str]:
+        env = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            env[_env_name(f.name)] = str(getattr(self, f.name))
+        for key, value in self.extra.items():
+            env[f"{ENV_PREFIX}X_{key.upper()}"] = value
+        return env
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            name = _env_name(f.name)
+            if name in environ:
+                values[f.name] = environ[name]
+        missing = [
+            _env_name(f.name)
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values
+        ]
+        if missing:
+            raise ConfigError(
+                f"missing {', '.join(missing)}: start the app with `forkwise serve`, or set them yourself"
+            )
+        xprefix = f"{ENV_PREFIX}X_"
+        values["extra"] = {k[len(xprefix):].lower(): v for k, v in environ.items() if k.startswith(xprefix)}
+        return cls(**values)
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()

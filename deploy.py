@@ -1,0 +1,76 @@
+"""Start one deployment (strategy x server) in its own process group: used by `cell` and `serve`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from forkwise import servers
+from forkwise.config import AppSettings
+from forkwise.model.spec import ModelSpec
+from forkwise.procs import ProcessGroup, private_dir
+from forkwise.servers.base import Deployment, ServerTimeouts
+from forkwise.strategies import registry
+from forkwise.webapp.db import Database
+
+# Every process of a deployment inherits this tag, so leftovers can be found by it.
+RUN_TAG_VAR = "FORKWISE_RUN_TAG"
+
+
+@dataclass(frozen=True)
+class Launch:
+    deployment: Deployment
+    spec: ModelSpec
+    group: ProcessGroup
+    tag: str
+
+
+def make_deployment(
+    *,
+    strategy: str,
+    server: str,
+    workers: int,
+    spec_path: Path,
+    run_dir: Path,
+    port: int,
+    database_url: str | None = None,
+    timeouts: ServerTimeouts = ServerTimeouts(),
+    max_requests: int = 0,
+    overrides: dict | None = None,
+) -> Deployment:
+    """Validate names and settings; the errors list valid names and say what to fix."""
+    strategy_cls = registry.get(strategy)
+    adapter = servers.get(server)
+    run_dir = private_dir(run_dir)
+    settings = AppSettings(
+        strategy=strategy,
+        model_spec=spec_path,
+        database_url=database_url or f"sqlite:///{run_dir / 'forkwise.db'}",
+        run_dir=run_dir,
+        preload_app=strategy_cls.needs.preload_app,
+        **(overrides or {}),
+    )
+    return Deployment(
+        settings=settings, server=server, workers=workers, threads=adapter.threads,
+        port=port, timeouts=timeouts, max_requests=max_requests,
+    )
+
+
+def launch(deployment: Deployment) -> Launch:
+    """Create the schema, write the server's config, start it in a new process group.
+
+    The caller owns the returned group and must stop it (``group.stop()``).
+    """
+    settings = deployment.settings
+    strategy_cls = registry.get(settings.strategy)
+    plan = servers.get(deployment.server).plan(deployment, strategy_cls.needs)
+    plan.write_files()
+    # Schema first, from here: the workers then only find it (and create_app re-checks under a lock).
+    Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir).create_schema()
+    tag = secrets.token_hex(8)
+    env = {**os.environ, **settings.to_environ(), **plan.env, RUN_TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    group = ProcessGroup(plan.argv, env, settings.run_dir / "server.log", cwd=settings.run_dir).start()
+    return Launch(deployment, ModelSpec.load(settings.model_spec), group, tag)

@@ -1,0 +1,42 @@
+"""Typed errors. Raised anywhere inside forkwise, caught once: at the CLI (``error: ...``)
+or, for request-time errors, by the web app's error handlers (a JSON 4xx/503)."""
+
+
+class ForkwiseError(Exception):
+    """Base of every error forkwise raises on purpose."""
+
+
+class ConfigError(ForkwiseError):
+    """A setting is missing or invalid; the message says which and what to do."""
+
+
+class UnknownNameError(ConfigError):
+    """A name (strategy, server, profile...) is not registered; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, valid):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+
+
+class ModelError(ForkwiseError):
+    """The model file cannot be built, read or used."""
+
+
+class ModelUnavailable(ForkwiseError):
+    """The model cannot answer right now (model server down or too slow); retry later (HTTP 503)."""
+
+    retry_after_s = 1
+
+
+class DatabaseBusy(ForkwiseError):
+    """The database stayed locked past its busy timeout; nothing was written (HTTP 503)."""
+
+    retry_after_s = 1
+
+
+class ServerError(ForkwiseError):
+    """A server could not be configured, started or stopped."""
+
+
+class RecordError(ForkwiseError):
+    """A result record does not match the schema."""

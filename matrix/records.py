@@ -1,0 +1,342 @@
+"""The result record: one immutable, typed object per matrix cell.
+
+Every table, CSV, JSON and HTML page is rendered from these objects. Numbers stay
+numbers (seconds, milliseconds, megabytes are in the field names), verdicts are an
+enum, and the JSON schema is derived from the dataclasses themselves, so the fields
+are declared in exactly one place. Bump SCHEMA_VERSION whenever a field changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from forkwise.errors import RecordError
+
+SCHEMA_VERSION = 1
+
+
+class Verdict(str, enum.Enum):
+    """What a cell was observed to do. Only a run decides it, never a name."""
+
+    OK = "OK"  # every check passed
+    HANG = "HANG"  # requests timed out
+    CRASH = "CRASH"  # workers died or were respawned, or the server exited
+    ERROR = "ERROR"  # 5xx answers
+    WRONG = "WRONG"  # answers off the reference, or workers disagree
+    LOST = "LOST"  # acknowledged rows missing, or rows nobody acknowledged
+    BOOT = "BOOT"  # never became ready
+
+    @property
+    def ok(self) -> bool:
+        return self is Verdict.OK
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency distribution of the answered requests, in milliseconds."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Failed requests by kind."""
+
+    timeout: int = 0
+    connect: int = 0
+    http_4xx: int = 0
+    http_5xx: int = 0
+    wrong: int = 0  # 200 answers whose predictions were off the reference
+
+    @property
+    def total(self) -> int:
+        return self.timeout + self.connect + self.http_4xx + self.http_5xx + self.wrong
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    """Closed-loop load at one concurrency, after a warm-up."""
+
+    concurrency: int
+    duration_s: float
+    requests: int  # answered 200
+    rps: float  # mean of rps_samples
+    rps_stdev: float  # spread of rps_samples: what a comparison treats as noise
+    rps_samples: tuple[float, ...]  # one per interval
+    latency: Latency
+    errors: ErrorCounts
+    rows_expected: int  # rows acknowledged by 200 answers during this level
+    rows_found: int  # rows the database holds for this level
+    sampled: int  # answers checked against the reference under load
+    sampled_wrong: int
+    driver: str  # "wrk" or "builtin"
+    driver_cpu_s: float  # CPU the load generator itself used (it shares the cores)
+    server_cpu_s: float  # CPU every server process used during the level
+
+    @property
+    def rows_lost(self) -> int:
+        return max(0, self.rows_expected - self.rows_found)
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process of the deployment, measured with psutil."""
+
+    role: str  # master | worker | model-server | supervisor
+    pid: int
+    rss_mb: float
+    uss_mb: float
+    pss_mb: float
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    processes: tuple[ProcessMemory, ...]
+    total_rss_mb: float
+    total_uss_mb: float
+    total_pss_mb: float
+
+    @classmethod
+    def of(cls, processes: Iterable[ProcessMemory]) -> "Memory":
+        procs = tuple(processes)
+        return cls(
+            processes=procs,
+            total_rss_mb=round(sum(p.rss_mb for p in procs), 1),
+            total_uss_mb=round(sum(p.uss_mb for p in procs), 1),
+            total_pss_mb=round(sum(p.pss_mb for p in procs), 1),
+        )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a verdict is what it is: short findings, timings and the server log's tail."""
+
+    findings: tuple[str, ...] = ()
+    timings_s: dict[str, float] = field(default_factory=dict)
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where and with what the record was measured."""
+
+    date: str
+    git_commit: str
+    cpu_model: str
+    cores: int
+    memory_gb: float
+    python: str
+    platform: str
+    packages: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """One strategy x server x workers x model x device cell, as observed by one run."""
+
+    strategy: str
+    server: str
+    workers: int
+    threads: int
+    model: str
+    device: str
+    verdict: Verdict
+    cold_start_s: float | None  # launch to first correct answer
+    warm_all_s: float | None  # launch to every worker having answered correctly
+    requests: int  # verification requests sent
+    ok: int  # verification requests answered 200 and correct
+    errors: ErrorCounts  # verification failures by kind
+    rows_expected: int  # rows acknowledged during verification
+    rows_found: int
+    worker_pids: tuple[int, ...]  # the workers that answered
+    evidence: Evidence
+    environment: Environment
+    started_at: str
+    duration_s: float
+    settings: dict[str, Any] = field(default_factory=dict)  # strategy/server knobs in force
+    load: tuple[LoadLevel, ...] = ()
+    memory: Memory | None = None
+    scenario: str = "steady"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def cell_id(self) -> str:
+        """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
+        return "/".join(
+            [self.strategy, self.server, f"w{self.workers}", self.model, self.device, self.scenario]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CellRecord":
+        if not isinstance(data, dict):
+            raise RecordError("a record must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RecordError(f"record schema_version {version!r}; this forkwise reads {SCHEMA_VERSION}")
+        return _decode(cls, data, "record")
+
+
+# --- encoding: dataclass <-> JSON-ready dict, with validation on the way in ---------------
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _decode(inner, value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: expected an object")
+        hints = _hints(tp)
+        known = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - known
+        if unknown:
+            raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{where}: missing field {f.name!r}")
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: expected a list")
+        (inner, _ellipsis) = typing.get_args(tp)
+        return tuple(_decode(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: expected an object")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise RecordError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise RecordError(f"{where}: cannot decode type {tp!r}")
+
+
+# --- JSON schema, derived from the same dataclasses -------------------------------------
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [o for o in typing.get_args(tp) if o is not type(None)]
+        return {"anyOf": [_schema(inner), {"type": "null"}]}
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = dataclasses.fields(tp)
+        required = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {f.name: _schema(hints[f.name]) for f in fields},
+            "required": required,
+        }
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    if origin is tuple:
+        return {"type": "array", "items": _schema(typing.get_args(tp)[0])}
+    if origin is dict or tp is dict:
+        return {"type": "object"}
+    if tp is Any:
+        return {}
+    return {float: {"type": "number"}, int: {"type": "integer"}, str: {"type": "string"}, bool: {"type": "boolean"}}[tp]
+
+
+def json_schema() -> dict[str, Any]:
+    """The versioned JSON schema of a CellRecord (draft 2020-12)."""
+    schema = _schema(CellRecord)
+    schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://forkwise.invalid/schema/cell-record-v{SCHEMA_VERSION}.json",
+        "title": f"forkwise cell record, schema version {SCHEMA_VERSION}",
+        **schema,
+    }
+
+
+# --- record files: one JSON object a line, appended as each cell ends ---------------------
+
+
+RECORDS_FILE = "records.jsonl"
+
+
+def append_record(path: Path, record: CellRecord) -> None:
+    """Append one record and flush it to disk at once, so an interrupted run keeps it."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(record.to_json() + "\n")
+        fh.flush()
+
+
+def read_records(path: Path) -> Iterator[CellRecord]:
+    """Read a records file (JSONL) or a results.json (a list under "records")."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        doc = json.loads(text)
+        for i, item in enumerate(doc.get("records", [])):
+            yield CellRecord.from_dict(item)
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+        yield CellRecord.from_dict(data)

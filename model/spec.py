@@ -1,0 +1,143 @@
+"""What a served model is: its file, its digest, its shapes and its reference set.
+
+A spec is a small JSON file next to the reference set, so that a web worker knows the
+input shape (to validate requests) before, or without, loading the ML runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forkwise.errors import ModelError
+
+# Named models forkwise builds itself: layer widths, input first.
+BUILTIN_MODELS: dict[str, tuple[int, ...]] = {
+    "default": (256, 1024, 1024, 1),
+    "large": (1024, 4096, 4096, 1),
+    "tiny": (8, 10, 1),
+}
+REFERENCE_ROWS = 64
+SEED = 20261126
+# Building and computing the reference import TensorFlow in a fresh process: 2 s and up.
+BUILD_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_path: Path
+    reference_path: Path
+    sha256: str
+    input_shape: tuple[int, ...]  # one instance, without the batch axis
+    output_shape: tuple[int, ...]
+
+    @classmethod
+    def load(cls, spec_path: Path) -> "ModelSpec":
+        try:
+            data = json.loads(Path(spec_path).read_text())
+            return cls(
+                name=data["name"],
+                model_path=Path(data["model_path"]),
+                reference_path=Path(data["reference_path"]),
+                sha256=data["sha256"],
+                input_shape=tuple(data["input_shape"]),
+                output_shape=tuple(data["output_shape"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"cannot read model spec {spec_path}: {exc}") from None
+
+    def save(self, spec_path: Path) -> None:
+        data = {
+            "name": self.name,
+            "model_path": str(self.model_path),
+            "reference_path": str(self.reference_path),
+            "sha256": self.sha256,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+        }
+        _atomic_write(spec_path, json.dumps(data, indent=2).encode())
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed inputs and the outputs a clean process computed for them."""
+        with np.load(self.reference_path) as ref:
+            return ref["inputs"], ref["outputs"]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _run_clean(args: list[str], what: str) -> str:
+    """Run a forkwise.model.build step in a fresh interpreter: nothing of this process leaks in."""
+    cmd = [sys.executable, "-m", "forkwise.model.build", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{what} took over {BUILD_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise ModelError(f"{what} failed:\n{tail}")
+    return proc.stdout
+
+
+def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False) -> Path:
+    """Return the spec.json for a built-in model name or a user's ``.keras`` path.
+
+    Builds the built-in model on first use; computes the reference set of any model in
+    a separate clean process, once per model digest.
+    """
+    if isinstance(model, str) and model in BUILTIN_MODELS:
+        folder = Path(home) / "models" / model
+        model_path = folder / "model.keras"
+        if rebuild or not model_path.exists():
+            _run_clean(["--write-builtin", model, str(model_path)], f"building the {model!r} model")
+        name = model
+    else:
+        model_path = Path(model).expanduser().resolve()
+        if model_path.suffix != ".keras":
+            raise ModelError(
+                f"{model}: not a built-in model ({', '.join(BUILTIN_MODELS)}) nor a .keras file"
+            )
+        if not model_path.is_file():
+            raise ModelError(f"{model_path}: no such model file")
+        name = model_path.stem
+    sha = file_sha256(model_path)
+    folder = Path(home) / "references" / sha[:16]
+    spec_path = folder / "spec.json"
+    if spec_path.exists() and not rebuild:
+        spec = ModelSpec.load(spec_path)
+        if spec.model_path == model_path and spec.sha256 == sha:
+            return spec_path
+    ref_path = folder / "reference.npz"
+    out = _run_clean(["--reference", str(model_path), str(ref_path)], f"computing the reference of {model_path}")
+    shapes = json.loads(out.strip().splitlines()[-1])
+    ModelSpec(
+        name=name,
+        model_path=model_path,
+        reference_path=ref_path,
+        sha256=sha,
+        input_shape=tuple(shapes["input_shape"]),
+        output_shape=tuple(shapes["output_shape"]),
+    ).save(spec_path)
+    return spec_path

@@ -1,0 +1,150 @@
+"""Process ownership: every process forkwise starts has an owner that stops it.
+
+Servers run in their own session (process group), so the owner can stop the whole
+tree by the group id it created, with a deadline, and then check that nothing of it
+is left. Helpers started inside a deployment die with their parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM one child we started, wait up to grace_s, then SIGKILL it; always reaps it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only this user can enter (0700), created if needed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live processes whose process group is `pgid` (zombies excluded)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
+def tagged_processes(tag_var: str, tag: str) -> list[psutil.Process]:
+    """Live processes whose environment carries tag_var=tag: descendants that changed group."""
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            if proc.environ().get(tag_var) == tag:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+class ProcessGroup:
+    """A command started in a new session; `stop()` ends its whole group, then checks.
+
+    Used as a context manager, the group is stopped in `__exit__` whatever happened.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None):
+        self.argv, self.env, self.log_path, self.cwd = argv, env, log_path, cwd
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> "ProcessGroup":
+        log = open(self.log_path, "ab")
+        try:
+            self.started_at = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def stop(self, grace_s: float = 10.0) -> list[int]:
+        """SIGTERM the group, wait up to grace_s for all of it, SIGKILL what remains.
+
+        Returns the pids that had to be killed (evidence for a record).
+        """
+        if self.proc is None:
+            return []
+        self.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            self.proc.poll()
+            if not group_members(self.pid):
+                break
+            time.sleep(0.1)
+        killed = [p.pid for p in group_members(self.pid)]
+        if killed:
+            self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        end = time.monotonic() + 5
+        while group_members(self.pid) and time.monotonic() < end:
+            time.sleep(0.05)
+        return killed
+
+    def __enter__(self) -> "ProcessGroup":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

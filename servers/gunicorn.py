@@ -1,0 +1,79 @@
+"""Gunicorn adapters: sync workers, and gthread workers (threads per worker).
+
+Writes a gunicorn.conf.py with the settings and the server hooks. The hooks only
+forward to forkwise.webapp.process, which calls the strategy's hooks.
+"""
+
+from __future__ import annotations
+
+from forkwise.servers.base import WSGI_APP, Deployment, LaunchPlan, ServerAdapter
+from forkwise.strategies.base import ServerNeeds
+
+_CONFIG = '''\
+# Written by forkwise for one deployment. Hooks forward to forkwise.webapp.process.
+bind = {bind!r}
+workers = {workers}
+worker_class = {worker_class!r}
+threads = {threads}
+preload_app = {preload}
+timeout = {timeout}
+graceful_timeout = {graceful}
+max_requests = {max_requests}
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+pidfile = {pidfile!r}
+control_socket_disable = True  # gunicorn 27+: no shared ~/.gunicorn socket between deployments
+
+
+def post_worker_init(worker):
+    """Worker process, after gunicorn's worker init, before its first request."""
+    from forkwise.webapp import process
+    process.worker_started()
+
+
+def worker_exit(server, worker):
+    """Worker process, as it exits."""
+    from forkwise.webapp import process
+    process.worker_exit()
+
+
+def on_exit(server):
+    """Master process, at shutdown."""
+    from forkwise.webapp import process
+    process.master_exit()
+'''
+
+
+class Gunicorn(ServerAdapter):
+    kind = "gunicorn"
+    worker_class = "sync"
+
+    def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
+        run_dir = deployment.settings.run_dir
+        config_path = run_dir / "gunicorn.conf.py"
+        config = _CONFIG.format(
+            bind=f"{deployment.host}:{deployment.port}",
+            workers=deployment.workers,
+            worker_class=self.worker_class,
+            threads=self.threads,
+            preload=needs.preload_app,
+            timeout=deployment.timeouts.worker_s,
+            graceful=deployment.timeouts.graceful_s,
+            max_requests=deployment.max_requests,
+            pidfile=str(run_dir / "server.pid"),
+        )
+        argv = [self.python(), "-m", "gunicorn", "--config", str(config_path), WSGI_APP]
+        return LaunchPlan(argv=argv, env={}, files={config_path: config})
+
+
+class GunicornSync(Gunicorn):
+    name = "gunicorn-sync"
+    summary = "Gunicorn, sync workers (one request at a time per worker)"
+
+
+class GunicornGthread(Gunicorn):
+    name = "gunicorn-gthread"
+    summary = "Gunicorn, gthread workers (4 threads per worker)"
+    worker_class = "gthread"
+    threads = 4

@@ -1,0 +1,54 @@
+"""uWSGI adapters, through pyuwsgi (a binary wheel: no compiler needed).
+
+Processes, or processes plus threads. A preloading strategy gets uWSGI's default
+(app loaded in the master, then fork) and a post-fork hook; any other gets lazy-apps.
+"""
+
+from __future__ import annotations
+
+from forkwise.servers.base import WSGI_APP, Deployment, LaunchPlan, ServerAdapter
+from forkwise.strategies.base import ServerNeeds
+
+
+class Uwsgi(ServerAdapter):
+    kind = "uwsgi"
+    name = "uwsgi"
+    summary = "uWSGI (pyuwsgi), one thread per process"
+
+    def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
+        run_dir = deployment.settings.run_dir
+        t = deployment.timeouts
+        options = {
+            "master": True,
+            "http-socket": f"{deployment.host}:{deployment.port}",
+            "processes": deployment.workers,
+            "module": WSGI_APP,
+            "need-app": True,
+            "die-on-term": True,  # SIGTERM stops (uWSGI's default is to reload)
+            "enable-threads": True,  # let threads the app starts run
+            "single-interpreter": True,
+            "harakiri": t.worker_s,
+            "worker-reload-mercy": t.graceful_s,
+            "reload-mercy": t.graceful_s,
+            "buffer-size": 32768,
+            "disable-logging": True,  # no per-request log line: measure the app, not the logger
+            "pidfile": str(run_dir / "server.pid"),
+            # Imported in the master before fork: installs the post-fork and exit hooks.
+            "import": "forkwise.servers.uwsgi_hooks",
+        }
+        if self.threads > 1:
+            options["threads"] = self.threads
+        if not needs.preload_app:
+            options["lazy-apps"] = True
+        if deployment.max_requests:
+            options["max-requests"] = deployment.max_requests
+        argv = [self.python(), "-m", "forkwise.servers.uwsgi_main"]
+        for key, value in options.items():
+            argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+        return LaunchPlan(argv=argv, env={}, files={})
+
+
+class UwsgiThreads(Uwsgi):
+    name = "uwsgi-threads"
+    summary = "uWSGI (pyuwsgi), 4 threads per process"
+    threads = 4

@@ -1,0 +1,77 @@
+"""The one interface every strategy implements.
+
+A strategy decides which process imports the ML runtime and loads the model, and
+when. The web app calls every hook below in the same order under every server; the
+defaults do nothing, so a strategy overrides only the hooks it needs. Each hook's
+docstring names the process that runs it.
+
+Lifecycle, preloaded (``needs.preload_app``)::
+
+    master:  __init__ -> preload()                       -> ... -> on_exit()
+    worker:                (fork) -> post_fork() -> predict() x N
+
+Lifecycle, not preloaded::
+
+    worker:  (fork) -> __init__ -> post_fork() -> predict() x N
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from forkwise.config import AppSettings
+from forkwise.model.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ServerNeeds:
+    """What a strategy asks of the server; adapters translate it into configuration."""
+
+    # Build the web app in the master before forking workers (gunicorn --preload,
+    # uWSGI without lazy-apps). False: each worker builds it after fork (lazy-apps).
+    preload_app: bool = False
+
+
+class Strategy:
+    """Base class: do-nothing hooks, so the caller can always call every one."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs: ClassVar[ServerNeeds] = ServerNeeds()
+    # Answer one inference right after post_fork, so the worker is ready before traffic.
+    warm_after_fork: ClassVar[bool] = True
+    # False for a strategy that answers without the model (the `control` ceiling):
+    # verification then checks `constant_output` instead of the reference set.
+    serves_model: ClassVar[bool] = True
+
+    def __init__(self, settings: AppSettings, spec: ModelSpec):
+        """Runs in the process that builds the web app: the master when preloaded, else each worker."""
+        self.settings = settings
+        self.spec = spec
+
+    def preload(self) -> None:
+        """Runs in the master, once, before any worker is forked (only when needs.preload_app)."""
+
+    def post_fork(self) -> None:
+        """Runs in each worker, once, before it serves its first request."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Runs in a worker, on the request's thread: float32 rows in, float32 rows out.
+
+        Raise ModelUnavailable when the model cannot answer now (the client gets 503).
+        """
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        """Runs in a worker, for /stats and the record: settings in force (JSON-ready)."""
+        return {}
+
+    def on_exit(self) -> None:
+        """Runs in the master at shutdown (when preloaded), and in a worker as it exits."""
+
+    def constant_output(self) -> np.ndarray | None:
+        """The answer every request gets when serves_model is False; None otherwise."""
+        return None

@@ -1,0 +1,73 @@
+"""child-process: one model server per deployment, in its own fresh interpreter.
+
+The master starts a supervisor (never forked from an initialised runtime: a fresh
+interpreter), which runs the model server and restarts it if it dies. Workers never
+import the runtime; they send float32 rows over a Unix socket in a private directory
+and wait at most ``model_timeout_s``. While the model server is down they answer 503
+with Retry-After, never hang. ``child-process-batched`` merges concurrent requests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from forkwise.modelserver.client import ModelClient
+from forkwise.procs import private_dir, stop_process
+from forkwise.strategies.base import ServerNeeds, Strategy
+
+
+class ChildProcess(Strategy):
+    name = "child-process"
+    summary = "one model-server process per deployment; workers call it over a Unix socket"
+    needs = ServerNeeds(preload_app=True)  # the master owns the model server
+
+    def _max_batch(self) -> int:
+        return 1
+
+    def __init__(self, settings, spec):
+        """Runs in the master (this strategy preloads the app)."""
+        super().__init__(settings, spec)
+        self.socket_path = private_dir(settings.run_dir / "modelserver") / "model.sock"
+        self._supervisor: subprocess.Popen | None = None
+        self.client = ModelClient(self.socket_path, settings.model_timeout_s)
+
+    def preload(self) -> None:
+        """Runs in the master before fork: start the supervisor, which starts the model server."""
+        self._owner_pid = os.getpid()
+        self._supervisor = subprocess.Popen(
+            [
+                sys.executable, "-m", "forkwise.modelserver.supervisor",
+                "--socket", str(self.socket_path),
+                "--spec", str(self.settings.model_spec),
+                "--max-batch", str(self._max_batch()),
+                "--max-wait-ms", str(self.settings.max_wait_ms),
+            ]
+        )
+
+    def post_fork(self) -> None:
+        """Runs in each worker: drop any connection state inherited from the master."""
+        self.client = ModelClient(self.socket_path, self.settings.model_timeout_s)
+
+    def predict(self, batch):
+        """Runs in a worker, on the request's thread: one round trip to the model server."""
+        out = self.client.predict(batch)
+        return out.reshape(len(batch), *self.spec.output_shape)
+
+    def describe(self):
+        return {"max_batch": self._max_batch(), "max_wait_ms": self.settings.max_wait_ms}
+
+    def on_exit(self) -> None:
+        """Runs in the master at shutdown (stops the supervisor it started) and in each worker."""
+        if self._supervisor is not None and os.getpid() == self._owner_pid:
+            stop_process(self._supervisor, grace_s=5)
+        self.client.close()
+
+
+class ChildProcessBatched(ChildProcess):
+    name = "child-process-batched"
+    summary = "child-process with dynamic batching: a batch closes at max_batch rows or after max_wait_ms"
+
+    def _max_batch(self) -> int:
+        return self.settings.max_batch

@@ -1,0 +1,27 @@
+"""import-in-route: the article's case 1. Import and load inside the request handler.
+
+No lock: concurrent first requests may each load the model. The article claims such
+imports fail under concurrency; Python's import lock serialises them, and the matrix
+shows what happens.
+"""
+
+from forkwise.model.runtime import Predictor
+from forkwise.strategies.base import Strategy
+
+
+class ImportInRoute(Strategy):
+    name = "import-in-route"
+    summary = "import the runtime and load the model inside the request handler (article case 1)"
+    warm_after_fork = False  # nothing is loaded until a request arrives
+
+    _predictor: Predictor | None = None
+
+    def predict(self, batch):
+        """Runs in a worker, on the request's thread: imports and loads on first use, unguarded."""
+        import tensorflow  # noqa: F401  (the article's import, in the route)
+
+        from forkwise.model.runtime import load_predictor
+
+        if self._predictor is None:
+            self._predictor = load_predictor(self.spec.model_path)
+        return self._predictor(batch)

@@ -1,0 +1,28 @@
+"""preload-import: import the runtime in the master, load the model after fork.
+
+Shares the imported modules' pages between workers (copy-on-write) while every
+runtime object that holds threads or device state is created after fork.
+"""
+
+from forkwise.model.runtime import Predictor, load_predictor
+from forkwise.strategies.base import ServerNeeds, Strategy
+
+
+class PreloadImport(Strategy):
+    name = "preload-import"
+    summary = "import the runtime in the master, load the model in each worker after fork"
+    needs = ServerNeeds(preload_app=True)
+
+    _predictor: Predictor | None = None
+
+    def preload(self) -> None:
+        """Runs in the master before fork: import only, touch no runtime state."""
+        import keras  # noqa: F401  (imports the backend too)
+
+    def post_fork(self) -> None:
+        """Runs in each worker after fork: load the model here."""
+        self._predictor = load_predictor(self.spec.model_path)
+
+    def predict(self, batch):
+        """Runs in a worker, on the request's thread."""
+        return self._predictor(batch)

@@ -1,0 +1,92 @@
+"""HTTP routes: POST /predict, GET /healthz, /readyz, /stats. JSON in, JSON out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from flask import Blueprint, current_app, jsonify, request
+
+from forkwise.errors import DatabaseBusy, ModelUnavailable
+from forkwise.webapp.validation import BadRequest, instances_from, parse_body
+
+bp = Blueprint("forkwise", __name__)
+
+
+def _state():
+    return current_app.extensions["forkwise"]
+
+
+@bp.post("/predict")
+def predict():
+    state = _state()
+    settings = state.settings
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        raise BadRequest(415, "unsupported_media_type", f"send Content-Type: application/json, not {mimetype or 'nothing'}")
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        raise BadRequest(413, "body_too_large", f"the body is {length} bytes; at most {settings.max_body_bytes}")
+    # Werkzeug enforces MAX_CONTENT_LENGTH on the stream too (chunked bodies): 413 before parsing.
+    batch = instances_from(parse_body(request.get_data(cache=False)), state.spec.input_shape, settings.max_instances)
+    outputs = state.predict(batch)
+    digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in batch]
+    values = outputs.reshape(len(batch), -1).tolist() if outputs.ndim > 1 else [[v] for v in outputs.tolist()]
+    pid = os.getpid()
+    ids = state.db.record(digests, values, pid, state.strategy.name)
+    return jsonify(predictions=outputs.tolist(), ids=ids, worker=pid, strategy=state.strategy.name)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="alive", pid=os.getpid())
+
+
+@bp.get("/readyz")
+def readyz():
+    state = _state()
+    if state.ready:
+        return jsonify(status="ready", pid=os.getpid())
+    return jsonify(status="not ready: the model has not answered in this process yet", pid=os.getpid()), 503
+
+
+@bp.get("/stats")
+def stats():
+    state = _state()
+    return jsonify(
+        rows=state.db.count(),
+        pid=os.getpid(),
+        strategy=state.strategy.name,
+        ready=state.ready,
+        settings=state.strategy.describe(),
+    )
+
+
+def _error(status: int, code: str, message: str, retry_after: int | None = None):
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def register_error_handlers(app) -> None:
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(ModelUnavailable)
+    def model_unavailable(exc: ModelUnavailable):
+        return _error(503, "model_unavailable", str(exc), retry_after=exc.retry_after_s)
+
+    @app.errorhandler(DatabaseBusy)
+    def database_busy(exc: DatabaseBusy):
+        return _error(503, "database_busy", str(exc), retry_after=exc.retry_after_s)
+
+    # Werkzeug's own HTTP errors (404, 405, 413 from MAX_CONTENT_LENGTH...) as JSON too.
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 500, code, exc.description or exc.name)
