@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -80,6 +81,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "db_busy_timeout_s": _positive_float,
     "max_batch": _positive_int,
     "max_wait_ms": _positive_float,
+    "python": _required_str,
 }
 
 
@@ -101,6 +103,9 @@ class AppSettings:
     db_busy_timeout_s: float = 10.0
     max_batch: int = 32  # model-server batching: rows per batch at most
     max_wait_ms: float = 1.0  # model-server batching: how long a batch may wait to fill
+    # The interpreter that helper processes (the model server) run with. Not sys.executable
+    # inside a worker: under pyuwsgi that names the base interpreter, not the virtualenv's.
+    python: str = sys.executable
     extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
 
     def __post_init__(self) -> None:

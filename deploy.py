@@ -58,7 +58,7 @@ def make_deployment(
     )
 
 
-def launch(deployment: Deployment) -> Launch:
+def launch(deployment: Deployment, log_to_file: bool = True) -> Launch:
     """Create the schema, write the server's config, start it in a new process group.
 
     The caller owns the returned group and must stop it (``group.stop()``).
@@ -72,5 +72,6 @@ def launch(deployment: Deployment) -> Launch:
     tag = secrets.token_hex(8)
     env = {**os.environ, **settings.to_environ(), **plan.env, RUN_TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    group = ProcessGroup(plan.argv, env, settings.run_dir / "server.log", cwd=settings.run_dir).start()
+    log_path = settings.run_dir / "server.log" if log_to_file else None
+    group = ProcessGroup(plan.argv, env, log_path, cwd=settings.run_dir).start()
     return Launch(deployment, ModelSpec.load(settings.model_spec), group, tag)

@@ -15,7 +15,7 @@ class UnknownNameError(ConfigError):
 
     def __init__(self, kind: str, name: str, valid):
         self.kind, self.name, self.valid = kind, name, sorted(valid)
-        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+        super().__init__(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(self.valid)}")
 
 
 class ModelError(ForkwiseError):

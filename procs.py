@@ -83,21 +83,23 @@ class ProcessGroup:
     Used as a context manager, the group is stopped in `__exit__` whatever happened.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None):
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path | None, cwd: Path | None = None):
+        """log_path None: the command writes to this process's stdout and stderr."""
         self.argv, self.env, self.log_path, self.cwd = argv, env, log_path, cwd
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
 
     def start(self) -> "ProcessGroup":
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab") if self.log_path else None
         try:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT if log else None,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
-            log.close()
+            if log:
+                log.close()
         return self
 
     @property
@@ -144,7 +146,7 @@ class ProcessGroup:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self.log_path.read_text(errors="replace") if self.log_path else ""
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])

@@ -142,6 +142,11 @@ class Environment:
     packages: dict[str, str]
 
 
+def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str) -> str:
+    # Threads are not part of it: each server setting runs a fixed number of threads.
+    return "/".join([strategy, server, f"w{workers}", model, device, scenario])
+
+
 @dataclass(frozen=True)
 class CellRecord:
     """One strategy x server x workers x model x device cell, as observed by one run."""
@@ -174,9 +179,7 @@ class CellRecord:
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
-        return "/".join(
-            [self.strategy, self.server, f"w{self.workers}", self.model, self.device, self.scenario]
-        )
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario)
 
     def to_dict(self) -> dict[str, Any]:
         return _encode(self)

@@ -65,8 +65,9 @@ class Strategy:
         """
         raise NotImplementedError
 
-    def describe(self) -> dict[str, object]:
-        """Runs in a worker, for /stats and the record: settings in force (JSON-ready)."""
+    @classmethod
+    def knobs(cls, settings: AppSettings) -> dict[str, object]:
+        """The strategy's settings in force, for /stats and the record (JSON-ready)."""
         return {}
 
     def on_exit(self) -> None:

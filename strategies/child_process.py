@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 from forkwise.modelserver.client import ModelClient
 from forkwise.procs import private_dir, stop_process
@@ -23,7 +22,8 @@ class ChildProcess(Strategy):
     summary = "one model-server process per deployment; workers call it over a Unix socket"
     needs = ServerNeeds(preload_app=True)  # the master owns the model server
 
-    def _max_batch(self) -> int:
+    @classmethod
+    def max_batch(cls, settings) -> int:
         return 1
 
     def __init__(self, settings, spec):
@@ -38,10 +38,10 @@ class ChildProcess(Strategy):
         self._owner_pid = os.getpid()
         self._supervisor = subprocess.Popen(
             [
-                sys.executable, "-m", "forkwise.modelserver.supervisor",
+                self.settings.python, "-m", "forkwise.modelserver.supervisor",
                 "--socket", str(self.socket_path),
                 "--spec", str(self.settings.model_spec),
-                "--max-batch", str(self._max_batch()),
+                "--max-batch", str(self.max_batch(self.settings)),
                 "--max-wait-ms", str(self.settings.max_wait_ms),
             ]
         )
@@ -55,8 +55,9 @@ class ChildProcess(Strategy):
         out = self.client.predict(batch)
         return out.reshape(len(batch), *self.spec.output_shape)
 
-    def describe(self):
-        return {"max_batch": self._max_batch(), "max_wait_ms": self.settings.max_wait_ms}
+    @classmethod
+    def knobs(cls, settings):
+        return {"max_batch": cls.max_batch(settings), "max_wait_ms": settings.max_wait_ms}
 
     def on_exit(self) -> None:
         """Runs in the master at shutdown (stops the supervisor it started) and in each worker."""
@@ -69,5 +70,6 @@ class ChildProcessBatched(ChildProcess):
     name = "child-process-batched"
     summary = "child-process with dynamic batching: a batch closes at max_batch rows or after max_wait_ms"
 
-    def _max_batch(self) -> int:
-        return self.settings.max_batch
+    @classmethod
+    def max_batch(cls, settings) -> int:
+        return settings.max_batch

@@ -104,6 +104,16 @@ class Database:
                 raise DatabaseBusy("the database stayed locked; nothing was written, retry") from None
             raise
 
+    def outputs(self, ids: list[int]) -> dict[int, list[float]]:
+        """Stored outputs by row id, for the ids that exist."""
+        found: dict[int, list[float]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                query = select(predictions.c.id, predictions.c.output).where(predictions.c.id.in_(chunk))
+                found.update({row.id: json.loads(row.output) for row in conn.execute(query)})
+        return found
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(predictions)).scalar_one()

@@ -58,7 +58,7 @@ def stats():
         pid=os.getpid(),
         strategy=state.strategy.name,
         ready=state.ready,
-        settings=state.strategy.describe(),
+        settings=type(state.strategy).knobs(state.settings),
     )
 
 

@@ -1,0 +1,409 @@
+"""One matrix cell: start a deployment, verify it, load it, measure it, stop it, record it.
+
+Runs in the process of ``forkwise cell`` (the matrix runs each cell as such a process,
+in its own process group, with a hard deadline). Verification comes before load: a
+cell that is not correct is never load-tested. Every verdict is observed here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forkwise.deploy import RUN_TAG_VAR, Launch, launch, make_deployment
+from forkwise.matrix import environment, resources
+from forkwise.matrix.http import Reply, post_json, request
+from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
+from forkwise.model.spec import ModelSpec
+from forkwise.procs import tagged_processes
+from forkwise.servers.base import ServerTimeouts
+from forkwise.strategies import registry
+from forkwise.webapp.db import Database
+
+RTOL, ATOL = 1e-5, 1e-6  # CPU float32; batched and unbatched calls differ by round-off only
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What to run and how hard to look at it."""
+
+    strategy: str
+    server: str
+    workers: int = 2
+    model: str = "default"
+    spec_path: Path = Path()
+    device: str = "cpu"
+    boot_timeout_s: float = 90.0  # launch to first correct answer, at most
+    request_timeout_s: float = 10.0  # one request, at most; past it the cell HANGs
+    verify_requests: int = 32
+    load_levels: tuple[int, ...] = ()  # concurrency levels; empty: verify only
+    warmup_s: float = 1.0
+    duration_s: float = 4.0
+    intervals: int = 4
+    driver: str = "auto"
+    worker_timeout_s: int = 30
+    overrides: dict = field(default_factory=dict)  # AppSettings overrides (e.g. max_batch)
+
+
+class Verification:
+    """What verification saw, request by request; the verdict is derived from it."""
+
+    def __init__(self, spec: ModelSpec, serves_model: bool, constant: np.ndarray | None):
+        self.inputs, self.outputs = spec.reference()
+        self.serves_model, self.constant = serves_model, constant
+        self.kinds: Counter[str] = Counter()
+        self.findings: list[str] = []
+        self.workers_seen: dict[int, float] = {}  # pid -> first correct answer time
+        self.acknowledged: dict[int, list[float]] = {}  # row id -> output the client got
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def expected(self, rows: list[int]) -> np.ndarray:
+        if self.serves_model:
+            return self.outputs[rows]
+        return np.broadcast_to(self.constant, (len(rows), *self.constant.shape))
+
+    def payload(self, rows: list[int]) -> dict:
+        return {"instances": self.inputs[rows].tolist()}
+
+    def compare(self, body, rows: list[int]) -> tuple[bool, np.ndarray | None, list[int], int, str]:
+        """A 200 body against the expected rows: (correct, predictions, ids, worker, why not)."""
+        want = self.expected(rows).reshape(len(rows), -1)
+        try:
+            got = np.asarray(body["predictions"], np.float32).reshape(len(rows), -1)
+            ids, worker = [int(i) for i in body["ids"]], int(body["worker"])
+        except (KeyError, TypeError, ValueError):
+            return False, None, [], 0, "malformed answer"
+        if len(ids) != len(rows):
+            return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
+        if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+            return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
+        return True, got, ids, worker, ""
+
+    def check(self, reply: Reply, rows: list[int], at: float) -> str:
+        """Classify one verification reply; remember the rows a 200 acknowledged. Returns the kind."""
+        kind = reply.kind
+        with self._lock:
+            if kind == "ok":
+                correct, got, ids, worker, why = self.compare(reply.body, rows)
+                for row_id, out in zip(ids, got if got is not None else []):
+                    self.acknowledged[row_id] = [float(x) for x in out]
+                if correct:
+                    self.workers_seen.setdefault(worker, at)
+                else:
+                    kind = "wrong"
+                    self._finding(f"worker {worker}: answer off the reference ({why})")
+            elif kind == "5xx":
+                error = reply.body.get("error", {}) if isinstance(reply.body, dict) else {}
+                self._finding(f"HTTP {reply.status}: {error.get('message') or 'no JSON error body'}")
+            self.kinds[kind] += 1
+            self.requests += 1
+        return kind
+
+    def _finding(self, text: str) -> None:
+        if len(self.findings) < 20:
+            self.findings.append(text)
+
+    def errors(self) -> ErrorCounts:
+        k = self.kinds
+        return ErrorCounts(timeout=k["timeout"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"], wrong=k["wrong"])
+
+
+class CellRun:
+    """The life of one cell. `run()` always stops everything it started before returning."""
+
+    def __init__(self, cell: CellSpec, workdir: Path):
+        self.cell, self.workdir = cell, workdir
+        self.timings: dict[str, float] = {}
+        self.findings: list[str] = []
+        self.launch: Launch | None = None
+
+    # --- phases ---------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.launch.group.started_at
+
+    def wait_alive(self) -> bool:
+        d = self.launch.deployment
+        deadline = self.launch.group.started_at + self.cell.boot_timeout_s
+        while time.monotonic() < deadline:
+            if not self.launch.group.alive():
+                self.findings.append(f"server exited with code {self.launch.group.proc.returncode} before answering")
+                return False
+            if request(d.host, d.port, "GET", "/healthz", timeout_s=2).kind == "ok":
+                self.timings["alive_s"] = self._elapsed()
+                return True
+            time.sleep(0.1)
+        self.findings.append(f"/healthz did not answer within {self.cell.boot_timeout_s} s")
+        return False
+
+    def first_answer(self, v: Verification) -> str:
+        """Send one instance until a correct answer; returns 'ok' or the kind that stopped it.
+
+        503s and refused connections while workers warm up are retried, not counted.
+        """
+        d = self.launch.deployment
+        deadline = self.launch.group.started_at + self.cell.boot_timeout_s
+        last, tries = "boot", Counter()
+        while time.monotonic() < deadline and self.launch.group.alive():
+            reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s)
+            last = reply.kind
+            tries[last] += 1
+            if last in ("ok", "timeout") or (last == "5xx" and reply.status != 503):
+                last = v.check(reply, [0], self._elapsed())
+                if last == "ok":
+                    self.timings["cold_start_s"] = self._elapsed()
+                elif last == "timeout":
+                    self.findings.append(f"the first request got no answer within {self.cell.request_timeout_s} s")
+                return last
+            time.sleep(0.2)  # 503 while the model warms, or a worker (re)starting: try again
+        if not self.launch.group.alive():
+            self.findings.append(f"server exited with code {self.launch.group.proc.returncode}")
+        else:
+            self.findings.append(f"no correct answer within {self.cell.boot_timeout_s} s; replies: {dict(tries)}")
+        return last
+
+    def verify(self, v: Verification) -> None:
+        """K requests at a concurrency of at least the number of workers; stop early once hung."""
+        d = self.launch.deployment
+        concurrency = max(4, d.workers * d.threads)
+        hung = threading.Event()
+
+        def one(i: int, size: int) -> None:
+            if hung.is_set():
+                return
+            rows = [(i * 7 + j) % len(v.inputs) for j in range(size)]
+            reply = post_json(d.host, d.port, "/predict", v.payload(rows), self.cell.request_timeout_s)
+            if v.check(reply, rows, self._elapsed()) == "timeout" and v.kinds["timeout"] >= concurrency:
+                hung.set()
+
+        budget = self.cell.verify_requests
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda i: one(i, 1 + i % 3), range(budget)))
+            # A fast app lets one worker take every connection. Larger requests keep each
+            # worker busy longer, so concurrent ones reach the others (up to 3 more rounds).
+            for round_no in range(1, 4):
+                if hung.is_set() or len(v.workers_seen) >= d.workers:
+                    break
+                start = budget * round_no
+                list(pool.map(lambda i: one(i, 64), range(start, start + budget)))
+        if len(v.workers_seen) == d.workers:
+            self.timings["warm_all_s"] = max(v.workers_seen.values())
+
+    def rows_check(self, v: Verification) -> tuple[int, int, bool]:
+        """Acknowledged rows must exist with the same outputs, and no other rows may exist.
+
+        Returns (rows acknowledged, rows in the table, every check held).
+        """
+        db = Database(self.launch.deployment.settings.database_url)
+        total = db.count()
+        stored = db.outputs(list(v.acknowledged))
+        missing = [i for i in v.acknowledged if i not in stored]
+        differing = [i for i, out in v.acknowledged.items()
+                     if i in stored and not np.allclose(stored[i], out, rtol=RTOL, atol=ATOL)]
+        if missing:
+            self.findings.append(f"{len(missing)} acknowledged rows are missing, e.g. ids {missing[:5]}")
+        if differing:
+            self.findings.append(f"{len(differing)} rows hold other outputs than their answers, e.g. ids {differing[:5]}")
+        if total != len(v.acknowledged):
+            self.findings.append(f"the table holds {total} rows for {len(v.acknowledged)} acknowledged")
+        return len(v.acknowledged), total, not missing and not differing and total == len(v.acknowledged)
+
+    # --- the whole cell -----------------------------------------------------------------
+
+    def run(self) -> CellRecord:
+        cell = self.cell
+        started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        strategy_cls = registry.get(cell.strategy)
+        deployment = make_deployment(
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
+            run_dir=self.workdir, port=_free_port(), overrides=cell.overrides,
+            timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s),
+        )
+        spec = ModelSpec.load(cell.spec_path)
+        constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
+        v = Verification(spec, strategy_cls.serves_model, constant)
+        memory, load = None, ()
+        verdict = Verdict.BOOT
+        self.launch = launch(deployment)
+        try:
+            master = self.launch.group.pid
+            with resources.WorkerWatch(master) as watch:
+                if self.wait_alive():
+                    first = self.first_answer(v)
+                    if first == "ok":
+                        self.verify(v)
+                    verdict = self.classify(v, first, watch)
+                    if verdict is Verdict.OK:
+                        memory = resources.measure_memory(master)
+                        if cell.load_levels:
+                            load = tuple(self.load(v, spec))
+                            verdict = self.classify_after_load(load, verdict)
+                            if self._workers_died(watch):
+                                verdict = Verdict.CRASH
+        finally:
+            killed = self.launch.group.stop(grace_s=10)
+            if killed:
+                self.findings.append(f"had to SIGKILL {len(killed)} processes at stop (pids {killed[:8]})")
+            leftovers = tagged_processes(RUN_TAG_VAR, self.launch.tag)
+            for proc in leftovers:  # descendants that left the group: still ours, stop them
+                self.findings.append(f"process {proc.pid} outlived its group; killed")
+                proc.kill()
+        rows_expected, rows_found, rows_hold = self.rows_check(v)
+        if verdict is Verdict.OK and not rows_hold:
+            verdict = Verdict.LOST
+        log_tail = "" if verdict is Verdict.OK else self.launch.group.log_tail(40)
+        return CellRecord(
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
+            model=cell.model, device=cell.device, verdict=verdict,
+            cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
+            requests=v.requests, ok=v.kinds["ok"], errors=v.errors(),
+            rows_expected=rows_expected, rows_found=rows_found,
+            worker_pids=tuple(sorted(v.workers_seen)),
+            evidence=Evidence(
+                findings=tuple(self.findings + v.findings),
+                timings_s={k: round(x, 3) for k, x in self.timings.items()},
+                log_tail=log_tail,
+            ),
+            environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
+            settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
+                      "request_timeout_s": cell.request_timeout_s, "worker_timeout_s": cell.worker_timeout_s,
+                      **strategy_cls.knobs(deployment.settings)},
+            load=load, memory=memory,
+        )
+
+    def _workers_died(self, watch: "resources.WorkerWatch") -> bool:
+        workers = self.launch.deployment.workers
+        if watch.vanished or len(watch.seen) > workers:
+            self.findings.append(
+                f"workers died or were respawned: {len(watch.seen)} worker pids seen for {workers} workers, "
+                f"vanished {watch.vanished[:8]}"
+            )
+            return True
+        return False
+
+    def classify(self, v: Verification, first: str, watch: "resources.WorkerWatch") -> Verdict:
+        """Observed facts -> verdict, most severe first."""
+        d = self.launch.deployment
+        died = self._workers_died(watch)
+        if v.kinds["timeout"]:
+            return Verdict.HANG
+        if not self.launch.group.alive() or died:
+            return Verdict.CRASH
+        if first != "ok" and not v.kinds["5xx"] and not v.kinds["wrong"]:
+            return Verdict.BOOT
+        if v.kinds["5xx"]:
+            return Verdict.ERROR
+        if v.kinds["wrong"] or v.kinds["connect"] or v.kinds["4xx"]:
+            return Verdict.WRONG
+        if len(v.workers_seen) < min(d.workers, 2):
+            self.findings.append(f"only {len(v.workers_seen)} of {d.workers} workers answered {v.requests} requests")
+            return Verdict.WRONG
+        return Verdict.OK
+
+    def classify_after_load(self, levels: tuple[LoadLevel, ...], verdict: Verdict) -> Verdict:
+        for level in levels:
+            e = level.errors
+            tag = f"under load at concurrency {level.concurrency}"
+            if e.timeout:
+                self.findings.append(f"{e.timeout} requests timed out {tag}")
+                return Verdict.HANG
+            if e.http_5xx:
+                self.findings.append(f"{e.http_5xx} answers were 5xx {tag}")
+                return Verdict.ERROR
+            if level.sampled_wrong:
+                self.findings.append(f"{level.sampled_wrong} of {level.sampled} sampled answers were off {tag}")
+                return Verdict.WRONG
+            if level.rows_lost or level.rows_found != level.rows_expected:
+                self.findings.append(f"{level.rows_expected} rows acknowledged, {level.rows_found} written {tag}")
+                return Verdict.LOST
+        return verdict
+
+    def load(self, v: Verification, spec: ModelSpec):
+        from forkwise.matrix.load import run_load
+
+        d = self.launch.deployment
+        db = Database(d.settings.database_url)
+        bodies = [_body(v.payload([i])) for i in range(len(v.inputs))]
+        url = f"http://{d.host}:{d.port}/predict"
+        master = self.launch.group.pid
+        for concurrency in self.cell.load_levels:
+            rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
+            result = run_load(
+                url, bodies, concurrency=concurrency, warmup_s=self.cell.warmup_s,
+                duration_s=self.cell.duration_s, intervals=self.cell.intervals,
+                timeout_s=self.cell.request_timeout_s, driver=self.cell.driver,
+            )
+            server_cpu = resources.cpu_seconds(master) - cpu_before
+            rows_after = db.count()
+            wrong = 0
+            for raw, index in zip(result.sampled_bodies, result.sampled_requests):
+                if not v.compare(_json(raw), [index])[0]:
+                    wrong += 1
+            samples = tuple(round(x, 1) for x in result.rps_samples)
+            yield LoadLevel(
+                concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
+                rps=round(float(np.mean(samples)) if samples else 0.0, 1),
+                rps_stdev=round(float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0, 1),
+                rps_samples=samples,
+                latency=Latency(**{f"{k}_ms": round(result.latency_ms[k], 3) for k in ("p50", "p90", "p99", "max", "mean")}),
+                errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
+                                   http_5xx=result.http_5xx, wrong=wrong),
+                rows_expected=result.total_ok_including_warmup, rows_found=rows_after - rows_before,
+                sampled=len(result.sampled_bodies), sampled_wrong=wrong, driver=result.driver,
+                driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
+            )
+
+
+def _body(payload) -> bytes:
+    import json
+
+    return json.dumps(payload).encode()
+
+
+def _json(raw: bytes):
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _free_port() -> int:
+    from forkwise.procs import free_port
+
+    return free_port()
+
+
+def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
+    """Run one cell in a fresh private work directory (kept only when `workdir` is given)."""
+    if workdir is not None:
+        return CellRun(cell, workdir).run()
+    with tempfile.TemporaryDirectory(prefix="forkwise-cell-") as tmp:
+        return CellRun(cell, Path(tmp)).run()
+
+
+def summary_line(record: CellRecord) -> str:
+    cold = f"{record.cold_start_s:.1f}s" if record.cold_start_s is not None else "-"
+    text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}  {record.verdict.value:<5} "
+            f"cold {cold:>6}  ok {record.ok}/{record.requests}  rows {record.rows_found}/{record.rows_expected}")
+    for level in record.load:
+        text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"
+    if not record.verdict.ok and record.evidence.findings:
+        text += f"\n    {record.evidence.findings[0]}"
+    return text
+

@@ -1,0 +1,66 @@
+"""Environment metadata for every record: where and with what it was measured."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+from forkwise.matrix.records import Environment
+
+PACKAGES = (
+    "forkwise", "tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy",
+    "flask", "sqlalchemy", "gunicorn", "pyuwsgi", "psutil",
+)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+@lru_cache(maxsize=1)
+def current() -> Environment:
+    return Environment(
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        git_commit=_git_commit(),
+        cpu_model=_cpu_model(),
+        cores=os.cpu_count() or 0,
+        memory_gb=round(psutil.virtual_memory().total / 2**30, 1),
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        packages=_versions(),
+    )

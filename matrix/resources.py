@@ -1,0 +1,111 @@
+"""Memory and CPU of every process of a deployment, through psutil."""
+
+from __future__ import annotations
+
+import psutil
+
+from forkwise.matrix.records import Memory, ProcessMemory
+
+_MB = 1024 * 1024
+
+
+def deployment_processes(master_pid: int) -> list[psutil.Process]:
+    try:
+        master = psutil.Process(master_pid)
+        return [master, *master.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def role_of(proc: psutil.Process, master_pid: int) -> str:
+    if proc.pid == master_pid:
+        return "master"
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "unknown"
+    if "forkwise.modelserver.supervisor" in cmdline:
+        return "supervisor"
+    if "forkwise.modelserver.server" in cmdline:
+        return "model-server"
+    return "worker"
+
+
+def measure_memory(master_pid: int) -> Memory:
+    found = []
+    for proc in deployment_processes(master_pid):
+        try:
+            info = proc.memory_full_info()
+            cpu = proc.cpu_times()
+        except psutil.Error:
+            continue
+        found.append(
+            ProcessMemory(
+                role=role_of(proc, master_pid),
+                pid=proc.pid,
+                rss_mb=round(info.rss / _MB, 1),
+                uss_mb=round(info.uss / _MB, 1),
+                pss_mb=round(getattr(info, "pss", info.uss) / _MB, 1),
+                cpu_s=round(cpu.user + cpu.system, 2),
+            )
+        )
+    return Memory.of(found)
+
+
+def cpu_seconds(master_pid: int) -> float:
+    """User+system CPU of every live process of the deployment."""
+    total = 0.0
+    for proc in deployment_processes(master_pid):
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def worker_pids(master_pid: int) -> set[int]:
+    """The master's direct children that are web workers (not the model-server supervisor)."""
+    try:
+        children = psutil.Process(master_pid).children(recursive=False)
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.pid for c in children if role_of(c, master_pid) == "worker"}
+
+
+class WorkerWatch:
+    """Polls the master's workers in a thread: which were ever seen, which vanished.
+
+    A worker that vanished while the master lived, or more distinct workers than
+    configured, means workers died or were respawned.
+    """
+
+    def __init__(self, master_pid: int, interval_s: float = 0.1):
+        import threading
+
+        self.master_pid, self.interval_s = master_pid, interval_s
+        self.seen: list[int] = []
+        self.vanished: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        alive: set[int] = set()
+        while not self._stop.is_set():
+            now = worker_pids(self.master_pid)
+            if not now and not psutil.pid_exists(self.master_pid):
+                break
+            for pid in sorted(now - alive):
+                if pid not in self.seen:
+                    self.seen.append(pid)
+            self.vanished.extend(sorted(alive - now))
+            alive = now
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "WorkerWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

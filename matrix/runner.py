@@ -1,0 +1,315 @@
+"""Run a matrix profile: every cell in its own process, one record each, written at once.
+
+Runs in the process of ``forkwise matrix``. Each cell is a ``forkwise cell`` child in
+its own session, with a hard deadline; it hands back one JSON record on stdout (the
+pyperf pattern). A failing, crashing or hanging cell never stops the run and leaves
+nothing behind. Records are appended as each cell ends, so ``--resume`` continues an
+interrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+from forkwise import servers
+from forkwise.errors import ConfigError, RecordError
+from forkwise.matrix import environment
+from forkwise.matrix.cell import summary_line
+from forkwise.matrix.records import (
+    RECORDS_FILE, CellRecord, ErrorCounts, Evidence, Verdict, append_record, cell_id, read_records,
+)
+from forkwise.model.spec import BUILTIN_MODELS, ensure_spec
+from forkwise.procs import tagged_processes
+from forkwise.strategies import registry
+
+AXES = ("strategy", "server", "workers", "model", "device", "scenario")
+MATRIX_TAG_VAR = "FORKWISE_MATRIX_TAG"
+DEVICES = ("cpu", "gpu")
+SCENARIOS = ("steady",)
+AXIS_DEFAULTS = {"device": ["cpu"], "scenario": ["steady"]}
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    server: str
+    workers: int
+    model: str
+    device: str = "cpu"
+    scenario: str = "steady"
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    levels: tuple[int, ...] = (1, 8, 32)
+    warmup_s: float = 0.5
+    duration_s: float = 2.4
+    intervals: int = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_timeout_s: float = 10.0
+    boot_timeout_s: float = 90.0
+    cell_deadline_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+    load: LoadSettings = field(default_factory=LoadSettings)
+    limits: Limits = field(default_factory=Limits)
+
+    def select(self, only: dict[str, set[str]]) -> list[Cell]:
+        return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
+
+
+def profile_names() -> list[str]:
+    folder = importlib_resources.files("forkwise.matrix") / "profiles"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _validate_axis(axis: str, values: list) -> list:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"axis {axis!r} must be a non-empty list")
+    valid = {
+        "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": SCENARIOS,
+    }.get(axis)
+    for value in values:
+        if valid is not None and value not in valid:
+            raise ConfigError(f"axis {axis}: {value!r} is not one of {', '.join(valid)}")
+        if axis == "workers" and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"axis workers: {value!r} is not a whole number >= 1")
+        if axis == "model" and value not in BUILTIN_MODELS and not str(value).endswith(".keras"):
+            raise ConfigError(f"axis model: {value!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a .keras path")
+    return values
+
+
+def _product(block: dict) -> list[Cell]:
+    unknown = set(block) - set(AXES)
+    if unknown:
+        raise ConfigError(f"unknown axes {sorted(unknown)}; axes are {', '.join(AXES)}")
+    axes: dict[str, list] = {}
+    for axis in AXES:
+        if axis in block:
+            axes[axis] = _validate_axis(axis, block[axis])
+        elif axis in AXIS_DEFAULTS:
+            axes[axis] = AXIS_DEFAULTS[axis]
+        else:
+            raise ConfigError(f"profile: axis {axis!r} is missing")
+    return [Cell(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (matrix/profiles/NAME.toml) or by path to a .toml file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        text, name = path.read_text(), path.stem
+    else:
+        if name_or_path not in profile_names():
+            raise ConfigError(f"unknown profile {name_or_path!r}; profiles: {', '.join(profile_names())}, or a .toml path")
+        text = (importlib_resources.files("forkwise.matrix") / "profiles" / f"{name_or_path}.toml").read_text()
+        name = name_or_path
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"profile {name}: {exc}") from None
+    cells = _product(data.get("axes", {}))
+    for block in data.get("include", []):  # extra cells beyond the main product
+        cells += _product(block)
+    unique = list(dict.fromkeys(cells))
+    try:
+        load = LoadSettings(**{**data.get("load", {}), "levels": tuple(data.get("load", {}).get("levels", (1, 8, 32)))})
+        limits = Limits(**data.get("limits", {}))
+    except TypeError as exc:
+        raise ConfigError(f"profile {name}: {exc}") from None
+    return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load, limits=limits)
+
+
+def parse_only(items: list[str]) -> dict[str, set[str]]:
+    """['strategy=lazy,server=uwsgi', 'workers=2'] -> {'strategy': {'lazy'}, ...}."""
+    only: dict[str, set[str]] = {}
+    for item in items:
+        current = None
+        for part in item.split(","):
+            if "=" in part:
+                current, value = (x.strip() for x in part.split("=", 1))
+                if current not in AXES:
+                    raise ConfigError(f"--only: unknown axis {current!r}; axes are {', '.join(AXES)}")
+            elif current is None:
+                raise ConfigError(f"--only: expected AXIS=VALUE, got {part!r}")
+            else:
+                value = part.strip()
+            only.setdefault(current, set()).add(value)
+    return only
+
+
+# --- one cell, in its own process ----------------------------------------------------------
+
+
+def cell_command(cell: Cell, profile: Profile, home: Path) -> list[str]:
+    load, limits = profile.load, profile.limits
+    argv = [
+        sys.executable, "-m", "forkwise", "--home", str(home), "cell",
+        "--strategy", cell.strategy, "--server", cell.server, "--workers", str(cell.workers),
+        "--model", cell.model, "--request-timeout", str(limits.request_timeout_s),
+        "--boot-timeout", str(limits.boot_timeout_s),
+    ]
+    if load.levels:
+        argv += ["--load", ",".join(map(str, load.levels)), "--duration", str(load.duration_s),
+                 "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
+    return argv
+
+
+def failed_cell_record(cell: Cell, verdict: Verdict, findings: list[str], log_tail: str, duration_s: float) -> CellRecord:
+    """The record of a cell whose process did not hand one back (deadline, or forkwise failed)."""
+    return CellRecord(
+        strategy=cell.strategy, server=cell.server, workers=cell.workers,
+        threads=servers.get(cell.server).threads, model=cell.model, device=cell.device, verdict=verdict,
+        cold_start_s=None, warm_all_s=None, requests=0, ok=0, errors=ErrorCounts(),
+        rows_expected=0, rows_found=0, worker_pids=(),
+        evidence=Evidence(findings=tuple(findings), log_tail=log_tail),
+        environment=environment.current(),
+        started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(duration_s, 2), scenario=cell.scenario,
+    )
+
+
+def run_cell_process(cell: Cell, profile: Profile, home: Path) -> CellRecord:
+    """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
+    tag = secrets.token_hex(8)
+    env = {**os.environ, MATRIX_TAG_VAR: tag}
+    start = time.monotonic()
+    proc = subprocess.Popen(cell_command(cell, profile, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True, text=True)
+    try:
+        out, err = proc.communicate(timeout=profile.limits.cell_deadline_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return failed_cell_record(
+            cell, Verdict.HANG, [f"the cell did not finish within its deadline of {profile.limits.cell_deadline_s} s"],
+            err[-2000:], time.monotonic() - start,
+        )
+    finally:
+        # Whatever the cell started and did not stop (a server it could not reap) carries our tag.
+        for leftover in tagged_processes(MATRIX_TAG_VAR, tag):
+            leftover.kill()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return failed_cell_record(
+            cell, Verdict.BOOT, [f"forkwise cell exited with code {proc.returncode} without a record"],
+            err[-2000:], time.monotonic() - start,
+        )
+    try:
+        return CellRecord.from_dict(json.loads(lines[-1]))
+    except (ValueError, RecordError) as exc:
+        return failed_cell_record(cell, Verdict.BOOT, [f"forkwise cell printed an invalid record: {exc}"],
+                                  err[-2000:], time.monotonic() - start)
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class Progress:
+    """Cells done out of total, the current cell, elapsed time, each verdict as it lands."""
+
+    def __init__(self, total: int, plain: bool):
+        self.total, self.done = total, 0
+        self.live = not plain and sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self.start)
+        return f"{s // 60:02d}:{s % 60:02d}"
+
+    def starting(self, cell: Cell) -> None:
+        text = f"[{self.done}/{self.total} {self._elapsed()}] running {cell.id}"
+        if self.live:
+            sys.stderr.write("\r\033[2K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def finished(self, record: CellRecord, skipped: bool = False) -> None:
+        self.done += 1
+        prefix = "\r\033[2K" if self.live else ""
+        note = " (kept from the earlier run)" if skipped else ""
+        sys.stderr.write(f"{prefix}[{self.done}/{self.total} {self._elapsed()}] {summary_line(record)}{note}\n")
+        sys.stderr.flush()
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def report_dir(out: Path, run_info: dict | None = None) -> list[Path]:
+    from forkwise.matrix.report import write_report
+
+    records_path = Path(out) / RECORDS_FILE
+    records = list(read_records(records_path))
+    if not records:
+        raise RecordError(f"{records_path} holds no records")
+    info = run_info or _saved_run_info(out)
+    return write_report(records, Path(out), info.get("profile", Path(out).name), info)
+
+
+def _saved_run_info(out: Path) -> dict:
+    path = Path(out) / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path) -> int:
+    prof = load_profile(profile)
+    cells = prof.select(parse_only(only))
+    if not cells:
+        raise ConfigError(f"--only {' '.join(only)} selects no cell of profile {prof.name!r}")
+    out = Path(out or Path("results") / prof.name)
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / RECORDS_FILE
+    kept: dict[str, CellRecord] = {}
+    if resume and records_path.exists():
+        kept = {r.cell_id: r for r in read_records(records_path)}
+    elif records_path.exists():
+        records_path.unlink()  # a fresh run: records of an earlier one are not mixed in
+    for model in sorted({c.model for c in cells}):
+        ensure_spec(home, model)  # build once, before any cell is timed
+    started = time.monotonic()
+    run_info = {
+        "profile": prof.name, "description": prof.description,
+        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "forkwise matrix " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["matrix"] else "forkwise matrix",
+        "cells": len(cells), "load": prof.load.__dict__ | {"levels": list(prof.load.levels)},
+        "limits": prof.limits.__dict__,
+    }
+    progress = Progress(len(cells), plain)
+    for cell in cells:
+        if cell.id in kept:
+            progress.finished(kept[cell.id], skipped=True)
+            continue
+        progress.starting(cell)
+        record = run_cell_process(cell, prof, home)
+        append_record(records_path, record)
+        progress.finished(record)
+    run_info["duration_s"] = round(time.monotonic() - started, 1)
+    (out / "run.json").write_text(json.dumps(run_info, indent=2))
+    paths = report_dir(out, run_info)
+    print(f"forkwise: {len(cells)} cells in {run_info['duration_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}",
+          file=sys.stderr)
+    return 0

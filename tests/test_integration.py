@@ -1,0 +1,194 @@
+"""Real servers: the quick matrix profile, `forkwise serve` under bad input, a user's own model.
+
+These start Gunicorn and uWSGI on loopback; each test checks that nothing it started is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from forkwise.matrix.records import CellRecord, Verdict, json_schema, read_records
+from forkwise.model.spec import ModelSpec
+
+pytestmark = pytest.mark.integration
+SERVER_MARKERS = ("forkwise.webapp.wsgi", "forkwise.servers.uwsgi_main", "forkwise.modelserver")
+
+
+def forkwise_cmd(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "forkwise", "--home", str(home), *args]
+
+
+def server_processes_since(t0: float) -> list[psutil.Process]:
+    """Server, worker and model-server processes created after t0 that are still alive."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
+        try:
+            if p.info["create_time"] >= t0 - 1 and p.info["status"] != psutil.STATUS_ZOMBIE:
+                if any(m in " ".join(p.info["cmdline"] or []) for m in SERVER_MARKERS):
+                    found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, home, default_spec_path):
+    out = tmp_path_factory.mktemp("quick")
+    t0 = time.time()
+    proc = subprocess.run(forkwise_cmd(home, "matrix", "--profile", "quick", "--out", str(out), "--plain"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {(r.strategy, r.server): r for r in read_records(out / "records.jsonl")}
+    return out, records, t0, proc.stderr
+
+
+@pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])
+@pytest.mark.parametrize("strategy", ["lazy", "child-process", "control"])
+def test_correct_strategies_are_ok(quick_run, strategy, server):
+    record = quick_run[1][(strategy, server)]
+    assert record.verdict is Verdict.OK, record.evidence
+    assert len(record.worker_pids) == 2  # answers came from both workers, and agreed
+    assert record.rows_found == record.rows_expected > 0
+    assert record.cold_start_s is not None and record.memory is not None
+    assert [level.concurrency for level in record.load] == [1, 8]
+    assert all(level.rows_found == level.rows_expected and level.rps > 0 for level in record.load)
+
+
+@pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])
+def test_preload_with_the_default_model_hangs_or_crashes(quick_run, server):
+    record = quick_run[1][("preload", server)]
+    assert record.verdict in (Verdict.HANG, Verdict.CRASH), record.evidence
+    assert record.evidence.findings and record.evidence.log_tail  # a failing record carries its evidence
+    assert record.duration_s < 60  # classified within a bounded time
+
+
+def test_records_validate_against_the_schema(quick_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json_schema()
+    for line in (quick_run[0] / "records.jsonl").read_text().splitlines():
+        jsonschema.validate(json.loads(line), schema)
+
+
+def test_committed_schema_matches_the_records():
+    committed = Path(__file__).resolve().parents[1] / "matrix" / "schema" / "cell-record-v1.json"
+    assert json.loads(committed.read_text()) == json_schema(), "run `forkwise schema > matrix/schema/cell-record-v1.json` and commit it"
+
+
+def test_run_publishes_every_format_and_leaves_nothing(quick_run):
+    out, records, t0, stderr = quick_run
+    for name in ("RESULTS.md", "results.csv", "results.json", "results.html"):
+        assert (out / name).stat().st_size > 0
+    assert "## Verdict matrix" in (out / "RESULTS.md").read_text()
+    assert "[8/8" in stderr  # progress counted every cell
+    assert not server_processes_since(t0)
+
+
+def _raw_http(port: int, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks += chunk
+    head, _, body = chunks.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _post(port: int, body: bytes, content_type: str = "application/json", extra: str = "") -> tuple[int, bytes]:
+    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n")
+    return _raw_http(port, head.encode() + body)
+
+
+def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_path, tmp_path):
+    from forkwise.procs import free_port
+
+    spec = ModelSpec.load(default_spec_path)
+    inputs, outputs = spec.reference()
+    port = free_port()
+    t0 = time.time()
+    proc = subprocess.Popen(
+        forkwise_cmd(home, "serve", "--strategy", "locked-singleton", "--server", "gunicorn-gthread",
+                     "--port", str(port), "--run-dir", str(tmp_path / "run")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        good = json.dumps({"instances": inputs[:2].tolist()}).encode()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, body = _post(port, good)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "serve never answered"
+            time.sleep(0.3)
+        bad = [
+            (_post(port, b"{oops"), 400),
+            (_post(port, b'{"instances": []}'), 400),
+            (_post(port, b'{"instances": [[1, 2]]}'), 422),
+            (_post(port, b'{"instances": [[NaN]]}'), 422),
+            (_post(port, good, content_type="text/plain"), 415),
+            (_raw_http(port, b"GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 405),
+            # A declared length over the limit is refused before the body is read.
+            (_raw_http(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 999999999\r\nConnection: close\r\n\r\n{}"), 413),
+        ]
+        for (status, body), expected in bad:
+            assert status == expected, body[:200]
+            assert json.loads(body)["error"]["message"]
+        status, body = _post(port, good)
+        answer = json.loads(body)
+        assert status == 200
+        np.testing.assert_allclose(np.asarray(answer["predictions"]), outputs[:2], rtol=1e-5, atol=1e-6)
+        stats = json.loads(_raw_http(port, b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[1])
+        assert stats["rows"] == 4  # two good requests of two instances; no bad one wrote anything
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while server_processes_since(t0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not server_processes_since(t0)
+
+
+def test_a_users_own_model_serves_with_its_own_shape(home, tmp_path):
+    model_path = tmp_path / "mine.keras"
+    build = ("import keras; keras.utils.set_random_seed(1); "
+             "m = keras.Sequential([keras.Input(shape=(4, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]); "
+             f"m.save({str(model_path)!r})")
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=120)
+    t0 = time.time()
+    proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi-threads",
+                                       "--model", str(model_path)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert record.verdict is Verdict.OK, record.evidence
+    assert record.model == "mine"
+    assert not server_processes_since(t0)
+
+
+def test_cli_errors_are_one_line_and_nonzero(home):
+    proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "nope", "--server", "uwsgi"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown strategy 'nope'") and "lazy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi",
+                                       "--model", "/nonexistent/m.keras"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no such model file" in proc.stderr and "Traceback" not in proc.stderr
