@@ -233,7 +233,7 @@ class CellRun:
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         v = Verification(spec, strategy_cls.serves_model, constant)
         memory, load = None, ()
-        verdict = Verdict.BOOT
+        verdict, rows_expected, rows_found = Verdict.BOOT, 0, 0
         self.launch = launch(deployment)
         try:
             master = self.launch.group.pid
@@ -243,6 +243,9 @@ class CellRun:
                     if first == "ok":
                         self.verify(v)
                     verdict = self.classify(v, first, watch)
+                    rows_expected, rows_found, rows_hold = self.rows_check(v)
+                    if verdict is Verdict.OK and not rows_hold:
+                        verdict = Verdict.LOST
                     if verdict is Verdict.OK:
                         memory = resources.measure_memory(master)
                         if cell.load_levels:
@@ -258,9 +261,6 @@ class CellRun:
             for proc in leftovers:  # descendants that left the group: still ours, stop them
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
-        rows_expected, rows_found, rows_hold = self.rows_check(v)
-        if verdict is Verdict.OK and not rows_hold:
-            verdict = Verdict.LOST
         log_tail = "" if verdict is Verdict.OK else self.launch.group.log_tail(40)
         return CellRecord(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
@@ -323,9 +323,13 @@ class CellRun:
             if level.sampled_wrong:
                 self.findings.append(f"{level.sampled_wrong} of {level.sampled} sampled answers were off {tag}")
                 return Verdict.WRONG
-            if level.rows_lost or level.rows_found != level.rows_expected:
-                self.findings.append(f"{level.rows_expected} rows acknowledged, {level.rows_found} written {tag}")
+            if level.rows_lost or level.rows_unexplained:
+                self.findings.append(f"{level.rows_expected} rows acknowledged, {level.rows_found} written, "
+                                     f"{level.unacknowledged} requests unanswered {tag}")
                 return Verdict.LOST
+            if e.connect > 0.01 * max(1, level.requests):
+                self.findings.append(f"{e.connect} connections failed {tag}")
+                return Verdict.ERROR
         return verdict
 
     def load(self, v: Verification, spec: ModelSpec):
@@ -359,6 +363,7 @@ class CellRun:
                 errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
                                    http_5xx=result.http_5xx, wrong=wrong),
                 rows_expected=result.total_ok_including_warmup, rows_found=rows_after - rows_before,
+                unacknowledged=result.unacknowledged,
                 sampled=len(result.sampled_bodies), sampled_wrong=wrong, driver=result.driver,
                 driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
             )

@@ -55,6 +55,10 @@ class LoadResult:
     sampled_bodies: tuple[bytes, ...]
     sampled_requests: tuple[int, ...]
     total_ok_including_warmup: int
+    # Requests written (warm-up included) whose outcome the driver never saw: timeouts and resets,
+    # and for wrk the requests in flight when each run stopped. The server may have acted on them:
+    # rows written should lie in [total_ok_including_warmup, total_ok_including_warmup + unacknowledged].
+    unacknowledged: int = 0
 
 
 def _percentiles_ms(lat_s: list[float]) -> dict[str, float]:
@@ -80,7 +84,7 @@ class _Run:
         self.stopping = False
         self.bins, self.lat = [0] * self.k, []
         self.errors = dict.fromkeys(_ERROR_KINDS, 0)
-        self.total_ok = self.n200 = 0
+        self.total_ok = self.n200 = self.unacked = 0
         self.samples: list[tuple[int, bytes]] = []
 
     def answered(self, i: int, status: int, t0: float, t1: float, body: bytes) -> None:
@@ -106,7 +110,7 @@ class _Run:
         self.lat.sort()
         return {"duration_s": dur, "ok": len(self.lat), **self.errors,
                 "rps_samples": [b / self.ilen for b in self.bins[:-1]] + [self.bins[-1] / last],
-                "latency_ms": _percentiles_ms(self.lat), "total_ok": self.total_ok,
+                "latency_ms": _percentiles_ms(self.lat), "total_ok": self.total_ok, "unacked": self.unacked,
                 "samples": [[i, base64.b64encode(b).decode()] for i, b in self.samples]}
 
 
@@ -185,6 +189,7 @@ async def _client(run: _Run, host: str, port: int) -> None:
         if kind == "closed" and reuse:
             reuse = False
             continue
+        run.unacked += 1
         run.failed("connect" if kind == "closed" else kind)
         if kind != "timeout":
             await asyncio.sleep(0.01)
@@ -248,7 +253,7 @@ def _merge_wrk_latency(runs: list[dict]) -> dict[str, float]:
     if total <= 0:
         return _percentiles_ms([])
     points.sort()
-    out = {"max": max(r["max_us"] for r in runs) / 1000.0, "mean": mean_sum / total / 1000.0}
+    out = {}
     for q in (50, 90, 99):
         cum, need, out[f"p{q}"] = 0.0, q / 100 * total * (1 - 1e-9), points[-1][0] / 1000.0
         for v, w in points:
@@ -256,7 +261,7 @@ def _merge_wrk_latency(runs: list[dict]) -> dict[str, float]:
             if cum >= need:
                 out[f"p{q}"] = v / 1000.0
                 break
-    return out
+    return {**out, "max": max(r["max_us"] for r in runs) / 1000.0, "mean": mean_sum / total / 1000.0}
 
 
 def _run_wrk(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, duration_s: float,
@@ -281,8 +286,8 @@ def _run_wrk(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
         rc, text, used = _run_child(argv, tmp, deadline_at, env)
         cpu += used
         if rc != 0 and "unable to connect" in text:  # server gone: every connection refused
-            runs.append({**dict.fromkeys(("requests", "ok", "http_4xx", "http_5xx", "timeout", "duration_us",
-                                          "mean_us", "max_us"), 0), "connect": concurrency, "grid": []})
+            runs.append({**dict.fromkeys(("requests", "sent", "ok", "http_4xx", "http_5xx", "timeout",
+                                          "duration_us", "mean_us", "max_us"), 0), "connect": concurrency, "grid": []})
             continue
         _, marker, tail = text.partition(WRK_MARKER + "\n")
         try:
@@ -296,7 +301,8 @@ def _run_wrk(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
         "wrk", concurrency, sum(r["duration_us"] for r in measured) / 1e6,
         *(sum(r[k] for r in measured) for k in ("ok", *_ERROR_KINDS)),
         tuple(r["ok"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0 for r in measured),
-        _merge_wrk_latency(measured), cpu, (), (), sum(r["ok"] for r in runs))
+        _merge_wrk_latency(measured), cpu, (), (), sum(r["ok"] for r in runs),
+        sum(max(0, r["sent"] - r["requests"]) for r in runs))
 
 
 def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, duration_s: float,
@@ -352,7 +358,7 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
     samples = [(i, base64.b64decode(b)) for i, b in raw["samples"]]
     return LoadResult("builtin", concurrency, raw["duration_s"], *(raw[k] for k in ("ok", *_ERROR_KINDS)),
                       tuple(raw["rps_samples"]), raw["latency_ms"], cpu, tuple(b for _, b in samples),
-                      tuple(i for i, _ in samples), raw["total_ok"])
+                      tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"])
 
 
 def _main(argv: list[str]) -> int:

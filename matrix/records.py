@@ -76,8 +76,9 @@ class LoadLevel:
     rps_samples: tuple[float, ...]  # one per interval
     latency: Latency
     errors: ErrorCounts
-    rows_expected: int  # rows acknowledged by 200 answers during this level
+    rows_expected: int  # rows acknowledged by 200 answers during this level (warm-up included)
     rows_found: int  # rows the database holds for this level
+    unacknowledged: int  # requests sent whose answer the driver never read (cut off at the end, timed out)
     sampled: int  # answers checked against the reference under load
     sampled_wrong: int
     driver: str  # "wrk" or "builtin"
@@ -86,7 +87,13 @@ class LoadLevel:
 
     @property
     def rows_lost(self) -> int:
+        """Acknowledged rows the database does not hold."""
         return max(0, self.rows_expected - self.rows_found)
+
+    @property
+    def rows_unexplained(self) -> int:
+        """Rows beyond what acknowledged and unanswered requests can account for."""
+        return max(0, self.rows_found - self.rows_expected - self.unacknowledged)
 
 
 @dataclass(frozen=True)

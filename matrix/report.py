@@ -53,10 +53,14 @@ REPORT_FILES = ("RESULTS.md", "results.csv", "results.json", "results.html")
 
 def write_report(records: list[CellRecord], out_dir: Path, profile: str, run_info: dict) -> list[Path]:
     """Write RESULTS.md, results.csv, results.json and results.html into out_dir; return their paths."""
+    from forkwise.matrix.goals import load_bench
+
     records = list(records)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(records)
+    # The micro-benchmarks live beside the profiles' folders: results/bench/benchmarks.json.
+    run_info = {**run_info, "bench": load_bench(out_dir.parent / "bench" / "benchmarks.json")}
     outputs = {
         "RESULTS.md": render_markdown(build_document(records, rows, profile, run_info, with_plots=False)),
         "results.csv": render_csv(rows),
@@ -333,7 +337,7 @@ def render_json(records: Sequence[CellRecord], profile: str, run_info: dict) -> 
     doc = {
         "schema_version": SCHEMA_VERSION,
         "profile": profile,
-        "run": run_info,
+        "run": {k: v for k, v in run_info.items() if k != "bench"},
         "environment": records[0].to_dict()["environment"] if records else None,
         "records": [r.to_dict() for r in records],
     }
@@ -392,7 +396,21 @@ def build_document(
     blocks += failing_section(records)
     blocks += article_section(records)
     blocks += recommendation_section(records)
+    blocks += goals_section(records, run_info.get("bench", {}))
     return blocks
+
+
+def goals_section(records: Sequence[CellRecord], bench: dict) -> list[Block]:
+    from forkwise.matrix.goals import evaluate
+
+    verdict = {True: "met", False: "missed", None: "not measured in this run"}
+    rows = tuple(
+        (str(g.number), g.goal, g.measured, _fmt_ratio(g.ratio) if g.ratio is not None else MISSING, g.target, verdict[g.met])
+        for g in evaluate(records, bench)
+    )
+    return [Heading("Performance goals"),
+            Para("Judged by code from this run's records and the micro-benchmarks (`tox -e bench`)."),
+            Table(("#", "goal", "measured", "ratio", "target", "result"), rows)]
 
 
 # (a) header

@@ -20,7 +20,7 @@ class Uwsgi(ServerAdapter):
         t = deployment.timeouts
         options = {
             "master": True,
-            "http-socket": f"{deployment.host}:{deployment.port}",
+            "http11-socket": f"{deployment.host}:{deployment.port}",  # HTTP/1.1 keep-alive
             "processes": deployment.workers,
             "module": WSGI_APP,
             "need-app": True,

@@ -43,6 +43,9 @@ class Strategy:
     needs: ClassVar[ServerNeeds] = ServerNeeds()
     # Answer one inference right after post_fork, so the worker is ready before traffic.
     warm_after_fork: ClassVar[bool] = True
+    # Move every object the master created into the GC's permanent generation before
+    # fork (gc.freeze), so collections in workers do not touch, and copy, shared pages.
+    freeze_gc_before_fork: ClassVar[bool] = False
     # False for a strategy that answers without the model (the `control` ceiling):
     # verification then checks `constant_output` instead of the reference set.
     serves_model: ClassVar[bool] = True

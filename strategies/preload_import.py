@@ -26,3 +26,9 @@ class PreloadImport(Strategy):
     def predict(self, batch):
         """Runs in a worker, on the request's thread."""
         return self._predictor(batch)
+
+
+class PreloadImportFrozen(PreloadImport):
+    name = "preload-import-frozen"
+    summary = "preload-import, plus gc.freeze() in the master before fork (copy-on-write friendly)"
+    freeze_gc_before_fork = True

@@ -27,8 +27,8 @@ class _Handler(BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with srv.lock:
             srv.count += 1
-            n = srv.count
-        status = 500 if srv.fail_every and n % srv.fail_every == 0 else 200
+            status = 500 if srv.fail_every and srv.count % srv.fail_every == 0 else 200
+            srv.rows += status == 200  # like the app: the row is written before the answer is sent
         if srv.sleep_s and req["id"] == SLOW_ID:
             time.sleep(srv.sleep_s)
         out = json.dumps({"echo": req["id"], "y": sum(req["x"])}).encode()
@@ -52,7 +52,8 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.handle_error = lambda request, address: None  # aborted timeouts reset connections: expected
-    srv.lock, srv.count, srv.fail_every, srv.sleep_s, srv.close_mode = threading.Lock(), 0, 0, 0.0, ""
+    srv.lock, srv.count, srv.rows = threading.Lock(), 0, 0
+    srv.fail_every, srv.sleep_s, srv.close_mode = 0, 0.0, ""
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -80,6 +81,12 @@ def _check_common(res: LoadResult, driver: str, concurrency: int) -> None:
     assert res.duration_s > 0.9 and res.driver_cpu_s > 0
 
 
+def _check_rows(srv, res: LoadResult) -> None:
+    """Rows the server wrote lie between what was acknowledged and that plus the unacknowledged."""
+    time.sleep(0.1)  # let the server reach requests the driver abandoned
+    assert res.total_ok_including_warmup <= srv.rows <= res.total_ok_including_warmup + res.unacknowledged
+
+
 def _check_samples(res: LoadResult) -> None:
     assert res.sampled_bodies and len(res.sampled_bodies) == len(res.sampled_requests)
     for body, idx in zip(res.sampled_bodies, res.sampled_requests):
@@ -94,7 +101,8 @@ def test_builtin_clean_run(server):
     _check_common(res, "builtin", 4)
     _check_samples(res)
     assert (res.http_4xx, res.http_5xx, res.timeout, res.connect) == (0, 0, 0, 0)
-    assert res.total_ok_including_warmup == srv.count  # every request answered and counted
+    assert res.total_ok_including_warmup == srv.count == srv.rows  # every request answered and counted
+    assert res.unacknowledged == 0
     assert res.total_ok_including_warmup > res.ok  # warm-up answers are included
     assert abs(sum(res.rps_samples) / 3 - res.ok / res.duration_s) < 0.2 * res.ok / res.duration_s
 
@@ -106,7 +114,7 @@ def test_builtin_reconnects_when_the_server_closes(server, close_mode):
     res = run_load(url, BODIES, concurrency=4, warmup_s=0.2, duration_s=0.6, intervals=3,
                    timeout_s=2.0, driver="builtin", sample_every=10)
     assert res.ok > 0 and (res.http_4xx, res.http_5xx, res.timeout, res.connect) == (0, 0, 0, 0)
-    assert res.total_ok_including_warmup == srv.count
+    assert res.total_ok_including_warmup == srv.count and res.unacknowledged == 0
     _check_samples(res)
 
 
@@ -119,6 +127,8 @@ def test_builtin_counts_5xx_and_timeouts(server):
     _check_samples(res)
     assert res.http_5xx > 0 and res.timeout > 0 and res.http_4xx == 0
     assert res.latency_ms["max"] < 250 + 50  # only answers within the timeout are 2xx latencies
+    assert res.unacknowledged >= res.timeout  # timed-out requests are never acknowledged
+    _check_rows(srv, res)
 
 
 def test_builtin_refused_connections_count_as_connect():
@@ -164,4 +174,5 @@ def test_wrk_counts_ok_5xx_and_timeouts(server):
     _check_common(res, "wrk", 4)
     assert res.http_5xx > 0 and res.timeout > 0
     assert res.sampled_bodies == () and res.sampled_requests == ()
+    _check_rows(srv, res)  # wrk abandons what is in flight when each run stops
     assert res.total_ok_including_warmup > res.ok  # the 1 s warm-up run is included

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ def make_record(**overrides) -> CellRecord:
     level = LoadLevel(
         concurrency=8, duration_s=2.0, requests=2000, rps=1000.0, rps_stdev=12.5, rps_samples=(990.0, 1010.0),
         latency=Latency(p50_ms=7.0, p90_ms=9.0, p99_ms=12.0, max_ms=30.0, mean_ms=7.5), errors=ErrorCounts(),
-        rows_expected=2100, rows_found=2100, sampled=40, sampled_wrong=0, driver="builtin",
+        rows_expected=2100, rows_found=2100, unacknowledged=0, sampled=40, sampled_wrong=0, driver="builtin",
         driver_cpu_s=0.9, server_cpu_s=3.1,
     )
     base = dict(
@@ -88,3 +89,8 @@ def test_cell_id_and_rows_lost():
     assert record.cell_id == "lazy/uwsgi/w2/default/cpu/steady"
     assert record.load[0].rows_lost == 0
     assert json.loads(record.to_json())["verdict"] == "OK"
+
+
+def test_committed_schema_matches_the_records():
+    committed = Path(__file__).resolve().parents[1] / "matrix" / "schema" / "cell-record-v1.json"
+    assert json.loads(committed.read_text()) == json_schema(), "run `forkwise schema > matrix/schema/cell-record-v1.json` and commit it"

@@ -99,6 +99,7 @@ def level(concurrency: int, rps: float, stdev: float = 5.0, p99_ms: float = 10.0
         errors=ErrorCounts(),
         rows_expected=requests,
         rows_found=requests - rows_lost,
+        unacknowledged=0,
         sampled=50,
         sampled_wrong=0,
         driver="builtin",

@@ -8,6 +8,7 @@ adapters arrange a post-fork call (gunicorn ``post_worker_init``, uWSGI
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -43,6 +44,9 @@ class AppProcess:
     def master_preload(self) -> None:
         """Runs in the master, before fork."""
         self.strategy.preload()
+        if self.strategy.freeze_gc_before_fork:
+            gc.collect()
+            gc.freeze()
 
     def worker_started(self) -> None:
         """Runs in a worker, once, before its first request (idempotent per pid)."""
