@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boot-timeout", type=_positive(float), default=90.0)
     p.add_argument("--max-batch", type=_positive(int), default=None, help="model-server batching: rows per batch")
     p.add_argument("--max-wait-ms", type=_positive(float), default=None, help="model-server batching: wait to fill a batch")
+    p.add_argument("--scenario", default="steady", help="a reliability scenario: steady, kill-worker, "
+                   "kill-model-server, reload, recycle, db-contention, bad-input")
+    p.add_argument("--scenario-duration", type=_positive(float), default=6.0, help="seconds of load around the event")
     p.add_argument("--keep", type=Path, default=None, help="keep the run directory (logs, database) here")
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdict is OK")
 
@@ -133,7 +136,10 @@ def cmd_schema(args, home: Path) -> int:
 def cmd_cell(args, home: Path) -> int:
     from forkwise.matrix.cell import CellSpec, run_cell, summary_line
 
-    registry.get(args.strategy), servers.get(args.server)  # fail fast on a bad name
+    from forkwise.matrix import scenarios
+
+    scenarios.get(args.scenario, registry.get(args.strategy))  # fail fast on a bad name
+    servers.get(args.server)
     overrides = {k: v for k, v in (("max_batch", args.max_batch), ("max_wait_ms", args.max_wait_ms)) if v is not None}
     cell = CellSpec(
         strategy=args.strategy, server=args.server, workers=args.workers,
@@ -141,6 +147,7 @@ def cmd_cell(args, home: Path) -> int:
         spec_path=_spec(home, args.model), load_levels=args.load, duration_s=args.duration,
         warmup_s=args.warmup, intervals=max(2, args.intervals), driver=args.driver,
         request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
+        scenario=args.scenario, scenario_duration_s=args.scenario_duration,
     )
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)

@@ -18,39 +18,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from forkwise.config import AppSettings  # noqa: E402
-from forkwise.model.spec import ModelSpec, ensure_spec  # noqa: E402
-
-
-def make_settings(strategy: str, spec_path: Path, run_dir: Path, **overrides) -> AppSettings:
-    """AppSettings for an in-process app (no web server), as the test suite builds them."""
-    values = dict(
-        strategy=strategy, model_spec=spec_path, database_url=f"sqlite:///{run_dir / 'bench.db'}",
-        run_dir=run_dir, preload_app=False,
-    )
-    values.update(overrides)
-    return AppSettings(**values)
-
-
-def _live_children() -> dict[int, psutil.Process]:
-    found = {}
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                found[proc.pid] = proc
-        except psutil.Error:
-            continue
-    return found
+from forkwise.testing import *  # noqa: E402,F401,F403  (home, spec and settings fixtures)
+from forkwise.testing import live_children, make_settings  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_children():
     """Errors the session if a benchmark left a child process of the runner behind."""
-    before = set(_live_children())
+    before = set(live_children())
     yield
     deadline = time.monotonic() + 5
     while True:
-        left = {pid: p for pid, p in _live_children().items() if pid not in before}
+        left = {pid: p for pid, p in live_children().items() if pid not in before}
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -64,48 +43,11 @@ def no_leftover_children():
 
 
 @pytest.fixture(scope="session")
-def home(tmp_path_factory) -> Path:
-    # Reuse a developer's cache when FORKWISE_HOME is set; otherwise build into a temp dir.
-    env = os.environ.get("FORKWISE_HOME")
-    return Path(env) if env else tmp_path_factory.mktemp("forkwise-home")
-
-
-@pytest.fixture(scope="session")
-def tiny_spec_path(home) -> Path:
-    return ensure_spec(home, "tiny")
-
-
-@pytest.fixture(scope="session")
-def default_spec_path(home) -> Path:
-    return ensure_spec(home, "default")
-
-
-@pytest.fixture(scope="session")
-def tiny_spec(tiny_spec_path) -> ModelSpec:
-    return ModelSpec.load(tiny_spec_path)
-
-
-@pytest.fixture(scope="session")
-def default_spec(default_spec_path) -> ModelSpec:
-    return ModelSpec.load(default_spec_path)
-
-
-@pytest.fixture(scope="session")
 def settings_in():
     """``settings_in(run_dir, strategy, spec_path, **overrides)``: for module-scoped fixtures."""
 
-    def make(run_dir: Path, strategy: str, spec_path: Path, **overrides) -> AppSettings:
+    def make(run_dir: Path, strategy: str, spec_path: Path, **overrides):
         return make_settings(strategy, spec_path, run_dir, **overrides)
-
-    return make
-
-
-@pytest.fixture
-def settings_for(tmp_path):
-    """AppSettings for an in-process app (no server): the worker path, not preloaded."""
-
-    def make(strategy: str, spec_path: Path, **overrides) -> AppSettings:
-        return make_settings(strategy, spec_path, tmp_path, **overrides)
 
     return make
 

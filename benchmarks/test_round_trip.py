@@ -11,32 +11,18 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import timeit
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from forkwise.errors import ModelUnavailable
 from forkwise.modelserver import protocol
 from forkwise.modelserver.client import ModelClient
 from forkwise.strategies import registry
+from forkwise.testing import wait_for_answer
 
 GOAL_US = 150
-START_TIMEOUT_S = 60.0
-
-
-def wait_for_answer(strategy, x: np.ndarray, timeout_s: float = START_TIMEOUT_S) -> np.ndarray:
-    """The model server starts in a fresh interpreter: retry until it answers, for at most timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return strategy.predict(x)
-        except ModelUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def start_model_server(name, run_dir, settings_in, spec_path, spec, **overrides):

@@ -59,6 +59,8 @@ class LoadResult:
     # and for wrk the requests in flight when each run stopped. The server may have acted on them:
     # rows written should lie in [total_ok_including_warmup, total_ok_including_warmup + unacknowledged].
     unacknowledged: int = 0
+    # Of http_5xx, the 503s (model server down, database busy: "retry later"). builtin only.
+    http_503: int = 0
 
 
 def _percentiles_ms(lat_s: list[float]) -> dict[str, float]:
@@ -84,7 +86,7 @@ class _Run:
         self.stopping = False
         self.bins, self.lat = [0] * self.k, []
         self.errors = dict.fromkeys(_ERROR_KINDS, 0)
-        self.total_ok = self.n200 = self.unacked = 0
+        self.total_ok = self.n200 = self.unacked = self.unavailable = 0
         self.samples: list[tuple[int, bytes]] = []
 
     def answered(self, i: int, status: int, t0: float, t1: float, body: bytes) -> None:
@@ -99,6 +101,7 @@ class _Run:
                 self.bins[min(int((t1 - self.warm_end) / self.ilen), self.k - 1)] += 1
         elif status >= 400 and t1 >= self.warm_end:  # errors seen while draining count too
             self.errors["http_5xx" if status >= 500 else "http_4xx"] += 1
+            self.unavailable += status == 503
 
     def failed(self, kind: str) -> None:
         if perf_counter() >= self.warm_end:
@@ -111,7 +114,7 @@ class _Run:
         return {"duration_s": dur, "ok": len(self.lat), **self.errors,
                 "rps_samples": [b / self.ilen for b in self.bins[:-1]] + [self.bins[-1] / last],
                 "latency_ms": _percentiles_ms(self.lat), "total_ok": self.total_ok, "unacked": self.unacked,
-                "samples": [[i, base64.b64encode(b).decode()] for i, b in self.samples]}
+                "http_503": self.unavailable, "samples": [[i, base64.b64encode(b).decode()] for i, b in self.samples]}
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -358,7 +361,7 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
     samples = [(i, base64.b64decode(b)) for i, b in raw["samples"]]
     return LoadResult("builtin", concurrency, raw["duration_s"], *(raw[k] for k in ("ok", *_ERROR_KINDS)),
                       tuple(raw["rps_samples"]), raw["latency_ms"], cpu, tuple(b for _, b in samples),
-                      tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"])
+                      tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"], raw["http_503"])
 
 
 def _main(argv: list[str]) -> int:

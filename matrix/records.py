@@ -97,6 +97,24 @@ class LoadLevel:
 
 
 @dataclass(frozen=True)
+class Disruption:
+    """A reliability scenario under load: what the event cost and whether the cell recovered."""
+
+    event: str  # what was done, e.g. "SIGKILL worker 1234" ("" when the scenario has no single event)
+    at_s: float | None  # when, in seconds into the measured window
+    ok: int  # 200 answers, warm-up included
+    answers_wrong: int
+    failed: ErrorCounts  # failed requests by kind (503s included in http_5xx)
+    http_503: int  # of http_5xx: "retry later" answers (model server down, database busy)
+    unacknowledged: int  # requests whose answer never came back (killed mid-request, cut off at the end)
+    recovery_s: float | None  # event to the first interval back at 80% of the rate before it
+    recovered: bool
+    rps_samples: tuple[float, ...]
+    interval_s: float
+    workers_answering: tuple[int, ...]  # every worker pid that answered during the scenario
+
+
+@dataclass(frozen=True)
 class ProcessMemory:
     """One process of the deployment, measured with psutil."""
 
@@ -170,8 +188,8 @@ class CellRecord:
     requests: int  # verification requests sent
     ok: int  # verification requests answered 200 and correct
     errors: ErrorCounts  # verification failures by kind
-    rows_expected: int  # rows acknowledged during verification
-    rows_found: int
+    rows_expected: int  # rows acknowledged (verification, and a scenario's load)
+    rows_found: int  # of those, found in the database with the same output
     worker_pids: tuple[int, ...]  # the workers that answered
     evidence: Evidence
     environment: Environment
@@ -181,6 +199,7 @@ class CellRecord:
     load: tuple[LoadLevel, ...] = ()
     memory: Memory | None = None
     scenario: str = "steady"
+    disruption: Disruption | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -26,6 +26,7 @@ from forkwise import servers
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix import environment
 from forkwise.matrix.cell import summary_line
+from forkwise.matrix.scenarios import SCENARIOS
 from forkwise.matrix.records import (
     RECORDS_FILE, CellRecord, ErrorCounts, Evidence, Verdict, append_record, cell_id, read_records,
 )
@@ -36,7 +37,6 @@ from forkwise.strategies import registry
 AXES = ("strategy", "server", "workers", "model", "device", "scenario")
 MATRIX_TAG_VAR = "FORKWISE_MATRIX_TAG"
 DEVICES = ("cpu", "gpu")
-SCENARIOS = ("steady",)
 AXIS_DEFAULTS = {"device": ["cpu"], "scenario": ["steady"]}
 
 
@@ -60,6 +60,7 @@ class LoadSettings:
     warmup_s: float = 0.5
     duration_s: float = 2.4
     intervals: int = 3
+    scenario_duration_s: float = 6.0  # reliability scenarios: measured seconds around the event
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _validate_axis(axis: str, values: list) -> list:
     if not isinstance(values, list) or not values:
         raise ConfigError(f"axis {axis!r} must be a non-empty list")
     valid = {
-        "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": SCENARIOS,
+        "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": list(SCENARIOS),
     }.get(axis)
     for value in values:
         if valid is not None and value not in valid:
@@ -114,7 +115,9 @@ def _product(block: dict) -> list[Cell]:
             axes[axis] = AXIS_DEFAULTS[axis]
         else:
             raise ConfigError(f"profile: axis {axis!r} is missing")
-    return [Cell(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    cells = [Cell(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    # A scenario that cannot apply (kill-model-server without a model server) is no cell.
+    return [c for c in cells if SCENARIOS[c.scenario].applies(registry.get(c.strategy))]
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -170,9 +173,11 @@ def cell_command(cell: Cell, profile: Profile, home: Path) -> list[str]:
         sys.executable, "-m", "forkwise", "--home", str(home), "cell",
         "--strategy", cell.strategy, "--server", cell.server, "--workers", str(cell.workers),
         "--model", cell.model, "--request-timeout", str(limits.request_timeout_s),
-        "--boot-timeout", str(limits.boot_timeout_s),
+        "--boot-timeout", str(limits.boot_timeout_s), "--scenario", cell.scenario,
     ]
-    if load.levels:
+    if cell.scenario != "steady":
+        argv += ["--scenario-duration", str(load.scenario_duration_s)]
+    elif load.levels:
         argv += ["--load", ",".join(map(str, load.levels)), "--duration", str(load.duration_s),
                  "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
     return argv

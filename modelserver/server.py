@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import signal
 import socket
 import struct
 import sys
@@ -36,6 +37,23 @@ class Job:
     failure: str | None = None
 
 
+@dataclass
+class Stats:
+    """Batches and rows served: the model server prints them as it stops (evidence of batching)."""
+
+    batches: int = 0
+    rows: int = 0
+    requests: int = 0
+
+    def line(self) -> str:
+        mean = self.rows / self.batches if self.batches else 0.0
+        return (f"forkwise model server {os.getpid()}: {self.requests} requests, {self.rows} rows "
+                f"in {self.batches} calls ({mean:.1f} rows a call)")
+
+
+STATS = Stats()
+
+
 def inference_loop(predictor, jobs: "queue.SimpleQueue[Job]", max_batch: int, max_wait_s: float) -> None:
     while True:
         batch = [jobs.get()]
@@ -54,6 +72,9 @@ def inference_loop(predictor, jobs: "queue.SimpleQueue[Job]", max_batch: int, ma
         try:
             stacked = batch[0].rows if len(batch) == 1 else np.concatenate([j.rows for j in batch])
             out = predictor(stacked).reshape(len(stacked), -1)
+            STATS.batches += 1
+            STATS.rows += len(stacked)
+            STATS.requests += len(batch)
             start = 0
             for job in batch:
                 job.answer = out[start : start + len(job.rows)]
@@ -91,8 +112,14 @@ def handle(conn: socket.socket, jobs: "queue.SimpleQueue[Job]", width: int) -> N
                 protocol.send_array(conn, protocol.ANSWER, job.answer)
 
 
+def _stop(signum, frame) -> None:
+    print(STATS.line(), file=sys.stderr, flush=True)
+    os._exit(0)  # daemon threads may be inside a model call: do not wait for them
+
+
 def serve(socket_path: Path, spec_path: Path, max_batch: int, max_wait_ms: float) -> None:
     die_with_parent()
+    signal.signal(signal.SIGTERM, _stop)
     spec = ModelSpec.load(spec_path)
     predictor = load_predictor(spec.model_path)
     predictor(np.zeros((1, *spec.input_shape), np.float32))  # warm: compile before the first request

@@ -46,6 +46,8 @@ class Strategy:
     # Move every object the master created into the GC's permanent generation before
     # fork (gc.freeze), so collections in workers do not touch, and copy, shared pages.
     freeze_gc_before_fork: ClassVar[bool] = False
+    # True when the deployment runs a separate model-server process (reliability scenarios).
+    has_model_server: ClassVar[bool] = False
     # False for a strategy that answers without the model (the `control` ceiling):
     # verification then checks `constant_output` instead of the reference set.
     serves_model: ClassVar[bool] = True

@@ -21,6 +21,7 @@ class ChildProcess(Strategy):
     name = "child-process"
     summary = "one model-server process per deployment; workers call it over a Unix socket"
     needs = ServerNeeds(preload_app=True)  # the master owns the model server
+    has_model_server = True
 
     @classmethod
     def max_batch(cls, settings) -> int:

@@ -475,3 +475,34 @@ def test_load_run_missing(tmp_path):
 
     with pytest.raises(RecordError):
         load_run(tmp_path)
+
+
+# --- performance goals, judged from records ----------------------------------------------------
+
+
+def _goal_records(batched_rps: float, lazy_rps: float, pss: dict) -> list[CellRecord]:
+    recs = []
+    for strategy, rps in (("control", 2000.0), ("lazy", lazy_rps), ("child-process-batched", batched_rps)):
+        for workers in (2, 4):
+            recs.append(record(strategy, "gunicorn-gthread", workers=workers, model="default",
+                               load=(level(32, rps),), memory=memory(pss[(strategy, workers)])))
+            recs.append(record(strategy, "gunicorn-gthread", workers=workers, model="large",
+                               load=(level(32, rps / 4 if strategy == "lazy" else rps / 2),)))
+    return recs
+
+
+def test_goals_are_judged_from_the_numbers():
+    from forkwise.matrix.goals import evaluate
+
+    pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
+           ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
+    ceiling, batching, mem, fast = evaluate(_goal_records(1700.0, 900.0, pss), {})
+    assert ceiling.met and ceiling.ratio == pytest.approx(0.85)  # batched 1700 / control 2000
+    assert batching.met and batching.ratio == pytest.approx((1700 / 2) / (900 / 4), rel=1e-2)
+    assert mem.met and "gap 600" in mem.measured and "gap 1700" in mem.measured
+    assert fast.met is None  # no benchmark results: said, not guessed
+
+    slow = evaluate(_goal_records(1000.0, 900.0, pss), {"test_locked_singleton_overhead_vs_global": {"overhead_ns": 5.0},
+                    "test_model_server_round_trip_1x256": {"round_trip_us": 600.0, "model_call_us": 450.0}})
+    assert slow[0].met is False and slow[0].ratio == pytest.approx(0.5)
+    assert slow[3].met is False and "model call 450 us" in slow[3].measured

@@ -10,6 +10,7 @@ import pytest
 
 from forkwise.errors import ConfigError, ModelUnavailable, UnknownNameError
 from forkwise.strategies import Strategy, registry
+from forkwise.testing import wait_for_answer
 
 MODEL_STRATEGIES = ["import-in-route", "preload", "preload-import", "lazy", "locked-singleton"]
 
@@ -66,7 +67,7 @@ def test_child_process_serves_restarts_and_stops(name, batch, settings_for, tiny
     strategy.preload()
     try:
         inputs, outputs = tiny_spec.reference()
-        out = _wait_for_answer(strategy, inputs[:3])
+        out = wait_for_answer(strategy, inputs[:3])
         np.testing.assert_allclose(out, outputs[:3], rtol=1e-5, atol=1e-6)
         # Concurrent requests (batched or not) each get their own rows back.
         with ThreadPoolExecutor(6) as pool:
@@ -79,23 +80,10 @@ def test_child_process_serves_restarts_and_stops(name, batch, settings_for, tiny
         server[0].wait(5)
         with pytest.raises(ModelUnavailable):
             strategy.predict(inputs[:1])
-        np.testing.assert_allclose(_wait_for_answer(strategy, inputs[:1]), outputs[:1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(wait_for_answer(strategy, inputs[:1]), outputs[:1], rtol=1e-5, atol=1e-6)
     finally:
         strategy.on_exit()
     assert strategy._supervisor.poll() is not None
-
-
-def _wait_for_answer(strategy, x, timeout_s=60.0):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return strategy.predict(x)
-        except ModelUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_registry_lists_every_builtin():

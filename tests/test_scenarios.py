@@ -1,0 +1,64 @@
+"""Reliability scenarios: the pieces that need no server, and one real cell per kind of disruption."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from forkwise.errors import ConfigError, UnknownNameError
+from forkwise.matrix import scenarios
+from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.strategies import registry
+from forkwise.webapp.validation import BadRequest, instances_from, parse_body
+
+
+def test_recovery_is_measured_from_the_event():
+    samples = (100, 100, 100, 100, 0, 0, 40, 90, 100)  # 0.25 s intervals; event at 1.0 s
+    recovery, recovered = scenarios._recovery(samples, 1.0)
+    assert recovered and recovery == pytest.approx(1.0)  # interval 7 ends at 2.0 s
+    assert scenarios._recovery((100, 100, 100, 100, 0, 0, 0), 1.0) == (None, False)
+    assert scenarios._recovery((1, 2, 3), None) == (None, True)
+
+
+def test_generated_corpus_is_seeded_and_never_valid():
+    a, b = scenarios.generated_corpus(8, 120), scenarios.generated_corpus(8, 120)
+    assert a == b and len(a) == 120
+    for _, _, body, what in scenarios.generated_corpus(8, 120):
+        with pytest.raises(BadRequest):
+            instances_from(parse_body(body), (8,), 256)
+
+
+def test_scenario_names_and_applicability():
+    with pytest.raises(UnknownNameError, match="kill-worker"):
+        scenarios.get("kill-everything", registry.get("lazy"))
+    with pytest.raises(ConfigError, match="does not apply"):
+        scenarios.get("kill-model-server", registry.get("lazy"))
+    assert scenarios.get("kill-model-server", registry.get("child-process")).event is not None
+
+
+def run_scenario_cell(home, strategy: str, server: str, scenario: str) -> CellRecord:
+    cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", strategy,
+           "--server", server, "--scenario", scenario, "--scenario-duration", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy, server, scenario", [
+    ("lazy", "uwsgi", "kill-worker"),
+    ("child-process", "gunicorn-sync", "kill-model-server"),
+    ("locked-singleton", "gunicorn-gthread", "bad-input"),
+])
+def test_disrupted_cells_recover_and_lose_nothing(home, default_spec_path, strategy, server, scenario):
+    record = run_scenario_cell(home, strategy, server, scenario)
+    assert record.verdict is Verdict.OK, record.evidence
+    assert record.scenario == scenario
+    assert record.rows_found == record.rows_expected > 0  # every acknowledged row, intact
+    if scenario != "bad-input":
+        d = record.disruption
+        assert d.event.startswith("SIGKILL") and d.recovered and d.recovery_s is not None
+        assert d.failed.timeout == 0 and d.failed.http_5xx == d.http_503  # 503s at most, never a 500
