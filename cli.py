@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=_positive(float), default=None, help="model-server batching: wait to fill a batch")
     p.add_argument("--scenario", default="steady", help="a reliability scenario: steady, kill-worker, "
                    "kill-model-server, reload, recycle, db-contention, bad-input")
-    p.add_argument("--scenario-duration", type=_positive(float), default=6.0, help="seconds of load around the event")
+    p.add_argument("--scenario-duration", type=_positive(float), default=9.0, help="seconds of load around the event")
+    p.add_argument("--profile-dir", type=Path, default=None,
+                   help="py-spy the workers and model server at the highest load level; profiles go here")
     p.add_argument("--keep", type=Path, default=None, help="keep the run directory (logs, database) here")
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdict is OK")
 
@@ -147,8 +149,12 @@ def cmd_cell(args, home: Path) -> int:
         spec_path=_spec(home, args.model), load_levels=args.load, duration_s=args.duration,
         warmup_s=args.warmup, intervals=max(2, args.intervals), driver=args.driver,
         request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
-        scenario=args.scenario, scenario_duration_s=args.scenario_duration,
+        scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
     )
+    if args.profile_dir:
+        from forkwise.matrix.profiling import require_py_spy
+
+        require_py_spy()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     record = run_cell(cell, workdir=args.keep)

@@ -20,6 +20,7 @@ import numpy as np
 
 from forkwise.deploy import RUN_TAG_VAR, Launch, launch, make_deployment
 from forkwise.matrix import environment, resources, scenarios
+from forkwise.matrix import profiling as profiler
 from forkwise.matrix.http import Reply, post_json, request
 from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
 from forkwise.model.spec import ModelSpec
@@ -52,7 +53,8 @@ class CellSpec:
     worker_timeout_s: int = 30
     overrides: dict = field(default_factory=dict)  # AppSettings overrides (e.g. max_batch)
     scenario: str = "steady"  # a reliability scenario (matrix.scenarios); steady: none
-    scenario_duration_s: float = 6.0
+    scenario_duration_s: float = 9.0
+    profile_dir: Path | None = None  # py-spy the workers and model server at the highest load level
 
 
 class Verification:
@@ -409,12 +411,18 @@ class CellRun:
         master = self.launch.group.pid
         for concurrency in self.cell.load_levels:
             rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
+            profiling = []
+            if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
+                label = f"{self.cell.strategy}.{self.cell.server}.w{d.workers}.{self.cell.model}.c{concurrency}"
+                profiling = profiler.start(master, self.cell.profile_dir, self.cell.warmup_s + self.cell.duration_s, label)
             result = run_load(
                 url, bodies, concurrency=concurrency, warmup_s=self.cell.warmup_s,
                 duration_s=self.cell.duration_s, intervals=self.cell.intervals,
                 timeout_s=self.cell.request_timeout_s, driver=self.cell.driver,
             )
             server_cpu = resources.cpu_seconds(master) - cpu_before
+            for path in profiler.finish(profiling, timeout_s=10):
+                self.findings.append(f"profile at concurrency {concurrency}: {path}")
             rows_after = db.count()
             wrong = 0
             for raw, index in zip(result.sampled_bodies, result.sampled_requests):

@@ -46,3 +46,29 @@ def request(host: str, port: int, method: str, path: str, body: bytes | None = N
 def post_json(host: str, port: int, path: str, payload: Any, timeout_s: float) -> Reply:
     return request(host, port, "POST", path, json.dumps(payload).encode(),
                    {"Content-Type": "application/json"}, timeout_s)
+
+
+def send_oversized(host: str, port: int, path: str, body: bytes, content_type: str, timeout_s: float) -> Reply:
+    """POST a body the server should refuse before reading it: a server that answers 413 and
+    closes while the body is still being sent is right, so a broken pipe here is not a failure.
+    The answer, if the server sent one, is read after the send stops."""
+    start = time.monotonic()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        try:
+            sock.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused mid-body: read what the server said
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, socket.timeout, TimeoutError):
+            pass
+    elapsed = time.monotonic() - start
+    if not data.startswith(b"HTTP/"):
+        return Reply("connect", None, None, elapsed, {}, "connection closed without an answer")
+    status = int(data.split(b" ", 2)[1])
+    kind = "ok" if 200 <= status < 300 else "4xx" if status < 500 else "5xx"
+    return Reply(kind, status, None, elapsed, {})

@@ -60,7 +60,7 @@ class LoadSettings:
     warmup_s: float = 0.5
     duration_s: float = 2.4
     intervals: int = 3
-    scenario_duration_s: float = 6.0  # reliability scenarios: measured seconds around the event
+    scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
 
 
 @dataclass(frozen=True)

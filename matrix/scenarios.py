@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 
 from forkwise.matrix import resources
-from forkwise.matrix.http import request
+from forkwise.matrix.http import request, send_oversized
 from forkwise.matrix.records import Disruption, ErrorCounts
 
 INTERVAL_S = 0.25  # throughput is sampled this often, to see the dip and the recovery
@@ -121,7 +121,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     d = run.launch.deployment
     rows_per_body = [[(i + j) % len(v.inputs) for j in range(scenario.instances)] for i in range(len(v.inputs))]
     bodies = [json.dumps(v.payload(rows)).encode() for rows in rows_per_body]
-    warmup_s, event_at = 0.5, duration_s / 3
+    warmup_s, event_at = 0.5, duration_s / 3  # two thirds of the window left to recover in
     fired: dict[str, object] = {}
 
     def fire() -> None:
@@ -214,7 +214,10 @@ def bad_input_campaign(run, v, n_generated: int = 300) -> tuple[ErrorCounts, lis
     findings: list[str] = []
     for method, ctype, body, what in FIXED_CORPUS + generated_corpus(width, n_generated):
         headers = {"Content-Type": ctype} if ctype else {}
-        reply = request(d.host, d.port, method, "/predict", body or None, headers, timeout_s=10)
+        if len(body) > d.settings.max_body_bytes:
+            reply = send_oversized(d.host, d.port, "/predict", body, ctype, timeout_s=10)
+        else:
+            reply = request(d.host, d.port, method, "/predict", body or None, headers, timeout_s=10)
         if reply.kind in counts:
             counts[reply.kind] += 1
             if len(findings) < 10:

@@ -41,7 +41,7 @@ def test_scenario_names_and_applicability():
 
 def run_scenario_cell(home, strategy: str, server: str, scenario: str) -> CellRecord:
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", strategy,
-           "--server", server, "--scenario", scenario, "--scenario-duration", "4"]
+           "--server", server, "--scenario", scenario, "--scenario-duration", "9"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -62,3 +62,14 @@ def test_disrupted_cells_recover_and_lose_nothing(home, default_spec_path, strat
         d = record.disruption
         assert d.event.startswith("SIGKILL") and d.recovered and d.recovery_s is not None
         assert d.failed.timeout == 0 and d.failed.http_5xx == d.http_503  # 503s at most, never a 500
+
+
+def test_profile_summary_counts_inclusive_and_self():
+    from forkwise.matrix.profiling import summarize
+
+    folded = "main (a.py:1);serve (a.py:5);model (b.py:9) 30\nmain (a.py:1);serve (a.py:5) 10\nnot a stack line\n"
+    text = summarize(folded)
+    assert text.startswith("40 samples")
+    assert "100.0%  main (a.py:1)" in text and "75.0%  model (b.py:9)" in text
+    assert "25.0%  serve (a.py:5)" in text.split("self")[1]
+    assert summarize("") .startswith("no samples")
