@@ -346,7 +346,8 @@ class CellRun:
             self.findings.append(f"{dis.answers_wrong} answers were off the reference during {scenario.name}")
             return Verdict.WRONG
         if not dis.recovered:
-            self.findings.append(f"throughput did not recover after the event ({scenario.name})")
+            what = "after the event" if dis.event else "by the end of the window"
+            self.findings.append(f"throughput did not recover {what} ({scenario.name})")
             return Verdict.CRASH
         if scenario.disrupts_workers:
             fresh = set(dis.workers_answering) - set(v_pid for v_pid in watch.seen[: self.launch.deployment.workers])
@@ -479,7 +480,8 @@ def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
 
 def summary_line(record: CellRecord) -> str:
     cold = f"{record.cold_start_s:.1f}s" if record.cold_start_s is not None else "-"
-    text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}  {record.verdict.value:<5} "
+    scenario = "" if record.scenario == "steady" else f" {record.scenario:<17}"
+    text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}{scenario}  {record.verdict.value:<5} "
             f"cold {cold:>6}  ok {record.ok}/{record.requests}  rows {record.rows_found}/{record.rows_expected}")
     for level in record.load:
         text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"

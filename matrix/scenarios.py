@@ -100,9 +100,16 @@ def get(name: str, strategy_cls: type) -> Scenario:
 
 
 def _recovery(samples: tuple[float, ...], event_at: float | None) -> tuple[float | None, bool]:
-    """Seconds from the event to the first interval back at 80% of the rate before it."""
+    """Seconds from the event to the first interval back at 80% of the rate before it.
+
+    Without a single event (recycling, contention), the last second of the window must run
+    at 80% of the window's median rate: a deployment that stopped answering has not recovered.
+    """
     if event_at is None:
-        return None, True
+        positive = [s for s in samples if s > 0]
+        tail = samples[-int(1 / INTERVAL_S):]
+        recovered = bool(positive) and float(np.median(tail)) >= RECOVERED_AT * float(np.median(positive))
+        return None, recovered
     k = int(event_at / INTERVAL_S)
     before = [s for s in samples[:k] if s > 0]
     if not before:

@@ -19,6 +19,7 @@ preload_app = {preload}
 timeout = {timeout}
 graceful_timeout = {graceful}
 max_requests = {max_requests}
+max_requests_jitter = {max_requests_jitter}  # stagger recycling: workers never all reload at once
 accesslog = None
 errorlog = "-"
 loglevel = "info"
@@ -61,6 +62,7 @@ class Gunicorn(ServerAdapter):
             timeout=deployment.timeouts.worker_s,
             graceful=deployment.timeouts.graceful_s,
             max_requests=deployment.max_requests,
+            max_requests_jitter=deployment.max_requests // 2,
             pidfile=str(run_dir / "server.pid"),
         )
         argv = [self.python(), "-m", "gunicorn", "--config", str(config_path), WSGI_APP]

@@ -33,6 +33,9 @@ class Uwsgi(ServerAdapter):
             "buffer-size": 32768,
             "disable-logging": True,  # no per-request log line: measure the app, not the logger
             "pidfile": str(run_dir / "server.pid"),
+            # A graceful reload re-executes uWSGI; without this it runs the base interpreter
+            # it finds through /proc/self/exe, outside the virtualenv, and cannot import forkwise.
+            "binary-path": self.python(),
             # Imported in the master before fork: installs the post-fork and exit hooks.
             "import": "forkwise.servers.uwsgi_hooks",
         }
@@ -42,6 +45,9 @@ class Uwsgi(ServerAdapter):
             options["lazy-apps"] = True
         if deployment.max_requests:
             options["max-requests"] = deployment.max_requests
+            # Stagger recycling: worker i recycles after max + i * delta requests, so the
+            # workers never all reload at once (every one of them loading the model).
+            options["max-requests-delta"] = max(1, deployment.max_requests // (2 * deployment.workers))
         argv = [self.python(), "-m", "forkwise.servers.uwsgi_main"]
         for key, value in options.items():
             argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
