@@ -45,9 +45,13 @@ POLICY_VARS = (
 # Share of the GPU's memory the "fraction" policy hands out, all processes together.
 FRACTION_BUDGET = 0.9
 
-# Output tolerance against the reference set (computed on CPU). On a GPU, JAX runs float32
-# matmuls in TF32 by default on recent cards, and cuBLAS picks other reduction orders.
-TOLERANCES = {"cpu": (1e-5, 1e-6), "gpu": (1e-3, 1e-4)}
+# Output tolerance (rtol, atol) against the reference set, which is computed on CPU. On a GPU,
+# JAX runs float32 matmuls in TF32 by default on Ampere and later (10-bit mantissa operands),
+# and cuBLAS picks other reduction orders. scripts/tf32-tolerance.py simulates TF32 on the
+# default model: largest error 5.7e-4 on outputs of 0.008 to 1.14, which (1e-3, 1e-4) misses
+# on 8 of 64 rows (worst 4.7x over); (1e-2, 2e-3) holds it at 0.26 of the bound. Answers of
+# another model or other weights differ by orders of magnitude more, so WRONG is still seen.
+TOLERANCES = {"cpu": (1e-5, 1e-6), "gpu": (1e-2, 2e-3)}
 
 
 def check_choice(name: str, value: str, valid: tuple[str, ...]) -> str:
