@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from forkwise import __version__, servers
+from forkwise import __version__, gpu, servers
 from forkwise.config import default_home
 from forkwise.errors import ForkwiseError
 from forkwise.strategies import registry
@@ -45,6 +45,12 @@ def _add_deployment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive(int), default=2)
     p.add_argument("--model", default="default",
                    help="a built-in model (default, large, tiny) or the path of your own .keras file")
+    p.add_argument("--device", choices=gpu.DEVICES, default="cpu",
+                   help="cpu hides every GPU from the deployment; gpu needs an NVIDIA GPU")
+    p.add_argument("--backend", choices=gpu.BACKENDS, default=gpu.DEFAULT_BACKEND,
+                   help="the Keras backend serving the model (jax and torch: pip install 'forkwise[jax]' / '[torch]')")
+    p.add_argument("--gpu-policy", choices=gpu.GPU_POLICIES, default=gpu.DEFAULT_GPU_POLICY,
+                   help="GPU memory policy (device gpu): grow, fraction (jax), off (the frameworks' defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build"])
     p.add_argument("--model", default="default", help="built-in name or a .keras path")
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--backend", choices=gpu.BACKENDS, default=gpu.DEFAULT_BACKEND,
+                   help="the Keras backend that computes the reference set (on CPU)")
 
     sub.add_parser("strategies", help="list the registered strategies and server settings")
     sub.add_parser("schema", help="print the JSON schema of a cell record")
@@ -103,16 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _spec(home: Path, model: str) -> Path:
+def _spec(home: Path, model: str, backend: str = gpu.DEFAULT_BACKEND) -> Path:
     from forkwise.model.spec import ensure_spec
 
-    return ensure_spec(home, model)
+    return ensure_spec(home, model, backend=backend)
+
+
+def _check_device(args) -> None:
+    """Fail fast, before any model is built: a GPU for device gpu, a valid policy for it."""
+    if args.device == "gpu":
+        gpu.policy_env(args.backend, args.gpu_policy, 1)  # ConfigError for a policy the backend lacks
+        gpu.require_gpu()
 
 
 def cmd_model(args, home: Path) -> int:
     from forkwise.model.spec import ModelSpec, ensure_spec
 
-    spec = ModelSpec.load(ensure_spec(home, args.model, rebuild=args.rebuild))
+    spec = ModelSpec.load(ensure_spec(home, args.model, rebuild=args.rebuild, backend=args.backend))
     print(json.dumps({"model": str(spec.model_path), "reference": str(spec.reference_path),
                       "input_shape": spec.input_shape, "output_shape": spec.output_shape, "sha256": spec.sha256}))
     return 0
@@ -142,14 +157,16 @@ def cmd_cell(args, home: Path) -> int:
 
     scenarios.get(args.scenario, registry.get(args.strategy))  # fail fast on a bad name
     servers.get(args.server)
+    _check_device(args)
     overrides = {k: v for k, v in (("max_batch", args.max_batch), ("max_wait_ms", args.max_wait_ms)) if v is not None}
     cell = CellSpec(
         strategy=args.strategy, server=args.server, workers=args.workers,
         model=Path(args.model).stem if args.model.endswith(".keras") else args.model,
-        spec_path=_spec(home, args.model), load_levels=args.load, duration_s=args.duration,
+        spec_path=_spec(home, args.model, args.backend), load_levels=args.load, duration_s=args.duration,
         warmup_s=args.warmup, intervals=max(2, args.intervals), driver=args.driver,
         request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
         scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
+        device=args.device, backend=args.backend, gpu_policy=args.gpu_policy,
     )
     if args.profile_dir:
         from forkwise.matrix.profiling import require_py_spy
@@ -166,10 +183,12 @@ def cmd_cell(args, home: Path) -> int:
 def cmd_serve(args, home: Path) -> int:
     from forkwise.deploy import launch, make_deployment
 
+    _check_device(args)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="forkwise-serve-"))
     deployment = make_deployment(
-        strategy=args.strategy, server=args.server, workers=args.workers, spec_path=_spec(home, args.model),
-        run_dir=run_dir, port=args.port, database_url=args.database_url,
+        strategy=args.strategy, server=args.server, workers=args.workers,
+        spec_path=_spec(home, args.model, args.backend), run_dir=run_dir, port=args.port,
+        database_url=args.database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
     )
     deployment = type(deployment)(**{**deployment.__dict__, "host": args.host})
     stop = {"signal": None}

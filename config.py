@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from forkwise.errors import ConfigError
+from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
 
 ENV_PREFIX = "FORKWISE_"
 
@@ -63,6 +64,15 @@ def _path(name: str, value: Any) -> Path:
     return Path(value)
 
 
+def _choice(valid: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if value not in valid:
+            raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
 def default_home() -> Path:
     """Where forkwise keeps built models and reference sets (FORKWISE_HOME overrides)."""
     return Path(os.environ.get("FORKWISE_HOME") or Path.home() / ".cache" / "forkwise")
@@ -82,6 +92,9 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "max_batch": _positive_int,
     "max_wait_ms": _positive_float,
     "python": _required_str,
+    "backend": _choice(BACKENDS),
+    "device": _choice(DEVICES),
+    "gpu_policy": _choice(GPU_POLICIES),
 }
 
 
@@ -106,12 +119,20 @@ class AppSettings:
     # The interpreter that helper processes (the model server) run with. Not sys.executable
     # inside a worker: under pyuwsgi that names the base interpreter, not the virtualenv's.
     python: str = sys.executable
+    backend: str = DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND): tensorflow, jax or torch
+    device: str = "cpu"  # cpu: every GPU hidden from the deployment; gpu: visible
+    gpu_policy: str = DEFAULT_GPU_POLICY  # GPU memory policy (forkwise.gpu): grow, fraction or off
     extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if f.name in _VALIDATORS:
                 object.__setattr__(self, f.name, _VALIDATORS[f.name](_env_name(f.name), getattr(self, f.name)))
+        if self.device == "gpu" and self.gpu_policy == "fraction" and self.backend != "jax":
+            raise ConfigError(
+                f"{_env_name('gpu_policy')} 'fraction' is a JAX setting (XLA_PYTHON_CLIENT_MEM_FRACTION); "
+                f"{self.backend} takes a per-process limit only through its own API: use 'grow'"
+            )
 
     def to_environ(self) -> dict[str, str]:
         env = {}

@@ -1,4 +1,10 @@
-"""Start one deployment (strategy x server) in its own process group: used by `cell` and `serve`."""
+"""Start one deployment (strategy x server) in its own process group: used by `cell` and `serve`.
+
+Runs in the launcher's process (``forkwise cell``/``serve``). The server's environment is
+built here, once: the settings (``FORKWISE_*``), the server adapter's variables, and the
+device, Keras backend and GPU memory policy (``forkwise.gpu``), which every process of the
+deployment then inherits before it imports the ML runtime.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from forkwise import servers
+from forkwise import gpu, servers
 from forkwise.config import AppSettings
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import ProcessGroup, private_dir
@@ -39,6 +45,9 @@ def make_deployment(
     timeouts: ServerTimeouts = ServerTimeouts(),
     max_requests: int = 0,
     overrides: dict | None = None,
+    backend: str = gpu.DEFAULT_BACKEND,
+    device: str = "cpu",
+    gpu_policy: str = gpu.DEFAULT_GPU_POLICY,
 ) -> Deployment:
     """Validate names and settings; the errors list valid names and say what to fix."""
     strategy_cls = registry.get(strategy)
@@ -50,12 +59,28 @@ def make_deployment(
         database_url=database_url or f"sqlite:///{run_dir / 'forkwise.db'}",
         run_dir=run_dir,
         preload_app=strategy_cls.needs.preload_app,
+        backend=backend,
+        device=device,
+        gpu_policy=gpu_policy,
         **(overrides or {}),
     )
     return Deployment(
         settings=settings, server=server, workers=workers, threads=adapter.threads,
         port=port, timeouts=timeouts, max_requests=max_requests,
     )
+
+
+def gpu_processes(deployment: Deployment) -> int:
+    """How many processes of a deployment may hold a GPU context, at most: every worker, plus
+    the master (a preloading strategy) or the model server (a child-process one). Counted from
+    the deployment alone: no strategy is named here."""
+    return deployment.workers + 1
+
+
+def device_env(deployment: Deployment) -> dict[str, str | None]:
+    """Device, backend and memory-policy variables for this deployment (None: remove)."""
+    s = deployment.settings
+    return gpu.deployment_env(s.backend, s.device, s.gpu_policy, gpu_processes(deployment))
 
 
 def launch(deployment: Deployment, log_to_file: bool = True) -> Launch:
@@ -71,6 +96,11 @@ def launch(deployment: Deployment, log_to_file: bool = True) -> Launch:
     Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir).create_schema()
     tag = secrets.token_hex(8)
     env = {**os.environ, **settings.to_environ(), **plan.env, RUN_TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
+    for name, value in device_env(deployment).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log_path = settings.run_dir / "server.log" if log_to_file else None
     group = ProcessGroup(plan.argv, env, log_path, cwd=settings.run_dir).start()

@@ -2,12 +2,14 @@
 
 Runs in the process of ``forkwise cell`` (the matrix runs each cell as such a process,
 in its own process group, with a hard deadline). Verification comes before load: a
-cell that is not correct is never load-tested. Every verdict is observed here.
+cell that is not correct is never load-tested. Every verdict is observed here, OOM
+included: a failing cell whose server log shows an out-of-memory error.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import tempfile
 import threading
 import time
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from forkwise.deploy import RUN_TAG_VAR, Launch, launch, make_deployment
+from forkwise import gpu
+from forkwise.deploy import RUN_TAG_VAR, Launch, device_env, launch, make_deployment
 from forkwise.matrix import environment, resources, scenarios
 from forkwise.matrix import profiling as profiler
 from forkwise.matrix.http import Reply, post_json, request
@@ -29,7 +32,39 @@ from forkwise.servers.base import ServerTimeouts
 from forkwise.strategies import registry
 from forkwise.webapp.db import Database
 
-RTOL, ATOL = 1e-5, 1e-6  # CPU float32; batched and unbatched calls differ by round-off only
+# Stored rows against the answers that acknowledged them: the same numbers, twice serialised.
+RTOL, ATOL = 1e-5, 1e-6
+# Answers against the reference: per device (forkwise.gpu.TOLERANCES). On CPU, float32 batched
+# and unbatched calls differ by round-off only; on a GPU, TF32 matmuls and other reduction orders.
+
+# What an out-of-memory error looks like in a server log, whichever runtime raised it: XLA/JAX
+# and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
+# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM.
+OOM_PATTERN = re.compile(
+    r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError",
+    re.IGNORECASE,
+)
+OOM_LOG_BYTES = 4 << 20  # read at most the last 4 MiB of a log for OOM evidence
+
+
+def oom_evidence(log_text: str) -> str | None:
+    """The first log line showing an out-of-memory error, or None."""
+    for line in log_text.splitlines():
+        if OOM_PATTERN.search(line):
+            return line.strip()[:300]
+    return None
+
+
+def _read_log(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - OOM_LOG_BYTES))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +77,8 @@ class CellSpec:
     model: str = "default"
     spec_path: Path = Path()
     device: str = "cpu"
+    backend: str = gpu.DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND) every process uses
+    gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # GPU memory policy; device=gpu only
     boot_timeout_s: float = 90.0  # launch to first correct answer, at most
     request_timeout_s: float = 10.0  # one request, at most; past it the cell HANGs
     verify_requests: int = 32
@@ -60,8 +97,10 @@ class CellSpec:
 class Verification:
     """What verification saw, request by request; the verdict is derived from it."""
 
-    def __init__(self, spec: ModelSpec, serves_model: bool, constant: np.ndarray | None):
+    def __init__(self, spec: ModelSpec, serves_model: bool, constant: np.ndarray | None,
+                 tolerance: tuple[float, float] = (1e-5, 1e-6)):
         self.inputs, self.outputs = spec.reference()
+        self.rtol, self.atol = tolerance
         self.serves_model, self.constant = serves_model, constant
         self.kinds: Counter[str] = Counter()
         self.findings: list[str] = []
@@ -88,7 +127,7 @@ class Verification:
             return False, None, [], 0, "malformed answer"
         if len(ids) != len(rows):
             return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
-        if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+        if not np.allclose(got, want, rtol=self.rtol, atol=self.atol):
             return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
         return True, got, ids, worker, ""
 
@@ -237,10 +276,12 @@ class CellRun:
             strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
             run_dir=self.workdir, port=_free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=scenario.max_requests,
+            backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
         )
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
-        v = Verification(spec, strategy_cls.serves_model, constant)
+        rtol, atol = gpu.tolerance(cell.device)
+        v = Verification(spec, strategy_cls.serves_model, constant, (rtol, atol))
         memory, load, disruption = None, (), None
         verdict, rows_expected, rows_found = Verdict.BOOT, 0, 0
         self.launch = launch(deployment)
@@ -281,10 +322,15 @@ class CellRun:
             for proc in leftovers:  # descendants that left the group: still ours, stop them
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
+        if not verdict.ok:
+            oom = oom_evidence(_read_log(self.launch.group.log_path))
+            if oom is not None:
+                self.findings.insert(0, f"out of memory (otherwise {verdict.value}); the server log shows: {oom}")
+                verdict = Verdict.OOM
         log_tail = "" if verdict is Verdict.OK else self.launch.group.log_tail(40)
         return CellRecord(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
-            model=cell.model, device=cell.device, verdict=verdict,
+            model=cell.model, device=cell.device, backend=cell.backend, verdict=verdict,
             cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
             requests=v.requests, ok=v.kinds["ok"], errors=v.errors(),
             rows_expected=rows_expected, rows_found=rows_found,
@@ -297,6 +343,8 @@ class CellRun:
             environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
             settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
                       "request_timeout_s": cell.request_timeout_s, "worker_timeout_s": cell.worker_timeout_s,
+                      "rtol": rtol, "atol": atol, "gpu_policy": cell.gpu_policy if cell.device == "gpu" else "",
+                      "device_env": {k: v for k, v in device_env(deployment).items()},
                       **strategy_cls.knobs(deployment.settings)},
             load=load, memory=memory, scenario=cell.scenario, disruption=disruption,
         )

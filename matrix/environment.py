@@ -1,4 +1,7 @@
-"""Environment metadata for every record: where and with what it was measured."""
+"""Environment metadata for every record: where and with what it was measured.
+
+Runs in the cell process and the matrix runner; the GPU is read through NVML or nvidia-smi.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from pathlib import Path
 
 import psutil
 
+from forkwise import gpu
 from forkwise.matrix.records import Environment
 
 PACKAGES = (
-    "forkwise", "tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy",
-    "flask", "sqlalchemy", "gunicorn", "pyuwsgi", "psutil",
+    "forkwise", "tensorflow-cpu", "tensorflow", "keras", "jax", "jaxlib", "torch", "numpy",
+    "flask", "sqlalchemy", "gunicorn", "pyuwsgi", "psutil", "nvidia-ml-py",
 )
 
 
@@ -54,6 +58,7 @@ def _versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def current() -> Environment:
+    gpus = gpu.probe()
     return Environment(
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         git_commit=_git_commit(),
@@ -63,4 +68,6 @@ def current() -> Environment:
         python=sys.version.split()[0],
         platform=platform.platform(),
         packages=_versions(),
+        gpu_name=gpus.name,
+        gpu_driver=gpus.driver,
     )

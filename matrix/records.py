@@ -3,7 +3,8 @@
 Every table, CSV, JSON and HTML page is rendered from these objects. Numbers stay
 numbers (seconds, milliseconds, megabytes are in the field names), verdicts are an
 enum, and the JSON schema is derived from the dataclasses themselves, so the fields
-are declared in exactly one place. Bump SCHEMA_VERSION whenever a field changes.
+are declared in exactly one place. Bump SCHEMA_VERSION whenever a field changes
+incompatibly; a new field with a default (so that older records still load) keeps it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Verdict(str, enum.Enum):
     WRONG = "WRONG"  # answers off the reference, or workers disagree
     LOST = "LOST"  # acknowledged rows missing, or rows nobody acknowledged
     BOOT = "BOOT"  # never became ready
+    OOM = "OOM"  # failed, and the server log shows an out-of-memory error
 
     @property
     def ok(self) -> bool:
@@ -124,6 +126,7 @@ class ProcessMemory:
     uss_mb: float
     pss_mb: float
     cpu_s: float
+    gpu_mb: float | None = None  # GPU memory the process holds (NVML); None on a host without a GPU
 
 
 @dataclass(frozen=True)
@@ -132,15 +135,18 @@ class Memory:
     total_rss_mb: float
     total_uss_mb: float
     total_pss_mb: float
+    total_gpu_mb: float | None = None  # None when no process's GPU memory could be read
 
     @classmethod
     def of(cls, processes: Iterable[ProcessMemory]) -> "Memory":
         procs = tuple(processes)
+        gpu = [p.gpu_mb for p in procs if p.gpu_mb is not None]
         return cls(
             processes=procs,
             total_rss_mb=round(sum(p.rss_mb for p in procs), 1),
             total_uss_mb=round(sum(p.uss_mb for p in procs), 1),
             total_pss_mb=round(sum(p.pss_mb for p in procs), 1),
+            total_gpu_mb=round(sum(gpu), 1) if gpu else None,
         )
 
 
@@ -165,16 +171,23 @@ class Environment:
     python: str
     platform: str
     packages: dict[str, str]
+    gpu_name: str = ""  # the first GPU's name, "" without a GPU
+    gpu_driver: str = ""
 
 
-def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str) -> str:
-    # Threads are not part of it: each server setting runs a fixed number of threads.
-    return "/".join([strategy, server, f"w{workers}", model, device, scenario])
+def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str,
+            backend: str = "tensorflow") -> str:
+    # Threads are not part of it: each server setting runs a fixed number of threads. The
+    # backend is, only when it is not the default, so ids of TensorFlow cells stay as they were.
+    parts = [strategy, server, f"w{workers}", model, device]
+    if backend != "tensorflow":
+        parts.append(backend)
+    return "/".join([*parts, scenario])
 
 
 @dataclass(frozen=True)
 class CellRecord:
-    """One strategy x server x workers x model x device cell, as observed by one run."""
+    """One strategy x server x workers x model x device x backend cell, as observed by one run."""
 
     strategy: str
     server: str
@@ -200,12 +213,13 @@ class CellRecord:
     memory: Memory | None = None
     scenario: str = "steady"
     disruption: Disruption | None = None
+    backend: str = "tensorflow"  # the Keras backend that served the model
     schema_version: int = SCHEMA_VERSION
 
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario)
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         return _encode(self)

@@ -104,17 +104,18 @@ def servers_of(records: Iterable[CellRecord]) -> list[str]:
     return _ordered((r.server for r in records), SERVER_ORDER)
 
 
-def combination(record: CellRecord) -> tuple[int, str, str, str]:
-    """What a verdict matrix holds fixed: workers, model, device, scenario."""
-    return (record.workers, record.model, record.device, record.scenario)
+def combination(record: CellRecord) -> tuple[int, str, str, str, str]:
+    """What a verdict matrix holds fixed: workers, model, device, scenario, backend."""
+    return (record.workers, record.model, record.device, record.scenario, record.backend)
 
 
-def combination_label(combo: tuple[int, str, str, str]) -> str:
-    workers, model, device, scenario = combo
-    return f"{workers} workers, model {model}, device {device}, scenario {scenario}"
+def combination_label(combo: tuple[int, str, str, str, str]) -> str:
+    workers, model, device, scenario, backend = combo
+    backend_part = "" if backend == "tensorflow" else f", backend {backend}"
+    return f"{workers} workers, model {model}, device {device}{backend_part}, scenario {scenario}"
 
 
-def combinations(records: Sequence[CellRecord]) -> list[tuple[int, str, str, str]]:
+def combinations(records: Sequence[CellRecord]) -> list[tuple[int, str, str, str, str]]:
     """Distinct combinations, the most common first (ties in first-seen order)."""
     counts = Counter(combination(r) for r in records)
     first_seen = {c: i for i, c in reversed(list(enumerate(combination(r) for r in records)))}
@@ -140,20 +141,21 @@ def highest_level(record: CellRecord) -> LoadLevel | None:
 
 
 def control_index(records: Iterable[CellRecord]) -> dict[tuple, CellRecord]:
-    """Control records by (server, workers, model, device, scenario)."""
+    """Control records by (server, workers, model, device, scenario, backend)."""
     return {
-        (r.server, r.workers, r.model, r.device, r.scenario): r for r in records if r.strategy == CONTROL
+        (r.server, r.workers, r.model, r.device, r.scenario, r.backend): r for r in records if r.strategy == CONTROL
     }
 
 
 def control_for(record: CellRecord, controls: dict[tuple, CellRecord]) -> CellRecord | None:
-    """The control of the same server/workers/model/device; same scenario first, else steady, else any."""
-    exact = controls.get((record.server, record.workers, record.model, record.device, record.scenario))
+    """The control of the same server/workers/model/device; same scenario and backend first,
+    then steady, then any."""
+    exact = controls.get((record.server, record.workers, record.model, record.device, record.scenario, record.backend))
     if exact is not None:
         return exact
     wanted = (record.server, record.workers, record.model, record.device)
     same = [c for key, c in controls.items() if key[:4] == wanted]
-    same.sort(key=lambda c: c.scenario != "steady")
+    same.sort(key=lambda c: (c.backend != record.backend, c.scenario != "steady"))
     return same[0] if same else None
 
 
@@ -243,6 +245,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("threads", "threads", lambda s: s.record.threads, _fmt_int),
     Column("model", "model", lambda s: s.record.model),
     Column("device", "device", lambda s: s.record.device),
+    Column("backend", "backend", lambda s: s.record.backend),
     Column("scenario", "scenario", lambda s: s.record.scenario),
     Column("verdict", "verdict", lambda s: s.record.verdict),
     Column("concurrency", "concurrency", _lv("concurrency"), _fmt_int),
@@ -272,6 +275,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("total_pss_mb", "PSS MB", _mem("total_pss_mb"), _fmt_fixed(1)),
     Column("total_uss_mb", "USS MB", _mem("total_uss_mb"), _fmt_fixed(1)),
     Column("total_rss_mb", "RSS MB", _mem("total_rss_mb"), _fmt_fixed(1)),
+    Column("total_gpu_mb", "GPU MB", _mem("total_gpu_mb"), _fmt_fixed(1)),
     Column("master_processes", "masters", _role_count("master"), _fmt_int),
     Column("worker_processes", "workers seen", _role_count("worker"), _fmt_int),
     Column("model_server_processes", "model servers", _role_count("model-server"), _fmt_int),
@@ -431,6 +435,7 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: dict) ->
     if env is not None:
         facts += [
             ("machine", f"{env.cpu_model}, {env.cores} cores, {env.memory_gb:g} GB memory"),
+            *([("GPU", f"{env.gpu_name}, driver {env.gpu_driver}")] if env.gpu_name else []),
             ("python", env.python),
             ("platform", env.platform),
             ("git commit", env.git_commit),
@@ -530,6 +535,7 @@ MEMORY_VIEW: View = (
     col("total_pss_mb"),
     col("total_uss_mb"),
     col("total_rss_mb"),
+    col("total_gpu_mb"),
     ("processes", _process_breakdown),
     col("cold_start_s"),
     col("warm_all_s"),

@@ -1,9 +1,13 @@
-"""Memory and CPU of every process of a deployment, through psutil."""
+"""Memory and CPU of every process of a deployment, through psutil; GPU memory through NVML.
+
+Runs in the cell process (``forkwise cell``), which watches the deployment from outside.
+"""
 
 from __future__ import annotations
 
 import psutil
 
+from forkwise import gpu
 from forkwise.matrix.records import Memory, ProcessMemory
 
 _MB = 1024 * 1024
@@ -32,6 +36,9 @@ def role_of(proc: psutil.Process, master_pid: int) -> str:
 
 
 def measure_memory(master_pid: int) -> Memory:
+    """Every process of the deployment. gpu_mb: None on a host without a GPU, else what NVML
+    (or nvidia-smi) says the process holds, 0 when it holds none."""
+    on_gpu = gpu.process_memory_mb()
     found = []
     for proc in deployment_processes(master_pid):
         try:
@@ -47,6 +54,7 @@ def measure_memory(master_pid: int) -> Memory:
                 uss_mb=round(info.uss / _MB, 1),
                 pss_mb=round(getattr(info, "pss", info.uss) / _MB, 1),
                 cpu_s=round(cpu.user + cpu.system, 2),
+                gpu_mb=None if on_gpu is None else round(on_gpu.get(proc.pid, 0.0), 1),
             )
         )
     return Memory.of(found)

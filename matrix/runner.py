@@ -4,7 +4,8 @@ Runs in the process of ``forkwise matrix``. Each cell is a ``forkwise cell`` chi
 its own session, with a hard deadline; it hands back one JSON record on stdout (the
 pyperf pattern). A failing, crashing or hanging cell never stops the run and leaves
 nothing behind. Records are appended as each cell ends, so ``--resume`` continues an
-interrupted run.
+interrupted run. On a host without a GPU, device=gpu cells are skipped with the reason
+printed, and no record is written for them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
 
-from forkwise import servers
+from forkwise import gpu, servers
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix import environment
 from forkwise.matrix.cell import summary_line
@@ -34,10 +35,10 @@ from forkwise.model.spec import BUILTIN_MODELS, ensure_spec
 from forkwise.procs import tagged_processes
 from forkwise.strategies import registry
 
-AXES = ("strategy", "server", "workers", "model", "device", "scenario")
+AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario")
 MATRIX_TAG_VAR = "FORKWISE_MATRIX_TAG"
-DEVICES = ("cpu", "gpu")
-AXIS_DEFAULTS = {"device": ["cpu"], "scenario": ["steady"]}
+DEVICES = gpu.DEVICES
+AXIS_DEFAULTS = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": ["steady"]}
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class Cell:
     model: str
     device: str = "cpu"
     scenario: str = "steady"
+    backend: str = gpu.DEFAULT_BACKEND
 
     @property
     def id(self) -> str:
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario)
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Profile:
     cells: tuple[Cell, ...]
     load: LoadSettings = field(default_factory=LoadSettings)
     limits: Limits = field(default_factory=Limits)
+    gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # device=gpu cells: grow, fraction or off (frameworks' defaults)
 
     def select(self, only: dict[str, set[str]]) -> list[Cell]:
         return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
@@ -92,6 +95,7 @@ def _validate_axis(axis: str, values: list) -> list:
         raise ConfigError(f"axis {axis!r} must be a non-empty list")
     valid = {
         "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": list(SCENARIOS),
+        "backend": gpu.BACKENDS,
     }.get(axis)
     for value in values:
         if valid is not None and value not in valid:
@@ -143,7 +147,12 @@ def load_profile(name_or_path: str) -> Profile:
         limits = Limits(**data.get("limits", {}))
     except TypeError as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
-    return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load, limits=limits)
+    policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
+                              gpu.GPU_POLICIES)
+    if policy == "fraction" and any(c.device == "gpu" and c.backend != "jax" for c in unique):
+        raise ConfigError(f"profile {name}: gpu_policy 'fraction' applies to the jax backend only; use 'grow'")
+    return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load,
+                   limits=limits, gpu_policy=policy)
 
 
 def parse_only(items: list[str]) -> dict[str, set[str]]:
@@ -174,6 +183,7 @@ def cell_command(cell: Cell, profile: Profile, home: Path) -> list[str]:
         "--strategy", cell.strategy, "--server", cell.server, "--workers", str(cell.workers),
         "--model", cell.model, "--request-timeout", str(limits.request_timeout_s),
         "--boot-timeout", str(limits.boot_timeout_s), "--scenario", cell.scenario,
+        "--device", cell.device, "--backend", cell.backend, "--gpu-policy", profile.gpu_policy,
     ]
     if cell.scenario != "steady":
         argv += ["--scenario-duration", str(load.scenario_duration_s)]
@@ -187,7 +197,8 @@ def failed_cell_record(cell: Cell, verdict: Verdict, findings: list[str], log_ta
     """The record of a cell whose process did not hand one back (deadline, or forkwise failed)."""
     return CellRecord(
         strategy=cell.strategy, server=cell.server, workers=cell.workers,
-        threads=servers.get(cell.server).threads, model=cell.model, device=cell.device, verdict=verdict,
+        threads=servers.get(cell.server).threads, model=cell.model, device=cell.device, backend=cell.backend,
+        verdict=verdict,
         cold_start_s=None, warm_all_s=None, requests=0, ok=0, errors=ErrorCounts(),
         rows_expected=0, rows_found=0, worker_pids=(),
         evidence=Evidence(findings=tuple(findings), log_tail=log_tail),
@@ -280,11 +291,28 @@ def _saved_run_info(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def skip_gpu_cells(cells: list[Cell]) -> tuple[list[Cell], dict]:
+    """On a host without a GPU, drop the device=gpu cells and say why (printed, and for run.json)."""
+    wanted = [c for c in cells if c.device == "gpu"]
+    if not wanted:
+        return cells, {}
+    info = gpu.probe()
+    if info.available:
+        return cells, {}
+    reason = f"no GPU found ({info.reason})"
+    print(f"forkwise: skipping {len(wanted)} gpu cells: {reason}", file=sys.stderr)
+    return [c for c in cells if c.device != "gpu"], {"cells": [c.id for c in wanted], "reason": reason}
+
+
 def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path) -> int:
     prof = load_profile(profile)
     cells = prof.select(parse_only(only))
     if not cells:
         raise ConfigError(f"--only {' '.join(only)} selects no cell of profile {prof.name!r}")
+    cells, skipped = skip_gpu_cells(cells)
+    if not cells:
+        print(f"forkwise: no cell of profile {prof.name!r} left to run; nothing written", file=sys.stderr)
+        return 0
     out = Path(out or Path("results") / prof.name)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS_FILE
@@ -293,16 +321,18 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
         kept = {r.cell_id: r for r in read_records(records_path)}
     elif records_path.exists():
         records_path.unlink()  # a fresh run: records of an earlier one are not mixed in
-    for model in sorted({c.model for c in cells}):
-        ensure_spec(home, model)  # build once, before any cell is timed
+    for model, backend in sorted({(c.model, c.backend) for c in cells}):
+        ensure_spec(home, model, backend=backend)  # build once, before any cell is timed
     started = time.monotonic()
     run_info = {
         "profile": prof.name, "description": prof.description,
         "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "forkwise matrix " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["matrix"] else "forkwise matrix",
         "cells": len(cells), "load": prof.load.__dict__ | {"levels": list(prof.load.levels)},
-        "limits": prof.limits.__dict__,
+        "limits": prof.limits.__dict__, "gpu_policy": prof.gpu_policy,
     }
+    if skipped:
+        run_info["skipped"] = skipped
     progress = Progress(len(cells), plain)
     for cell in cells:
         if cell.id in kept:

@@ -2,6 +2,10 @@
 
 Importing this module does not import the ML runtime; ``load_predictor`` does. Which
 process calls it, and when, is exactly what a strategy decides.
+
+The Keras backend (KERAS_BACKEND), the visible devices and the GPU memory policy come from
+the environment the launcher gave the process (``forkwise.gpu``, applied by ``deploy.launch``);
+nothing here changes them, so the matrix observes what each runtime does with them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,30 @@ from typing import Callable
 import numpy as np
 
 from forkwise.errors import ModelError
+
+_EXTRAS = {"jax": "forkwise[jax]", "torch": "forkwise[torch]", "tensorflow": "forkwise"}
+
+
+def _import_backend(module: str):
+    """Import a backend's own module, or ModelError saying which extra installs it."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise ModelError(
+            f"the Keras backend {module!r} cannot be imported ({exc}): pip install '{_EXTRAS.get(module, module)}'"
+        ) from None
+
+
+def _import_keras():
+    """Keras imports its backend (KERAS_BACKEND) on import: a missing one is a ModelError."""
+    try:
+        import keras
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        root = missing.split(".")[0]
+        hint = f": pip install '{_EXTRAS[root]}'" if root in _EXTRAS else ""
+        raise ModelError(f"cannot import keras with its configured backend ({exc}){hint}") from None
+    return keras
 
 
 class Predictor:
@@ -37,7 +65,7 @@ def _input_shape(model) -> tuple[int, ...]:
 
 def load_predictor(model_path: Path) -> Predictor:
     """Load the model (Keras safe_mode on) and compile one call for any batch size."""
-    import keras
+    keras = _import_keras()
 
     try:
         model = keras.saving.load_model(str(model_path), compile=False, safe_mode=True)
@@ -46,7 +74,7 @@ def load_predictor(model_path: Path) -> Predictor:
     shape = _input_shape(model)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        tf = _import_backend("tensorflow")
 
         # Never model.predict per request: it costs ~47 ms against ~0.6 ms for this call.
         compiled = tf.function(
@@ -56,14 +84,14 @@ def load_predictor(model_path: Path) -> Predictor:
         )
         return Predictor(lambda x: compiled(x).numpy(), shape)
     if backend == "jax":
-        import jax
+        jax = _import_backend("jax")
 
         tv = [v.value for v in model.trainable_variables]
         ntv = [v.value for v in model.non_trainable_variables]
         jitted = jax.jit(lambda a, b, x: model.stateless_call(a, b, x, training=False)[0])
         return Predictor(lambda x: np.asarray(jitted(tv, ntv, x)), shape)
     if backend == "torch":
-        import torch
+        torch = _import_backend("torch")
 
         def call(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():

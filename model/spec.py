@@ -2,6 +2,11 @@
 
 A spec is a small JSON file next to the reference set, so that a web worker knows the
 input shape (to validate requests) before, or without, loading the ML runtime.
+
+``ensure_spec`` runs in the launcher (``forkwise cell``/``model``/``matrix``); it builds
+models and computes reference sets in a fresh interpreter, on CPU, with the Keras backend
+asked for (``forkwise.gpu.clean_cpu_env``): one reference set per (model digest, backend),
+so a GPU host without TensorFlow computes its own with JAX or torch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forkwise import gpu
 from forkwise.errors import ModelError
 
 # Named models forkwise builds itself: layer widths, input first.
@@ -39,6 +45,7 @@ class ModelSpec:
     sha256: str
     input_shape: tuple[int, ...]  # one instance, without the batch axis
     output_shape: tuple[int, ...]
+    backend: str = gpu.DEFAULT_BACKEND  # the Keras backend that computed the reference set (on CPU)
 
     @classmethod
     def load(cls, spec_path: Path) -> "ModelSpec":
@@ -51,6 +58,7 @@ class ModelSpec:
                 sha256=data["sha256"],
                 input_shape=tuple(data["input_shape"]),
                 output_shape=tuple(data["output_shape"]),
+                backend=data.get("backend", gpu.DEFAULT_BACKEND),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"cannot read model spec {spec_path}: {exc}") from None
@@ -63,6 +71,7 @@ class ModelSpec:
             "sha256": self.sha256,
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
+            "backend": self.backend,
         }
         _atomic_write(spec_path, json.dumps(data, indent=2).encode())
 
@@ -88,11 +97,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _run_clean(args: list[str], what: str) -> str:
-    """Run a forkwise.model.build step in a fresh interpreter: nothing of this process leaks in."""
+def _run_clean(args: list[str], what: str, backend: str = gpu.DEFAULT_BACKEND) -> str:
+    """Run a forkwise.model.build step in a fresh interpreter, on CPU, with the given Keras
+    backend: nothing of this process leaks in."""
     cmd = [sys.executable, "-m", "forkwise.model.build", *args]
+    env = {**os.environ, **gpu.clean_cpu_env(backend)}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
         raise ModelError(f"{what} took over {BUILD_TIMEOUT_S} s") from None
     if proc.returncode != 0:
@@ -101,17 +113,22 @@ def _run_clean(args: list[str], what: str) -> str:
     return proc.stdout
 
 
-def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False) -> Path:
+def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False,
+                backend: str = gpu.DEFAULT_BACKEND) -> Path:
     """Return the spec.json for a built-in model name or a user's ``.keras`` path.
 
-    Builds the built-in model on first use; computes the reference set of any model in
-    a separate clean process, once per model digest.
+    Builds the built-in model on first use (with ``backend``, when it is not built yet: the
+    ``.keras`` file serves every backend); computes the reference set of any model in a
+    separate clean CPU process with ``backend``, once per (model digest, backend).
     """
+    gpu.check_choice("backend", backend, gpu.BACKENDS)
+    if not gpu.backend_installed(backend):
+        raise ModelError(gpu.backend_missing_message(backend))
     if isinstance(model, str) and model in BUILTIN_MODELS:
         folder = Path(home) / "models" / model
         model_path = folder / "model.keras"
         if rebuild or not model_path.exists():
-            _run_clean(["--write-builtin", model, str(model_path)], f"building the {model!r} model")
+            _run_clean(["--write-builtin", model, str(model_path)], f"building the {model!r} model", backend)
         name = model
     else:
         model_path = Path(model).expanduser().resolve()
@@ -123,14 +140,15 @@ def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False
             raise ModelError(f"{model_path}: no such model file")
         name = model_path.stem
     sha = file_sha256(model_path)
-    folder = Path(home) / "references" / sha[:16]
+    folder = Path(home) / "references" / f"{sha[:16]}-{backend}"
     spec_path = folder / "spec.json"
     if spec_path.exists() and not rebuild:
         spec = ModelSpec.load(spec_path)
-        if spec.model_path == model_path and spec.sha256 == sha:
+        if spec.model_path == model_path and spec.sha256 == sha and spec.backend == backend:
             return spec_path
     ref_path = folder / "reference.npz"
-    out = _run_clean(["--reference", str(model_path), str(ref_path)], f"computing the reference of {model_path}")
+    out = _run_clean(["--reference", str(model_path), str(ref_path)],
+                     f"computing the reference of {model_path} with {backend}", backend)
     shapes = json.loads(out.strip().splitlines()[-1])
     ModelSpec(
         name=name,
@@ -139,5 +157,6 @@ def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False
         sha256=sha,
         input_shape=tuple(shapes["input_shape"]),
         output_shape=tuple(shapes["output_shape"]),
+        backend=backend,
     ).save(spec_path)
     return spec_path
