@@ -238,9 +238,16 @@ COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_sche
             "matrix": cmd_matrix, "report": cmd_report, "compare": cmd_compare}
 
 
+def _terminate_as_interrupt(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     home = args.home or default_home()
+    if args.command != "serve":  # serve handles SIGTERM itself, as its normal way to stop
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         return COMMANDS[args.command](args, home)
     except ForkwiseError as exc:

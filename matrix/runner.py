@@ -32,7 +32,7 @@ from forkwise.matrix.records import (
     RECORDS_FILE, CellRecord, ErrorCounts, Evidence, Verdict, append_record, cell_id, read_records,
 )
 from forkwise.model.spec import BUILTIN_MODELS, ensure_spec
-from forkwise.procs import tagged_processes
+from forkwise.procs import stop_process, tagged_processes
 from forkwise.strategies import registry
 
 AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario")
@@ -225,6 +225,8 @@ def run_cell_process(cell: Cell, profile: Profile, home: Path) -> CellRecord:
             err[-2000:], time.monotonic() - start,
         )
     finally:
+        # Interrupted: let the cell stop its own server first (it turns SIGTERM into cleanup).
+        stop_process(proc, grace_s=20)
         # Whatever the cell started and did not stop (a server it could not reap) carries our tag.
         for leftover in tagged_processes(MATRIX_TAG_VAR, tag):
             leftover.kill()

@@ -187,3 +187,17 @@ def test_cli_errors_are_one_line_and_nonzero(home):
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi",
                                        "--model", "/nonexistent/m.keras"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no such model file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_matrix_stops_everything_it_started(home, default_spec_path, tmp_path):
+    t0 = time.time()
+    proc = subprocess.Popen(forkwise_cmd(home, "matrix", "--profile", "quick", "--only", "strategy=lazy,server=uwsgi",
+                                         "--out", str(tmp_path), "--plain"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not server_processes_since(t0) and time.monotonic() < deadline:
+        time.sleep(0.2)  # wait until the cell's server is up
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "error: interrupted" in err
+    assert not server_processes_since(t0)

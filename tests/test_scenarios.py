@@ -20,8 +20,9 @@ def test_recovery_is_measured_from_the_event():
     recovery, recovered = scenarios._recovery(samples, 1.0)
     assert recovered and recovery == pytest.approx(1.0)  # interval 7 ends at 2.0 s
     assert scenarios._recovery((100, 100, 100, 100, 0, 0, 0), 1.0) == (None, False)
-    assert scenarios._recovery((100, 90, 110, 100, 95, 105), None) == (None, True)
+    assert scenarios._recovery((100, 0, 0, 110, 100, 95, 105), None) == (None, True)  # a short dip
     assert scenarios._recovery((100, 90, 110, 100, 0, 0, 0, 0), None) == (None, False)  # stopped answering
+    assert scenarios._recovery((100,) + (0,) * 8 + (100,) * 4, None) == (None, False)  # stalled 2 s
 
 
 def test_generated_corpus_is_seeded_and_never_valid():
