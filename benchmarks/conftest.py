@@ -68,3 +68,9 @@ def _mean_seconds(benchmark, fallback) -> float:
 def mean_seconds():
     """``mean_seconds(benchmark, fn)``: seconds per call, from the benchmark's stats when it ran."""
     return _mean_seconds
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Keep the saved JSON small enough to commit: the summary statistics, not every timing."""
+    for bench in output_json["benchmarks"]:
+        bench["stats"].pop("data", None)
