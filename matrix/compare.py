@@ -4,6 +4,12 @@ Cells are matched by ``cell_id`` and concurrency. A throughput difference counts
 significant only if it exceeds twice the combined spread of the two measurements,
 |rps_a - rps_b| > 2 * sqrt(stdev_a^2 + stdev_b^2); when neither run measured any spread
 (both stdevs 0) a 5% threshold stands in. A verdict that changed is always flagged.
+
+On a shared machine the whole machine drifts between runs (every cell, the control cells
+too, ran 7-22% faster in one run than in the other here). So a cell that has a control
+cell in both runs (same server, workers, model, device, concurrency) is judged on its
+throughput relative to that control, with both spreads propagated; the control cells,
+the yardstick, are judged on their raw throughput.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class Comparison:
     verdict_a: Verdict | None  # None: the cell is not in run a
     verdict_b: Verdict | None
     note: str = ""
+    vs_control_a: float | None = None  # rps / the same run's control rps at this level
+    vs_control_b: float | None = None
 
 
 def load_run(path: Path) -> list[CellRecord]:
@@ -54,6 +62,40 @@ def rps_significant(a: LoadLevel, b: LoadLevel) -> bool:
     return diff > NOISE_SIGMAS * math.hypot(a.rps_stdev, b.rps_stdev)
 
 
+def _relative(level: LoadLevel, control: LoadLevel) -> tuple[float, float]:
+    """rps / control rps, and its spread (relative spreads added in quadrature)."""
+    ratio = level.rps / control.rps
+    spread = ratio * math.hypot(level.rps_stdev / level.rps if level.rps else 0.0,
+                                control.rps_stdev / control.rps)
+    return ratio, spread
+
+
+def relative_significant(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    (qa, sa), (qb, sb) = a, b
+    if sa == 0 and sb == 0:
+        return abs(qa - qb) > ZERO_SPREAD_THRESHOLD * max(qa, qb)
+    return abs(qa - qb) > NOISE_SIGMAS * math.hypot(sa, sb)
+
+
+ControlIndex = dict[tuple, LoadLevel]
+
+
+def control_levels(records: Iterable[CellRecord]) -> ControlIndex:
+    index: ControlIndex = {}
+    for r in records:
+        if r.strategy == "control" and r.verdict.ok:
+            for lv in r.load:
+                if lv.rps > 0:
+                    index[(r.server, r.workers, r.model, r.device, r.scenario, lv.concurrency)] = lv
+    return index
+
+
+def _control_of(record: CellRecord | None, concurrency: int, index: ControlIndex) -> LoadLevel | None:
+    if record is None or record.strategy == "control":
+        return None
+    return index.get((record.server, record.workers, record.model, record.device, record.scenario, concurrency))
+
+
 def delta_pct(rps_a: float | None, rps_b: float | None) -> float | None:
     if rps_a is None or rps_b is None or rps_a == 0:
         return None
@@ -74,13 +116,20 @@ def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str
     return False, ""
 
 
-def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None) -> Comparison:
+def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None,
+                  controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> Comparison:
     level_a = _levels(a).get(concurrency)
     level_b = _levels(b).get(concurrency)
     verdict_changed, note = _verdict_note(a, b)
     significant = verdict_changed
+    rel_a = rel_b = None
     if level_a is not None and level_b is not None:
-        significant = significant or rps_significant(level_a, level_b)
+        control_a, control_b = _control_of(a, concurrency, controls[0]), _control_of(b, concurrency, controls[1])
+        if control_a is not None and control_b is not None and level_a.rps > 0:
+            rel_a, rel_b = _relative(level_a, control_a), _relative(level_b, control_b)
+            significant = significant or relative_significant(rel_a, rel_b)
+        else:
+            significant = significant or rps_significant(level_a, level_b)
     elif a is not None and b is not None and not note:
         note = f"level measured only in run {'a' if level_a is not None else 'b'}"
     rps_a = None if level_a is None else level_a.rps
@@ -95,13 +144,16 @@ def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellR
         verdict_a=None if a is None else a.verdict,
         verdict_b=None if b is None else b.verdict,
         note=note,
+        vs_control_a=None if rel_a is None else round(rel_a[0], 3),
+        vs_control_b=None if rel_b is None else round(rel_b[0], 3),
     )
 
 
-def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None) -> list[Comparison]:
+def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None,
+                 controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> list[Comparison]:
     concurrencies = sorted(set(_levels(a)) | set(_levels(b)))
     if concurrencies:
-        return [compare_level(cell_id, c, a, b) for c in concurrencies]
+        return [compare_level(cell_id, c, a, b, controls) for c in concurrencies]
     verdict_changed, note = _verdict_note(a, b)
     return [
         Comparison(
@@ -126,7 +178,8 @@ def compare(a: list[CellRecord], b: list[CellRecord]) -> list[Comparison]:
     """Every cell of either run, in run a's order then run b's new cells, one row per concurrency."""
     cells_a, cells_b = _by_cell(a), _by_cell(b)
     order = list(cells_a) + [cid for cid in cells_b if cid not in cells_a]
-    return [c for cid in order for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid))]
+    controls = (control_levels(cells_a.values()), control_levels(cells_b.values()))
+    return [c for cid in order for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), controls)]
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -149,6 +202,7 @@ def comparison_row(c: Comparison) -> list[str]:
         _fmt(c.rps_a, ",.1f"),
         _fmt(c.rps_b, ",.1f"),
         _fmt(c.delta_pct, "+.1f") + ("%" if c.delta_pct is not None else ""),
+        _fmt(c.vs_control_a, ".3f") + " / " + _fmt(c.vs_control_b, ".3f") if c.vs_control_a is not None else "-",
         "yes" if c.significant else "n.s.",
         _fmt_verdicts(c),
         c.note.replace("|", "\\|"),
@@ -157,9 +211,14 @@ def comparison_row(c: Comparison) -> list[str]:
 
 def render_comparison(comps: list[Comparison]) -> str:
     """A Markdown table; a difference within the noise is marked n.s. (not significant)."""
-    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "significant", "verdict", "note"]
+    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "vs control a / b", "significant", "verdict", "note"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in comps]
     if not comps:
         lines.append("| " + " | ".join(["no cells"] + [""] * (len(headers) - 1)) + " |")
-    return "\n".join(lines) + "\n"
+    measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
+    both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
+    flagged = [c for c in both_ok if c.significant]
+    summary = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
+               f"the noise; {sum(1 for c in comps if c.verdict_a is not c.verdict_b)} cells changed verdict.")
+    return summary + "\n\n" + "\n".join(lines) + "\n"

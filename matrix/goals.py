@@ -27,6 +27,12 @@ class Goal:
     ratio: float | None  # the measured ratio the goal is judged on (None: not measurable here)
     target: str
     met: bool | None  # None: the run has no data for it
+    cells: tuple[str, ...] = ()  # profile labels of the cells it was judged on (see profile_label)
+
+
+def profile_label(record: CellRecord, concurrency: int = TOP_CONCURRENCY) -> str:
+    """The name `forkwise cell --profile-dir` gives that cell's profiles at that concurrency."""
+    return f"{record.strategy}.{record.server}.w{record.workers}.{record.model}.c{concurrency}"
 
 
 def _ok(records: Sequence[CellRecord]) -> list[CellRecord]:
@@ -60,7 +66,8 @@ def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
     ratio, r, control = best
     measured = (f"{r.strategy} under {r.server} (w{r.workers}): {_level(r, 32).rps:.0f} req/s; "
                 f"control {_level(control, 32).rps:.0f} req/s")
-    return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8)
+    return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
+                (profile_label(r), profile_label(control)))
 
 
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
@@ -78,8 +85,9 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
     if not pairs:
         return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None, ">= 2.0", None)
     ratio, b, rb, rl = max(pairs, key=lambda p: p[0])
+    lazy = _find(records, strategy="lazy", server=b.server, workers=b.workers, model="large", device=b.device)
     return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
-                round(ratio, 2), ">= 2.0", ratio >= 2.0)
+                round(ratio, 2), ">= 2.0", ratio >= 2.0, (profile_label(b), profile_label(lazy)))
 
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:
@@ -133,3 +141,13 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
 
 def evaluate(records: Sequence[CellRecord], bench: dict[str, dict]) -> list[Goal]:
     return [goal_ceiling(records), goal_batching(records), goal_memory(records), goal_fast_paths(bench)]
+
+
+def load_profiles(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """py-spy summaries under results/profiles: {cell label: [(process, summary text)]}."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.txt")):
+            label, _, process = path.stem.rpartition(".")
+            found.setdefault(label, []).append((process, path.read_text()))
+    return found

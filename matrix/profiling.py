@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +22,9 @@ TOP = 25
 
 
 def require_py_spy() -> str:
-    path = shutil.which("py-spy")
+    # On PATH, or installed beside this interpreter (a virtualenv that is not activated).
+    beside = Path(sys.executable).parent / "py-spy"
+    path = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
     if path is None:
         raise ConfigError("--profile-dir needs py-spy on PATH: pip install 'forkwise[profile]' (or py-spy)")
     return path

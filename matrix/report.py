@@ -53,14 +53,15 @@ REPORT_FILES = ("RESULTS.md", "results.csv", "results.json", "results.html")
 
 def write_report(records: list[CellRecord], out_dir: Path, profile: str, run_info: dict) -> list[Path]:
     """Write RESULTS.md, results.csv, results.json and results.html into out_dir; return their paths."""
-    from forkwise.matrix.goals import load_bench
+    from forkwise.matrix.goals import load_bench, load_profiles
 
     records = list(records)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(records)
     # The micro-benchmarks live beside the profiles' folders: results/bench/benchmarks.json.
-    run_info = {**run_info, "bench": load_bench(out_dir.parent / "bench" / "benchmarks.json")}
+    run_info = {**run_info, "bench": load_bench(out_dir.parent / "bench" / "benchmarks.json"),
+                "profiles": load_profiles(out_dir.parent / "profiles")}
     outputs = {
         "RESULTS.md": render_markdown(build_document(records, rows, profile, run_info, with_plots=False)),
         "results.csv": render_csv(rows),
@@ -341,7 +342,7 @@ def render_json(records: Sequence[CellRecord], profile: str, run_info: dict) -> 
     doc = {
         "schema_version": SCHEMA_VERSION,
         "profile": profile,
-        "run": {k: v for k, v in run_info.items() if k != "bench"},
+        "run": {k: v for k, v in run_info.items() if k not in ("bench", "profiles")},
         "environment": records[0].to_dict()["environment"] if records else None,
         "records": [r.to_dict() for r in records],
     }
@@ -401,21 +402,41 @@ def build_document(
     blocks += failing_section(records)
     blocks += article_section(records)
     blocks += recommendation_section(records)
-    blocks += goals_section(records, run_info.get("bench", {}))
+    blocks += goals_section(records, run_info.get("bench", {}), run_info.get("profiles", {}))
     return blocks
 
 
-def goals_section(records: Sequence[CellRecord], bench: dict) -> list[Block]:
+PROFILE_LINES = 10
+
+
+def goals_section(records: Sequence[CellRecord], bench: dict, profiles: dict) -> list[Block]:
     from forkwise.matrix.goals import evaluate
 
     verdict = {True: "met", False: "missed", None: "not measured in this run"}
+    goals = evaluate(records, bench)
     rows = tuple(
         (str(g.number), g.goal, g.measured, _fmt_ratio(g.ratio) if g.ratio is not None else MISSING, g.target, verdict[g.met])
-        for g in evaluate(records, bench)
+        for g in goals
     )
-    return [Heading("Performance goals"),
-            Para("Judged by code from this run's records and the micro-benchmarks (`tox -e bench`)."),
-            Table(("#", "goal", "measured", "ratio", "target", "result"), rows)]
+    blocks: list[Block] = [
+        Heading("Performance goals"),
+        Para("Judged by code from this run's records and the micro-benchmarks (`tox -e bench`). For a missed "
+             "goal, where the time goes: py-spy profiles of the cells it was judged on, taken at concurrency 32 "
+             "by `forkwise cell --profile-dir results/profiles` (self time of the busiest functions, per process)."),
+        Table(("#", "goal", "measured", "ratio", "target", "result"), rows),
+    ]
+    for goal in goals:
+        if goal.met is not False:
+            continue
+        found = [(label, process, text) for label in goal.cells for process, text in profiles.get(label, [])]
+        blocks.append(Heading(f"Goal {goal.number} missed: where the time goes", 3))
+        if not found:
+            blocks.append(Para("No profile of its cells under results/profiles; the measured column holds the breakdown."))
+        for label, process, text in found:
+            own = text.split("self       function", 1)[-1].strip("\n").splitlines()[:PROFILE_LINES]
+            blocks.append(Para(f"{label}, {process}: {text.splitlines()[0]}"))
+            blocks.append(Code("\n".join(own)))
+    return blocks
 
 
 # (a) header

@@ -451,7 +451,8 @@ def test_compare_flags_a_verdict_change():
         )
     ]
     table = render_comparison(compare(a, b))
-    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
+    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
+    assert table.startswith("0 of 2 measured levels")
 
 
 def test_compare_cells_in_one_run_only():
@@ -506,3 +507,33 @@ def test_goals_are_judged_from_the_numbers():
                     "test_model_server_round_trip_1x256": {"round_trip_us": 600.0, "model_call_us": 450.0}})
     assert slow[0].met is False and slow[0].ratio == pytest.approx(0.5)
     assert slow[3].met is False and "model call 450 us" in slow[3].measured
+
+
+def test_compare_judges_cells_relative_to_their_control():
+    # The whole machine ran 20% faster in run b: control and lazy alike. Not a difference of lazy's.
+    a = [record("control", "uwsgi", load=(level(8, 1000.0, stdev=10.0),)),
+         record("lazy", "uwsgi", load=(level(8, 500.0, stdev=5.0),))]
+    b = [record("control", "uwsgi", load=(level(8, 1200.0, stdev=10.0),)),
+         record("lazy", "uwsgi", load=(level(8, 600.0, stdev=5.0),))]
+    rows = {c.cell_id.split("/")[0]: c for c in compare(a, b)}
+    assert rows["control"].significant  # the yardstick itself moved
+    assert not rows["lazy"].significant and rows["lazy"].vs_control_a == rows["lazy"].vs_control_b == 0.5
+    b[1] = record("lazy", "uwsgi", load=(level(8, 400.0, stdev=5.0),))  # lazy fell while the machine sped up
+    assert {c.cell_id.split("/")[0]: c for c in compare(a, b)}["lazy"].significant
+
+
+def test_missed_goals_show_the_profiles_of_their_cells(tmp_path):
+    from forkwise.matrix.goals import profile_label
+
+    pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
+           ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
+    recs = _goal_records(1000.0, 900.0, pss)  # goal 1 missed: 1000 / 2000
+    best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / f"{profile_label(best)}.worker-42.txt").write_text(
+        "10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
+    write_report(recs, tmp_path / "run", "test", RUN_INFO)
+    text = (tmp_path / "run" / "RESULTS.md").read_text()
+    assert "### Goal 1 missed: where the time goes" in text
+    assert "worker-42: 10 samples" in text and "    70.0%  quick_execute (x.py:1)" in text
