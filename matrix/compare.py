@@ -220,5 +220,5 @@ def render_comparison(comps: list[Comparison]) -> str:
     both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
     flagged = [c for c in both_ok if c.significant]
     summary = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
-               f"the noise; {sum(1 for c in comps if c.verdict_a is not c.verdict_b)} cells changed verdict.")
+               f"the noise; {len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
     return summary + "\n\n" + "\n".join(lines) + "\n"
