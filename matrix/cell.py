@@ -231,13 +231,17 @@ class CellRun:
         budget = self.cell.verify_requests
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(lambda i: one(i, 1 + i % 3), range(budget)))
-            # A fast app lets one worker take every connection. Larger requests keep each
-            # worker busy longer, so concurrent ones reach the others (up to 3 more rounds).
-            for round_no in range(1, 4):
-                if hung.is_set() or len(v.workers_seen) >= d.workers:
-                    break
+            # Until every worker has answered: a fast app lets one worker take every connection,
+            # and a worker may still be loading the model when another already answers. Larger
+            # requests keep each worker busy longer, so concurrent ones reach the others. Bounded
+            # by the boot deadline: a worker that never answers by then makes the cell WRONG.
+            deadline = self.launch.group.started_at + self.cell.boot_timeout_s
+            round_no = 1
+            while not hung.is_set() and len(v.workers_seen) < d.workers and time.monotonic() < deadline:
                 start = budget * round_no
                 list(pool.map(lambda i: one(i, 64), range(start, start + budget)))
+                round_no += 1
+                time.sleep(0.2)
         if len(v.workers_seen) == d.workers:
             self.timings["warm_all_s"] = max(v.workers_seen.values())
 
