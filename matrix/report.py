@@ -407,6 +407,24 @@ def build_document(
 
 
 PROFILE_LINES = 10
+# Parts of the request path, by the functions that enclose them, for the "why" of a missed goal.
+REQUEST_PATH_PARTS = (
+    ("model call", ("Predictor.__call__", "ModelClient.predict")),
+    ("database write", ("Database.record",)),
+    ("request validation", ("instances_from", "parse_body")),
+)
+
+
+def request_path_shares(summary: str) -> str:
+    """'model call 52%, database write 22%, ...' from a profile summary's inclusive section."""
+    inclusive = summary.split("self       function", 1)[0]
+    shares = []
+    for part, functions in REQUEST_PATH_PARTS:
+        found = [float(line.split("%", 1)[0]) for line in inclusive.splitlines()
+                 if "%" in line and line.split("%", 1)[1].strip().split(" ", 1)[0] in functions]
+        if found:
+            shares.append(f"{part} {max(found):.0f}%")
+    return ", ".join(shares) + " of the busy samples" if shares else "none of the request path's parts sampled"
 
 
 def goals_section(records: Sequence[CellRecord], bench: dict, profiles: dict) -> list[Block]:
@@ -434,7 +452,7 @@ def goals_section(records: Sequence[CellRecord], bench: dict, profiles: dict) ->
             blocks.append(Para("No profile of its cells under results/profiles; the measured column holds the breakdown."))
         for label, process, text in found:
             own = text.split("self       function", 1)[-1].strip("\n").splitlines()[:PROFILE_LINES]
-            blocks.append(Para(f"{label}, {process}: {text.splitlines()[0]}"))
+            blocks.append(Para(f"{label}, {process}: {text.splitlines()[0]}; {request_path_shares(text)}."))
             blocks.append(Code("\n".join(own)))
     return blocks
 

@@ -532,8 +532,10 @@ def test_missed_goals_show_the_profiles_of_their_cells(tmp_path):
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / f"{profile_label(best)}.worker-42.txt").write_text(
-        "10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
+        "10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n   60.0%  Predictor.__call__ (r.py:1)\n"
+        "   20.0%  Database.record (d.py:1)\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
     write_report(recs, tmp_path / "run", "test", RUN_INFO)
     text = (tmp_path / "run" / "RESULTS.md").read_text()
     assert "### Goal 1 missed: where the time goes" in text
     assert "worker-42: 10 samples" in text and "    70.0%  quick_execute (x.py:1)" in text
+    assert "model call 60%, database write 20% of the busy samples" in text
