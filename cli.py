@@ -189,8 +189,8 @@ def cmd_serve(args, home: Path) -> int:
         strategy=args.strategy, server=args.server, workers=args.workers,
         spec_path=_spec(home, args.model, args.backend), run_dir=run_dir, port=args.port,
         database_url=args.database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
+        host=args.host,
     )
-    deployment = type(deployment)(**{**deployment.__dict__, "host": args.host})
     stop = {"signal": None}
 
     def on_signal(signum, frame):

@@ -41,6 +41,7 @@ def make_deployment(
     spec_path: Path,
     run_dir: Path,
     port: int,
+    host: str = "127.0.0.1",
     database_url: str | None = None,
     timeouts: ServerTimeouts = ServerTimeouts(),
     max_requests: int = 0,
@@ -66,7 +67,7 @@ def make_deployment(
     )
     return Deployment(
         settings=settings, server=server, workers=workers, threads=adapter.threads,
-        port=port, timeouts=timeouts, max_requests=max_requests,
+        host=host, port=port, timeouts=timeouts, max_requests=max_requests,
     )
 
 

@@ -10,6 +10,7 @@ printed, and no record is written for them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import itertools
 import json
@@ -330,8 +331,8 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
         "profile": prof.name, "description": prof.description,
         "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "forkwise matrix " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["matrix"] else "forkwise matrix",
-        "cells": len(cells), "load": prof.load.__dict__ | {"levels": list(prof.load.levels)},
-        "limits": prof.limits.__dict__, "gpu_policy": prof.gpu_policy,
+        "cells": len(cells), "load": dataclasses.asdict(prof.load) | {"levels": list(prof.load.levels)},
+        "limits": dataclasses.asdict(prof.limits), "gpu_policy": prof.gpu_policy,
     }
     if skipped:
         run_info["skipped"] = skipped
