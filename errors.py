@@ -34,9 +34,5 @@ class DatabaseBusy(ForkwiseError):
     retry_after_s = 1
 
 
-class ServerError(ForkwiseError):
-    """A server could not be configured, started or stopped."""
-
-
 class RecordError(ForkwiseError):
     """A result record does not match the schema."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import psutil
 import pytest
 
 from forkwise.testing import *  # noqa: F401,F403  (home, spec and settings fixtures)

@@ -6,7 +6,6 @@ These start Gunicorn and uWSGI on loopback; each test checks that nothing it sta
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
