@@ -9,6 +9,7 @@ included: a failing cell whose server log shows an out-of-memory error.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 import tempfile
 import threading
@@ -24,10 +25,10 @@ from forkwise import gpu
 from forkwise.deploy import RUN_TAG_VAR, Launch, device_env, launch, make_deployment
 from forkwise.matrix import environment, resources, scenarios
 from forkwise.matrix import profiling as profiler
-from forkwise.matrix.http import Reply, post_json, request
+from forkwise.matrix.http import Reply, parse_json, post_json, request
 from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
 from forkwise.model.spec import ModelSpec
-from forkwise.procs import tagged_processes
+from forkwise.procs import free_port, tagged_processes
 from forkwise.servers.base import ServerTimeouts
 from forkwise.strategies import registry
 from forkwise.webapp.db import Database
@@ -278,7 +279,7 @@ class CellRun:
         scenario = scenarios.get(cell.scenario, strategy_cls)
         deployment = make_deployment(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
-            run_dir=self.workdir, port=_free_port(), overrides=cell.overrides,
+            run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=scenario.max_requests,
             backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
         )
@@ -459,7 +460,7 @@ class CellRun:
 
         d = self.launch.deployment
         db = Database(d.settings.database_url)
-        bodies = [_body(v.payload([i])) for i in range(len(v.inputs))]
+        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         url = f"http://{d.host}:{d.port}/predict"
         master = self.launch.group.pid
         for concurrency in self.cell.load_levels:
@@ -479,7 +480,7 @@ class CellRun:
             rows_after = db.count()
             wrong = 0
             for raw, index in zip(result.sampled_bodies, result.sampled_requests):
-                if not v.compare(_json(raw), [index])[0]:
+                if not v.compare(parse_json(raw), [index])[0]:
                     wrong += 1
             samples = tuple(round(x, 1) for x in result.rps_samples)
             yield LoadLevel(
@@ -497,29 +498,8 @@ class CellRun:
             )
 
 
-def _body(payload) -> bytes:
-    import json
-
-    return json.dumps(payload).encode()
-
-
-def _json(raw: bytes):
-    import json
-
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
-
-
-def _free_port() -> int:
-    from forkwise.procs import free_port
-
-    return free_port()
 
 
 def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:

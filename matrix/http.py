@@ -20,6 +20,18 @@ class Reply:
     error: str = ""
 
 
+def parse_json(raw: bytes):
+    """A response body as JSON, or None when it is empty or not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def status_kind(status: int) -> str:
+    return "ok" if 200 <= status < 300 else "4xx" if status < 500 else "5xx"
+
+
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> Reply:
     start = time.monotonic()
@@ -29,12 +41,7 @@ def request(host: str, port: int, method: str, path: str, body: bytes | None = N
         resp = conn.getresponse()
         raw = resp.read()
         elapsed = time.monotonic() - start
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        kind = "ok" if 200 <= resp.status < 300 else "4xx" if resp.status < 500 else "5xx"
-        return Reply(kind, resp.status, parsed, elapsed, dict(resp.getheaders()))
+        return Reply(status_kind(resp.status), resp.status, parse_json(raw), elapsed, dict(resp.getheaders()))
     except (socket.timeout, TimeoutError):
         return Reply("timeout", None, None, time.monotonic() - start, {}, f"no answer within {timeout_s} s")
     except (ConnectionError, http.client.HTTPException, OSError) as exc:
@@ -70,5 +77,4 @@ def send_oversized(host: str, port: int, path: str, body: bytes, content_type: s
     if not data.startswith(b"HTTP/"):
         return Reply("connect", None, None, elapsed, {}, "connection closed without an answer")
     status = int(data.split(b" ", 2)[1])
-    kind = "ok" if 200 <= status < 300 else "4xx" if status < 500 else "5xx"
-    return Reply(kind, status, None, elapsed, {})
+    return Reply(status_kind(status), status, None, elapsed, {})

@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 
 from forkwise.matrix import resources
-from forkwise.matrix.http import request, send_oversized
+from forkwise.matrix.http import parse_json, request, send_oversized
 from forkwise.matrix.records import Disruption, ErrorCounts
 
 INTERVAL_S = 0.25  # throughput is sampled this often, to see the dip and the recovery
@@ -150,7 +150,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
     for raw, index in zip(result.sampled_bodies, result.sampled_requests):
-        correct, got, ids, worker, _ = v.compare(json.loads(raw), rows_per_body[index])
+        correct, got, ids, worker, _ = v.compare(parse_json(raw), rows_per_body[index])
         wrong += not correct
         workers.add(worker)
         for row_id, out in zip(ids, got if got is not None else []):
