@@ -26,14 +26,14 @@ def _levels(text: str) -> tuple[int, ...]:
     return levels
 
 
-def _positive(kind):
+def _positive(kind, allow_zero: bool = False):
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if allow_zero else 'above 0'}, got {text}")
         return value
 
     return parse
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deployment_args(p)
     p.add_argument("--load", type=_levels, default=(), metavar="C1,C2", help="concurrency levels to load-test (default: none)")
     p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds measured per load level")
-    p.add_argument("--warmup", type=_positive(float), default=1.0)
+    p.add_argument("--warmup", type=_positive(float, allow_zero=True), default=1.0,
+                   help="seconds of load before each level's measured intervals (0: none)")
     p.add_argument("--intervals", type=_positive(int), default=4, help="throughput samples per level")
     p.add_argument("--driver", choices=["auto", "wrk", "builtin"], default="auto")
     p.add_argument("--request-timeout", type=_positive(float), default=10.0)
@@ -163,7 +164,7 @@ def cmd_cell(args, home: Path) -> int:
         strategy=args.strategy, server=args.server, workers=args.workers,
         model=Path(args.model).stem if args.model.endswith(".keras") else args.model,
         spec_path=_spec(home, args.model, args.backend), load_levels=args.load, duration_s=args.duration,
-        warmup_s=args.warmup, intervals=max(2, args.intervals), driver=args.driver,
+        warmup_s=args.warmup, intervals=args.intervals, driver=args.driver,
         request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
         scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
         device=args.device, backend=args.backend, gpu_policy=args.gpu_policy,
@@ -229,8 +230,10 @@ def cmd_report(args, home: Path) -> int:
 
 def cmd_compare(args, home: Path) -> int:
     from forkwise.matrix.compare import compare, load_run, render_comparison
+    from forkwise.matrix.launches import launch_noise
 
-    print(render_comparison(compare(load_run(args.a), load_run(args.b))))
+    run_a, run_b = load_run(args.a), load_run(args.b)
+    print(render_comparison(compare(run_a, run_b), (launch_noise(run_a), launch_noise(run_b))))
     return 0
 
 

@@ -325,8 +325,8 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
         raise LoadError(f"load URL must be http:// on loopback ({', '.join(sorted(LOOPBACK_HOSTS))}); got {url!r}")
     if not bodies or not all(isinstance(b, bytes) for b in bodies):
         raise LoadError("bodies must be a non-empty list of bytes")
-    if concurrency < 1 or intervals < 3 or warmup_s < 0 or duration_s <= 0 or timeout_s <= 0 or sample_every < 0:
-        raise LoadError(f"need concurrency >= 1, intervals >= 3, warmup_s >= 0, duration_s, timeout_s > 0, "
+    if concurrency < 1 or intervals < 1 or warmup_s < 0 or duration_s <= 0 or timeout_s <= 0 or sample_every < 0:
+        raise LoadError(f"need concurrency >= 1, intervals >= 1, warmup_s >= 0, duration_s, timeout_s > 0, "
                         f"sample_every >= 0; got {concurrency=} {intervals=} {warmup_s=} {duration_s=} "
                         f"{timeout_s=} {sample_every=}")
     if driver == "auto":

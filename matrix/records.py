@@ -81,11 +81,14 @@ class LoadLevel:
     rows_expected: int  # rows acknowledged by 200 answers during this level (warm-up included)
     rows_found: int  # rows the database holds for this level
     unacknowledged: int  # requests sent whose answer the driver never read (cut off at the end, timed out)
-    sampled: int  # answers checked against the reference under load
+    sampled: int  # answers (builtin driver) or rows written (wrk) under load, checked against the reference
     sampled_wrong: int
     driver: str  # "wrk" or "builtin"
     driver_cpu_s: float  # CPU the load generator itself used (it shares the cores)
     server_cpu_s: float  # CPU every server process used during the level
+    # A record that combines several launches of the cell (forkwise.matrix.launches): each
+    # launch's mean rps, in launch order. Empty for the record of a single launch.
+    launch_rps: tuple[float, ...] = ()
 
     @property
     def rows_lost(self) -> int:
@@ -214,6 +217,7 @@ class CellRecord:
     scenario: str = "steady"
     disruption: Disruption | None = None
     backend: str = "tensorflow"  # the Keras backend that served the model
+    launches: int = 1  # separate launches of the cell whose measurements this record combines
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from forkwise.matrix.launches import combine_all, launch_noise
 from forkwise.matrix.records import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
 
 CONTROL = "control"
@@ -55,7 +56,7 @@ def write_report(records: list[CellRecord], out_dir: Path, profile: str, run_inf
     """Write RESULTS.md, results.csv, results.json and results.html into out_dir; return their paths."""
     from forkwise.matrix.goals import load_bench, load_profiles
 
-    records = list(records)
+    records = combine_all(records)  # one record per cell, whatever launches it was measured in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(records)
@@ -124,7 +125,7 @@ def combinations(records: Sequence[CellRecord]) -> list[tuple[int, str, str, str
 
 
 def latest_by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
-    """One record per cell_id: the last one (a resumed run may append a cell again)."""
+    """One record per cell_id (the last one, should a cell appear twice)."""
     return {r.cell_id: r for r in records}
 
 
@@ -254,6 +255,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("level_requests", "requests", _lv("requests"), _fmt_int),
     Column("rps", "rps", _lv("rps"), _fmt_fixed(1)),
     Column("rps_stdev", "rps stdev", _lv("rps_stdev"), _fmt_fixed(1)),
+    Column("launches", "launches", lambda s: s.record.launches, _fmt_int),
+    Column("launch_rps", "rps per launch", lambda s: None if s.level is None else
+           " ".join(f"{x:.1f}" for x in s.level.launch_rps) or None),
     Column("ratio_to_control", "vs control", lambda s: ratio_to_control(s.level, s.control_level), _fmt_ratio),
     Column("p50_ms", "p50 ms", _lat("p50_ms"), _fmt_ms),
     Column("p90_ms", "p90 ms", _lat("p90_ms"), _fmt_ms),
@@ -344,6 +348,8 @@ def render_json(records: Sequence[CellRecord], profile: str, run_info: dict) -> 
         "profile": profile,
         "run": {k: v for k, v in run_info.items() if k not in ("bench", "profiles")},
         "environment": records[0].to_dict()["environment"] if records else None,
+        # concurrency -> relative stdev of rps between launches of a cell, pooled over the OK cells
+        "launch_noise": {str(c): v for c, v in launch_noise(records).items()},
         "records": [r.to_dict() for r in records],
     }
     return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
@@ -468,6 +474,8 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: dict) ->
         ("run duration", _fmt_duration(run_info.get("duration_s"))),
         ("load driver", str(run_info.get("driver") or _drivers_seen(records) or MISSING)),
         ("cells", str(len(latest_by_cell(records)))),
+        ("launches per cell", _fmt_launches(records)),
+        ("launch-to-launch noise", _fmt_noise(launch_noise(records))),
     ]
     if run_info.get("command"):
         facts.append(("command", str(run_info["command"])))
@@ -481,6 +489,20 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: dict) ->
             ("packages", ", ".join(f"{k} {v}" for k, v in sorted(env.packages.items())) or MISSING),
         ]
     return facts
+
+
+def _fmt_launches(records: Sequence[CellRecord]) -> str:
+    counts = sorted({r.launches for r in records})
+    text = " or ".join(map(str, counts)) if counts else MISSING
+    return text + (" (a cell that failed is not launched again)" if len(counts) > 1 else "")
+
+
+def _fmt_noise(noise: dict[int, float]) -> str:
+    """The run's pooled launch-to-launch spread of rps, per concurrency."""
+    if not noise:
+        return "not measured (each cell launched once)"
+    return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) + (
+        " relative stdev between launches of a cell (pooled over the OK cells)")
 
 
 def _drivers_seen(records: Iterable[CellRecord]) -> str:
@@ -603,9 +625,11 @@ def load_section(rows: Sequence[dict[str, Any]]) -> list[Block]:
         return blocks + [Para("No OK cell has load data in this run.")]
     blocks.append(
         Para(
-            "Closed-loop load after warm-up; rps is the mean of per-interval samples ± their standard "
-            "deviation; 'vs control' is the rps divided by the control cell's rps on the same "
-            "server/workers/model/device at the same concurrency in this run."
+            "Closed-loop load; rps is the mean of the per-interval samples of every launch of the cell "
+            "± their standard deviation (so the spread covers launch-to-launch noise); latency "
+            "percentiles are each launch's, averaged weighted by requests; 'vs control' is the rps "
+            "divided by the control cell's rps on the same server/workers/model/device at the same "
+            "concurrency in this run."
         )
     )
     return blocks + [view_table(LOAD_VIEW, ok_rows)]

@@ -28,6 +28,7 @@ from forkwise import gpu, servers
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix import environment
 from forkwise.matrix.cell import summary_line
+from forkwise.matrix.launches import combine_all
 from forkwise.matrix.scenarios import SCENARIOS
 from forkwise.matrix.records import (
     RECORDS_FILE, CellRecord, ErrorCounts, Evidence, Verdict, append_record, cell_id, read_records,
@@ -59,11 +60,27 @@ class Cell:
 
 @dataclass(frozen=True)
 class LoadSettings:
+    """How each steady cell is loaded. With wrk, intervals last whole seconds (duration_s / intervals,
+    rounded, at least 1), and a warm-up of more than 0 s lasts at least 1 s."""
+
     levels: tuple[int, ...] = (1, 8, 32)
-    warmup_s: float = 0.5
-    duration_s: float = 2.4
-    intervals: int = 3
+    warmup_s: float = 0.5  # before each level's measured intervals (verification has warmed the workers)
+    duration_s: float = 2.4  # measured seconds per level, per launch
+    intervals: int = 3  # rps samples per level, per launch
+    # Launches per steady cell, in separate passes over the matrix (alternate passes reversed);
+    # a level's spread covers every launch (see forkwise.matrix.launches).
+    repeats: int = 1
     scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.levels):
+            raise ConfigError(f"load.levels must be whole numbers >= 1; got {list(self.levels)}")
+        if not isinstance(self.intervals, int) or self.intervals < 1:
+            raise ConfigError(f"load.intervals must be a whole number >= 1; got {self.intervals!r}")
+        if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
+            raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
+        if self.warmup_s < 0 or self.duration_s <= 0 or self.scenario_duration_s <= 0:
+            raise ConfigError("load: warmup_s must be >= 0, duration_s and scenario_duration_s > 0")
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,7 @@ def load_profile(name_or_path: str) -> Profile:
     try:
         load = LoadSettings(**{**data.get("load", {}), "levels": tuple(data.get("load", {}).get("levels", (1, 8, 32)))})
         limits = Limits(**data.get("limits", {}))
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
     policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
                               gpu.GPU_POLICIES)
@@ -248,10 +265,10 @@ def run_cell_process(cell: Cell, profile: Profile, home: Path) -> CellRecord:
 
 
 class Progress:
-    """Cells done out of total, the current cell, elapsed time, each verdict as it lands."""
+    """Launches done out of planned, the current cell and pass, elapsed time, each verdict as it lands."""
 
-    def __init__(self, total: int, plain: bool):
-        self.total, self.done = total, 0
+    def __init__(self, total: int, plain: bool, passes: int = 1):
+        self.total, self.done, self.passes = total, 0, passes
         self.live = not plain and sys.stderr.isatty()
         self.start = time.monotonic()
 
@@ -259,20 +276,28 @@ class Progress:
         s = int(time.monotonic() - self.start)
         return f"{s // 60:02d}:{s % 60:02d}"
 
-    def starting(self, cell: Cell) -> None:
-        text = f"[{self.done}/{self.total} {self._elapsed()}] running {cell.id}"
+    def _pass(self, number: int) -> str:
+        return f" pass {number}/{self.passes}" if self.passes > 1 else ""
+
+    def starting(self, cell: Cell, number: int = 1) -> None:
+        text = f"[{self.done}/{self.total} {self._elapsed()}{self._pass(number)}] running {cell.id}"
         if self.live:
             sys.stderr.write("\r\033[2K" + text)
         else:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    def finished(self, record: CellRecord, skipped: bool = False) -> None:
+    def finished(self, record: CellRecord, skipped: bool = False, number: int = 1) -> None:
         self.done += 1
         prefix = "\r\033[2K" if self.live else ""
         note = " (kept from the earlier run)" if skipped else ""
-        sys.stderr.write(f"{prefix}[{self.done}/{self.total} {self._elapsed()}] {summary_line(record)}{note}\n")
+        sys.stderr.write(f"{prefix}[{self.done}/{self.total} {self._elapsed()}{self._pass(number)}] "
+                         f"{summary_line(record)}{note}\n")
         sys.stderr.flush()
+
+    def dropped(self, count: int) -> None:
+        """Launches planned but not run (a cell that failed is not launched again)."""
+        self.total -= count
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -282,7 +307,7 @@ def report_dir(out: Path, run_info: dict | None = None) -> list[Path]:
     from forkwise.matrix.report import write_report
 
     records_path = Path(out) / RECORDS_FILE
-    records = list(read_records(records_path))
+    records = combine_all(read_records(records_path))
     if not records:
         raise RecordError(f"{records_path} holds no records")
     info = run_info or _saved_run_info(out)
@@ -307,6 +332,14 @@ def skip_gpu_cells(cells: list[Cell]) -> tuple[list[Cell], dict]:
     return [c for c in cells if c.device != "gpu"], {"cells": [c.id for c in wanted], "reason": reason}
 
 
+def wants_launch(cell: Cell, done: list[CellRecord], number: int) -> bool:
+    """Whether launch `number` of a cell is worth running: only steady cells are repeated, and
+    only while every earlier launch was OK (a failed cell has no throughput to repeat)."""
+    if number == 1:
+        return True
+    return cell.scenario == "steady" and all(r.verdict.ok and r.load for r in done)
+
+
 def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path) -> int:
     prof = load_profile(profile)
     cells = prof.select(parse_only(only))
@@ -319,9 +352,10 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     out = Path(out or Path("results") / prof.name)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / RECORDS_FILE
-    kept: dict[str, CellRecord] = {}
+    launches: dict[str, list[CellRecord]] = {}  # cell id -> its launches so far, in order
     if resume and records_path.exists():
-        kept = {r.cell_id: r for r in read_records(records_path)}
+        for record in read_records(records_path):
+            launches.setdefault(record.cell_id, []).append(record)
     elif records_path.exists():
         records_path.unlink()  # a fresh run: records of an earlier one are not mixed in
     for model, backend in sorted({(c.model, c.backend) for c in cells}):
@@ -330,24 +364,34 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     run_info = {
         "profile": prof.name, "description": prof.description,
         "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "forkwise matrix " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["matrix"] else "forkwise matrix",
+        "command": " ".join(["forkwise", *sys.argv[1:]]) if "matrix" in sys.argv[1:] else "forkwise matrix",
         "cells": len(cells), "load": dataclasses.asdict(prof.load) | {"levels": list(prof.load.levels)},
         "limits": dataclasses.asdict(prof.limits), "gpu_policy": prof.gpu_policy,
     }
     if skipped:
         run_info["skipped"] = skipped
-    progress = Progress(len(cells), plain)
-    for cell in cells:
-        if cell.id in kept:
-            progress.finished(kept[cell.id], skipped=True)
-            continue
-        progress.starting(cell)
-        record = run_cell_process(cell, prof, home)
-        append_record(records_path, record)
-        progress.finished(record)
+    repeats = prof.load.repeats
+    progress = Progress(len(cells) * repeats, plain, repeats)
+    for number in range(1, repeats + 1):
+        # Alternate passes run in reverse order: a drift of the machine over the run then
+        # falls evenly on every cell's launches.
+        for cell in cells if number % 2 else reversed(cells):
+            done = launches.get(cell.id, [])
+            if len(done) >= number:
+                progress.finished(done[number - 1], skipped=True, number=number)
+                continue
+            if not wants_launch(cell, done, number):
+                progress.dropped(1)
+                continue
+            progress.starting(cell, number)
+            record = run_cell_process(cell, prof, home)
+            append_record(records_path, record)
+            launches.setdefault(cell.id, []).append(record)
+            progress.finished(record, number=number)
     run_info["duration_s"] = round(time.monotonic() - started, 1)
+    run_info["launches"] = progress.done
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
     paths = report_dir(out, run_info)
-    print(f"forkwise: {len(cells)} cells in {run_info['duration_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}",
+    print(f"forkwise: {len(cells)} cells, {progress.done} launches in {run_info['duration_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}",
           file=sys.stderr)
     return 0

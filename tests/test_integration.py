@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
+from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import CellRecord, Verdict, json_schema, read_records
 from forkwise.model.spec import ModelSpec
 
@@ -48,7 +49,8 @@ def quick_run(tmp_path_factory, home, default_spec_path):
     proc = subprocess.run(forkwise_cmd(home, "matrix", "--profile", "quick", "--out", str(out), "--plain"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = {(r.strategy, r.server): r for r in read_records(out / "records.jsonl")}
+    # The quick profile launches each cell twice; the published records combine the launches.
+    records = {(r.strategy, r.server): r for r in combine_all(read_records(out / "records.jsonl"))}
     return out, records, t0, proc.stderr
 
 
@@ -57,17 +59,20 @@ def quick_run(tmp_path_factory, home, default_spec_path):
 def test_correct_strategies_are_ok(quick_run, strategy, server):
     record = quick_run[1][(strategy, server)]
     assert record.verdict is Verdict.OK, record.evidence
-    assert len(record.worker_pids) == 2  # answers came from both workers, and agreed
+    assert record.launches == 2  # measured in two launches, in two passes
+    assert len(record.worker_pids) == 4  # answers came from both workers of each launch, and agreed
     assert record.rows_found == record.rows_expected > 0
     assert record.cold_start_s is not None and record.memory is not None
     assert [level.concurrency for level in record.load] == [1, 8]
     assert all(level.rows_lost == 0 and level.rows_unexplained == 0 and level.rps > 0 for level in record.load)
+    assert all(len(level.launch_rps) == 2 and level.sampled > 0 == level.sampled_wrong for level in record.load)
 
 
 @pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])
 def test_preload_with_the_default_model_hangs_or_crashes(quick_run, server):
     record = quick_run[1][("preload", server)]
     assert record.verdict in (Verdict.HANG, Verdict.CRASH), record.evidence
+    assert record.launches == 1  # a failed cell is not launched again
     assert record.evidence.findings and record.evidence.log_tail  # a failing record carries its evidence
     assert record.duration_s < 60  # classified within a bounded time
 
@@ -84,7 +89,7 @@ def test_run_publishes_every_format_and_leaves_nothing(quick_run):
     for name in ("RESULTS.md", "results.csv", "results.json", "results.html"):
         assert (out / name).stat().st_size > 0
     assert "## Verdict matrix" in (out / "RESULTS.md").read_text()
-    assert "[8/8" in stderr  # progress counted every cell
+    assert "[14/14" in stderr and "pass 2/2" in stderr  # 8 cells x 2 launches, less preload's second ones
     assert not server_processes_since(t0)
 
 

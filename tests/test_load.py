@@ -150,7 +150,7 @@ def test_non_loopback_url_is_refused(url):
 def test_bad_arguments_raise_load_error():
     url = "http://127.0.0.1:9/predict"
     with pytest.raises(LoadError, match="intervals"):
-        run_load(url, BODIES, 2, 0.1, 1.0, 2, 1.0, driver="builtin")
+        run_load(url, BODIES, 2, 0.1, 1.0, 0, 1.0, driver="builtin")
     with pytest.raises(LoadError, match="unknown load driver"):
         run_load(url, BODIES, 2, 0.1, 1.0, 3, 1.0, driver="ab")
     with pytest.raises(LoadError, match="bodies"):

@@ -114,6 +114,21 @@ class Database:
                 found.update({row.id: json.loads(row.output) for row in conn.execute(query)})
         return found
 
+    def last_id(self) -> int:
+        """The highest row id so far (0 for an empty table): rows written later have higher ids."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(predictions.c.id))).scalar_one() or 0
+
+    def sample_after(self, after_id: int, limit: int) -> list[tuple[str, list[float]]]:
+        """(input digest, output) of up to `limit` rows with ids above `after_id`, spread evenly over them."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(predictions.c.id))).scalar_one() or 0
+            step = max(1, (last - after_id) // max(1, limit))
+            query = (select(predictions.c.input_digest, predictions.c.output)
+                     .where(predictions.c.id > after_id, (predictions.c.id - after_id - 1) % step == 0)
+                     .order_by(predictions.c.id).limit(limit))
+            return [(row.input_digest, json.loads(row.output)) for row in conn.execute(query)]
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(predictions)).scalar_one()

@@ -1,0 +1,157 @@
+"""A cell measured in several launches: one combined record, and the run's launch-to-launch noise.
+
+Why launches: on a shared 2-core machine, the throughput of one server launch differs from
+the next by more than its own per-second samples vary (worker placement, the neighbours'
+load, the minute the launch happened to run in). A run that measures every cell once
+cannot see that noise, so a second run looks "significantly" different. The matrix runner
+therefore measures each cell in ``repeats`` launches, in separate passes over the matrix
+(alternate passes in reverse order, so a drift of the machine over the run falls evenly on
+every cell), and the spread of a level covers all its launches.
+
+``combine`` merges a cell's per-launch records (records.jsonl keeps them as they were
+measured) into the one record that tables, plots and comparisons use. ``launch_noise``
+pools the launch-to-launch spread of every OK cell of a run, per concurrency: the noise
+floor a comparison applies to any cell whose own few launches happened to agree closely.
+Both run in the process of ``forkwise matrix``, ``report`` or ``compare``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Iterable, Sequence
+
+from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
+
+# Counters that add up over launches.
+_LEVEL_SUMS = ("duration_s", "requests", "rows_expected", "rows_found", "unacknowledged", "sampled",
+               "sampled_wrong", "driver_cpu_s", "server_cpu_s")
+_RECORD_SUMS = ("requests", "ok", "rows_expected", "rows_found", "duration_s")
+
+
+def _sum_errors(errors: Iterable[ErrorCounts]) -> ErrorCounts:
+    errors = list(errors)
+    return ErrorCounts(**{f.name: sum(getattr(e, f.name) for e in errors) for f in dataclasses.fields(ErrorCounts)})
+
+
+def _mean_latency(levels: Sequence[LoadLevel]) -> Latency:
+    """Percentiles averaged over launches, weighted by answered requests (each launch's own
+    percentiles are exact; their weighted mean is an approximation); max is the true max."""
+    weights = [max(lv.requests, 1) for lv in levels]
+    total = sum(weights)
+
+    def mean(attr: str) -> float:
+        return round(sum(getattr(lv.latency, attr) * w for lv, w in zip(levels, weights)) / total, 3)
+
+    return Latency(p50_ms=mean("p50_ms"), p90_ms=mean("p90_ms"), p99_ms=mean("p99_ms"),
+                   max_ms=max(lv.latency.max_ms for lv in levels), mean_ms=mean("mean_ms"))
+
+
+def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
+    """One concurrency level measured in several launches -> one level over all their samples."""
+    if len(levels) == 1:
+        return levels[0]
+    samples = tuple(x for lv in levels for x in lv.rps_samples)
+    return dataclasses.replace(
+        levels[0],
+        **{name: round(sum(getattr(lv, name) for lv in levels), 3) for name in _LEVEL_SUMS},
+        rps=round(statistics.fmean(samples), 1) if samples else 0.0,
+        rps_stdev=round(statistics.stdev(samples), 1) if len(samples) > 1 else 0.0,
+        rps_samples=samples,
+        latency=_mean_latency(levels),
+        errors=_sum_errors(lv.errors for lv in levels),
+        launch_rps=tuple(lv.rps for lv in levels),
+    )
+
+
+def _combined_load(launches: Sequence[CellRecord]) -> tuple[LoadLevel, ...]:
+    by_level: dict[int, list[LoadLevel]] = {}
+    for record in launches:
+        for level in record.load:
+            by_level.setdefault(level.concurrency, []).append(level)
+    return tuple(combine_levels(levels) for levels in by_level.values())
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 3) if present else None
+
+
+def combine(launches: Sequence[CellRecord]) -> CellRecord:
+    """A cell's launches (in launch order) -> one record.
+
+    The verdict is OK only if every launch was OK; otherwise it is the first launch's
+    verdict that was not, with that launch's log tail. Findings of later launches are
+    prefixed with their launch number. Cold starts are averaged (each launch's own is kept
+    in the timings); memory and environment are the first launch's.
+    """
+    if not launches:
+        raise ValueError("combine needs at least one launch")
+    if len(launches) == 1:
+        return launches[0]
+    first = launches[0]
+    failed = next((r for r in launches if not r.verdict.ok), None)
+    findings = list(first.evidence.findings)
+    timings = dict(first.evidence.timings_s)
+    for number, record in enumerate(launches[1:], 2):
+        findings += [f"launch {number}: {text}" for text in record.evidence.findings]
+    for number, record in enumerate(launches, 1):
+        timings.update({f"launch{number}.{k}": v for k, v in record.evidence.timings_s.items()
+                        if k in ("cold_start_s", "warm_all_s")})
+    return dataclasses.replace(
+        first,
+        verdict=Verdict.OK if failed is None else failed.verdict,
+        **{name: sum(getattr(r, name) for r in launches) for name in _RECORD_SUMS},
+        errors=_sum_errors(r.errors for r in launches),
+        worker_pids=tuple(sorted({pid for r in launches for pid in r.worker_pids})),
+        cold_start_s=_mean_or_none(r.cold_start_s for r in launches),
+        warm_all_s=_mean_or_none(r.warm_all_s for r in launches),
+        evidence=Evidence(findings=tuple(findings), timings_s=timings,
+                          log_tail=(failed or first).evidence.log_tail),
+        load=_combined_load(launches),
+        launches=sum(r.launches for r in launches),
+    )
+
+
+def combine_all(records: Iterable[CellRecord]) -> list[CellRecord]:
+    """Per-launch records, as records.jsonl holds them -> one record per cell, in first-seen order.
+
+    Records that already combine several launches (a results.json) pass through unchanged.
+    """
+    by_cell: dict[str, list[CellRecord]] = {}
+    for record in records:
+        by_cell.setdefault(record.cell_id, []).append(record)
+    return [combine(launches) for launches in by_cell.values()]
+
+
+# --- the run's launch-to-launch noise ---------------------------------------------------------
+
+
+def _median_chi2_over_df(df: int) -> float:
+    """Median of chi-square(df)/df: exact for df=1, Wilson-Hilferty otherwise."""
+    return 0.454936 if df == 1 else (1 - 2 / (9 * df)) ** 3
+
+
+def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
+    """Per concurrency: the relative launch-to-launch stdev of rps, pooled over the OK cells
+    measured in two or more launches.
+
+    Robust pooling: the median of the cells' relative variances, scaled by the median of a
+    chi-square, so that one cell with a stalled launch does not set every cell's noise floor.
+    """
+    variances: dict[int, list[tuple[float, int]]] = {}
+    for record in records:
+        if not record.verdict.ok:
+            continue
+        for level in record.load:
+            means = level.launch_rps
+            if len(means) < 2 or min(means) <= 0:
+                continue
+            centre = statistics.fmean(means)
+            variances.setdefault(level.concurrency, []).append(
+                (statistics.variance([m / centre for m in means]), len(means) - 1))
+    noise = {}
+    for concurrency, items in sorted(variances.items()):
+        df = round(statistics.median(d for _, d in items))
+        noise[concurrency] = round((statistics.median(v for v, _ in items) / _median_chi2_over_df(df)) ** 0.5, 4)
+    return noise
