@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", type=_levels, default=(), metavar="C1,C2", help="concurrency levels to load-test (default: none)")
     p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds measured per load level")
     p.add_argument("--warmup", type=_positive(float, allow_zero=True), default=1.0,
-                   help="seconds of load before each level's measured intervals (0: none)")
+                   help="seconds of load at the highest level before the first measured one (0: none)")
     p.add_argument("--intervals", type=_positive(int), default=4, help="throughput samples per level")
     p.add_argument("--driver", choices=["auto", "wrk", "builtin"], default="auto")
     p.add_argument("--request-timeout", type=_positive(float), default=10.0)
@@ -229,11 +229,11 @@ def cmd_report(args, home: Path) -> int:
 
 
 def cmd_compare(args, home: Path) -> int:
-    from forkwise.matrix.compare import compare, load_run, render_comparison
-    from forkwise.matrix.launches import launch_noise
+    from forkwise.matrix.compare import compare, judgement_for, load_run, render_comparison
 
     run_a, run_b = load_run(args.a), load_run(args.b)
-    print(render_comparison(compare(run_a, run_b), (launch_noise(run_a), launch_noise(run_b))))
+    judgement = judgement_for(run_a, run_b)
+    print(render_comparison(compare(run_a, run_b, judgement), judgement))
     return 0
 
 

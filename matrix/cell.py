@@ -86,8 +86,8 @@ class CellSpec:
     request_timeout_s: float = 10.0  # one request, at most; past it the cell HANGs
     verify_requests: int = 32
     load_levels: tuple[int, ...] = ()  # concurrency levels; empty: verify only
-    warmup_s: float = 1.0
-    duration_s: float = 4.0
+    warmup_s: float = 1.0  # load at the highest level before the first measured level; 0: none
+    duration_s: float = 4.0  # measured seconds per level
     intervals: int = 4
     driver: str = "auto"
     worker_timeout_s: int = 30
@@ -482,15 +482,23 @@ class CellRun:
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         url = f"http://{d.host}:{d.port}/predict"
         master = self.launch.group.pid
+        in_flight = 0  # requests of the warm-up whose answers never came back: they may write rows later
+        if self.cell.warmup_s > 0:
+            # Once per launch, at the highest level: thread pools, queues and the model server's
+            # batches reach their steady state before anything is measured. Its requests are
+            # not counted: every level counts its own rows from here on.
+            in_flight = run_load(url, bodies, concurrency=max(self.cell.load_levels), warmup_s=0.0,
+                                 duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.cell.request_timeout_s,
+                                 driver=self.cell.driver).unacknowledged
         for concurrency in self.cell.load_levels:
             rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
             last_id_before = db.last_id()
             profiling = []
             if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
                 label = f"{self.cell.strategy}.{self.cell.server}.w{d.workers}.{self.cell.model}.c{concurrency}"
-                profiling = profiler.start(master, self.cell.profile_dir, self.cell.warmup_s + self.cell.duration_s, label)
+                profiling = profiler.start(master, self.cell.profile_dir, self.cell.duration_s, label)
             result = run_load(
-                url, bodies, concurrency=concurrency, warmup_s=self.cell.warmup_s,
+                url, bodies, concurrency=concurrency, warmup_s=0.0,
                 duration_s=self.cell.duration_s, intervals=self.cell.intervals,
                 timeout_s=self.cell.request_timeout_s, driver=self.cell.driver,
             )
@@ -509,6 +517,7 @@ class CellRun:
                 stored = db.sample_after(last_id_before, STORED_SAMPLE)
                 sampled, wrong = len(stored), v.stored_rows_wrong(stored)
             samples = tuple(round(x, 1) for x in result.rps_samples)
+            unacknowledged, in_flight = result.unacknowledged + in_flight, 0
             yield LoadLevel(
                 concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
                 rps=round(float(np.mean(samples)) if samples else 0.0, 1),
@@ -518,7 +527,7 @@ class CellRun:
                 errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
                                    http_5xx=result.http_5xx, wrong=wrong),
                 rows_expected=result.total_ok_including_warmup, rows_found=rows_after - rows_before,
-                unacknowledged=result.unacknowledged,
+                unacknowledged=unacknowledged,
                 sampled=sampled, sampled_wrong=wrong, driver=result.driver,
                 driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
             )

@@ -5,14 +5,15 @@ significant only if it exceeds twice the combined spread of the two measurements
 |rps_a - rps_b| > 2 * sqrt(spread_a^2 + spread_b^2), where a level's spread is the larger
 of its own standard deviation (over every sample of every launch) and its run's pooled
 launch-to-launch noise at that concurrency (forkwise.matrix.launches), scaled to its rps.
-The threshold is 2.8 standard errors of the difference of two 2-launch means: about one
-false flag in 200 comparisons at normal noise. When neither side has any spread a 5%
+For two 2-launch means that threshold is 2.8 standard errors of their difference: about
+one false flag in 200 comparisons at normal noise. When neither side has any spread a 5%
 threshold stands in. A verdict that changed is always flagged.
 
-A cell that has a control cell in both runs (same server, workers, model, device,
-concurrency) is judged on its throughput relative to that control, with both spreads
-propagated, so a machine that is faster or slower as a whole between the runs does not
-flag every cell; the control cells, the yardstick, are judged on their raw throughput.
+A shared machine can also run faster or slower as a whole from one run to the next. The
+run shift, the median of rps_b / rps_a over every level OK in both runs, measures that;
+when at least MIN_SHIFT_CELLS cells contribute, run b is divided by it before judging, so
+a whole-machine shift does not flag every cell (and a change that hits every cell alike
+shows as the shift, which the summary prints). With fewer cells each is judged raw.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from forkwise.matrix.records import RECORDS_FILE, CellRecord, LoadLevel, Verdict
 RESULTS_FILE = "results.json"
 NOISE_SIGMAS = 2.0
 ZERO_SPREAD_THRESHOLD = 0.05  # relative, used when both spreads are 0
+MIN_SHIFT_CELLS = 4  # cells OK in both runs needed to measure a run shift
 
 Noise = dict[int, float]  # concurrency -> relative launch-to-launch stdev of the run
 
@@ -45,8 +47,18 @@ class Comparison:
     verdict_a: Verdict | None  # None: the cell is not in run a
     verdict_b: Verdict | None
     note: str = ""
-    vs_control_a: float | None = None  # rps / the same run's control rps at this level
+    vs_control_a: float | None = None  # rps / the same run's control rps at this level (shown, not judged)
     vs_control_b: float | None = None
+    adjusted_delta_pct: float | None = None  # (b / run shift - a) / a, in percent: what is judged
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What applies to every level of one comparison."""
+
+    shift: float | None = None  # run b's rps are divided by this before judging; None: judged raw
+    shift_levels: int = 0  # levels the shift is the median of
+    noise: tuple[Noise, Noise] = ({}, {})
 
 
 def load_run(path: Path) -> list[CellRecord]:
@@ -66,26 +78,34 @@ def spread(level: LoadLevel, noise: Noise) -> float:
     return max(level.rps_stdev, noise.get(level.concurrency, 0.0) * level.rps)
 
 
-def _differs(qa: float, sa: float, qb: float, sb: float) -> bool:
+def differs(a: LoadLevel, b: LoadLevel, judgement: Judgement = Judgement()) -> bool:
+    """Whether two measurements of one level differ by more than their noise, run shift factored out."""
+    scale = judgement.shift or 1.0
+    qa, sa = a.rps, spread(a, judgement.noise[0])
+    qb, sb = b.rps / scale, spread(b, judgement.noise[1]) / scale
     if sa == 0 and sb == 0:
         return abs(qa - qb) > ZERO_SPREAD_THRESHOLD * max(abs(qa), abs(qb))
     return abs(qa - qb) > NOISE_SIGMAS * math.hypot(sa, sb)
 
 
-def rps_significant(a: LoadLevel, b: LoadLevel, noise: tuple[Noise, Noise] = ({}, {})) -> bool:
-    """Whether two measurements of one level differ by more than their noise."""
-    return _differs(a.rps, spread(a, noise[0]), b.rps, spread(b, noise[1]))
+def _levels(record: CellRecord | None) -> dict[int, LoadLevel]:
+    return {} if record is None or not record.verdict.ok else {lv.concurrency: lv for lv in record.load}
 
 
-def _relative(level: LoadLevel, control: LoadLevel, noise: Noise) -> tuple[float, float]:
-    """rps / control rps, and its spread (relative spreads added in quadrature)."""
-    ratio = level.rps / control.rps
-    own = spread(level, noise) / level.rps if level.rps else 0.0
-    return ratio, ratio * math.hypot(own, spread(control, noise) / control.rps)
-
-
-def relative_significant(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return _differs(a[0], a[1], b[0], b[1])
+def run_shift(cells_a: dict[str, CellRecord], cells_b: dict[str, CellRecord]) -> tuple[float | None, int]:
+    """Median rps_b / rps_a over the levels OK in both runs, and how many levels that is; the
+    shift is None when fewer than MIN_SHIFT_CELLS cells are OK with load in both runs."""
+    ratios, cells = [], set()
+    for cid, a in cells_a.items():
+        levels_b = _levels(cells_b.get(cid))
+        for concurrency, la in _levels(a).items():
+            lb = levels_b.get(concurrency)
+            if lb is not None and la.rps > 0 and lb.rps > 0:
+                ratios.append(lb.rps / la.rps)
+                cells.add(cid)
+    if len(cells) < MIN_SHIFT_CELLS:
+        return None, len(ratios)
+    return statistics.median(ratios), len(ratios)
 
 
 ControlIndex = dict[tuple, LoadLevel]
@@ -101,20 +121,18 @@ def control_levels(records: Iterable[CellRecord]) -> ControlIndex:
     return index
 
 
-def _control_of(record: CellRecord | None, concurrency: int, index: ControlIndex) -> LoadLevel | None:
-    if record is None or record.strategy == "control":
+def _vs_control(record: CellRecord | None, level: LoadLevel | None, index: ControlIndex) -> float | None:
+    if record is None or level is None:
         return None
-    return index.get((record.server, record.workers, record.model, record.device, record.scenario, concurrency))
+    control = index.get((record.server, record.workers, record.model, record.device, record.scenario,
+                         level.concurrency))
+    return None if control is None else round(level.rps / control.rps, 3)
 
 
 def delta_pct(rps_a: float | None, rps_b: float | None) -> float | None:
     if rps_a is None or rps_b is None or rps_a == 0:
         return None
     return (rps_b - rps_a) / rps_a * 100.0
-
-
-def _levels(record: CellRecord | None) -> dict[int, LoadLevel]:
-    return {} if record is None else {lv.concurrency: lv for lv in record.load}
 
 
 def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str]:
@@ -127,25 +145,23 @@ def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str
     return False, ""
 
 
+def _all_levels(record: CellRecord | None) -> dict[int, LoadLevel]:
+    return {} if record is None else {lv.concurrency: lv for lv in record.load}
+
+
 def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None,
-                  controls: tuple[ControlIndex, ControlIndex] = ({}, {}),
-                  noise: tuple[Noise, Noise] = ({}, {})) -> Comparison:
-    level_a = _levels(a).get(concurrency)
-    level_b = _levels(b).get(concurrency)
-    verdict_changed, note = _verdict_note(a, b)
-    significant = verdict_changed
-    rel_a = rel_b = None
+                  judgement: Judgement = Judgement(),
+                  controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> Comparison:
+    level_a = _all_levels(a).get(concurrency)
+    level_b = _all_levels(b).get(concurrency)
+    significant, note = _verdict_note(a, b)
     if level_a is not None and level_b is not None:
-        control_a, control_b = _control_of(a, concurrency, controls[0]), _control_of(b, concurrency, controls[1])
-        if control_a is not None and control_b is not None and level_a.rps > 0:
-            rel_a, rel_b = _relative(level_a, control_a, noise[0]), _relative(level_b, control_b, noise[1])
-            significant = significant or relative_significant(rel_a, rel_b)
-        else:
-            significant = significant or rps_significant(level_a, level_b, noise)
+        significant = significant or differs(level_a, level_b, judgement)
     elif a is not None and b is not None and not note:
         note = f"level measured only in run {'a' if level_a is not None else 'b'}"
     rps_a = None if level_a is None else level_a.rps
     rps_b = None if level_b is None else level_b.rps
+    adjusted = None if rps_b is None else rps_b / (judgement.shift or 1.0)
     return Comparison(
         cell_id=cell_id,
         concurrency=concurrency,
@@ -156,17 +172,17 @@ def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellR
         verdict_a=None if a is None else a.verdict,
         verdict_b=None if b is None else b.verdict,
         note=note,
-        vs_control_a=None if rel_a is None else round(rel_a[0], 3),
-        vs_control_b=None if rel_b is None else round(rel_b[0], 3),
+        vs_control_a=_vs_control(a, level_a, controls[0]),
+        vs_control_b=_vs_control(b, level_b, controls[1]),
+        adjusted_delta_pct=delta_pct(rps_a, adjusted),
     )
 
 
-def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None,
-                 controls: tuple[ControlIndex, ControlIndex] = ({}, {}),
-                 noise: tuple[Noise, Noise] = ({}, {})) -> list[Comparison]:
-    concurrencies = sorted(set(_levels(a)) | set(_levels(b)))
+def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None, judgement: Judgement = Judgement(),
+                 controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> list[Comparison]:
+    concurrencies = sorted(set(_all_levels(a)) | set(_all_levels(b)))
     if concurrencies:
-        return [compare_level(cell_id, c, a, b, controls, noise) for c in concurrencies]
+        return [compare_level(cell_id, c, a, b, judgement, controls) for c in concurrencies]
     verdict_changed, note = _verdict_note(a, b)
     return [
         Comparison(
@@ -187,21 +203,21 @@ def _by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
     return {r.cell_id: r for r in combine_all(records)}
 
 
-def compare(a: list[CellRecord], b: list[CellRecord]) -> list[Comparison]:
+def judgement_for(a: list[CellRecord], b: list[CellRecord]) -> Judgement:
+    """The run shift and both runs' launch noise: what every level of a comparison is judged with."""
+    cells_a, cells_b = _by_cell(a), _by_cell(b)
+    shift, levels = run_shift(cells_a, cells_b)
+    return Judgement(shift=shift, shift_levels=levels,
+                     noise=(launch_noise(cells_a.values()), launch_noise(cells_b.values())))
+
+
+def compare(a: list[CellRecord], b: list[CellRecord], judgement: Judgement | None = None) -> list[Comparison]:
     """Every cell of either run, in run a's order then run b's new cells, one row per concurrency."""
     cells_a, cells_b = _by_cell(a), _by_cell(b)
+    judgement = judgement or judgement_for(a, b)
     order = list(cells_a) + [cid for cid in cells_b if cid not in cells_a]
     controls = (control_levels(cells_a.values()), control_levels(cells_b.values()))
-    noise = (launch_noise(cells_a.values()), launch_noise(cells_b.values()))
-    return [c for cid in order for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), controls, noise)]
-
-
-def run_shift(comps: Iterable[Comparison]) -> float | None:
-    """Median rps_b / rps_a over the levels measured OK in both runs: how much faster (> 1) or
-    slower the whole of run b was; what the control-relative judgement factors out."""
-    ratios = [c.rps_b / c.rps_a for c in comps
-              if c.verdict_a is c.verdict_b is Verdict.OK and c.rps_a and c.rps_b is not None]
-    return statistics.median(ratios) if ratios else None
+    return [c for cid in order for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), judgement, controls)]
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -218,12 +234,16 @@ def _fmt_verdicts(c: Comparison) -> str:
 
 
 def comparison_row(c: Comparison) -> list[str]:
+    def pct(value: float | None) -> str:
+        return _fmt(value, "+.1f") + ("%" if value is not None else "")
+
     return [
         c.cell_id,
         "-" if c.concurrency is None else str(c.concurrency),
         _fmt(c.rps_a, ",.1f"),
         _fmt(c.rps_b, ",.1f"),
-        _fmt(c.delta_pct, "+.1f") + ("%" if c.delta_pct is not None else ""),
+        pct(c.delta_pct),
+        pct(c.adjusted_delta_pct),
         _fmt(c.vs_control_a, ".3f") + " / " + _fmt(c.vs_control_b, ".3f") if c.vs_control_a is not None else "-",
         "yes" if c.significant else "n.s.",
         _fmt_verdicts(c),
@@ -231,26 +251,33 @@ def comparison_row(c: Comparison) -> list[str]:
     ]
 
 
-def render_comparison(comps: list[Comparison], noises: tuple[Noise, Noise] | None = None) -> str:
-    """A Markdown table; a difference within the noise is marked n.s. (not significant)."""
-    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "vs control a / b", "significant", "verdict", "note"]
+def _fmt_noise(noise: Noise) -> str:
+    return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) or "not measured (each cell launched once)"
+
+
+def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
+    measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
+    both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
+    flagged = [c for c in both_ok if c.significant]
+    text = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
+            f"the noise; {len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
+    if judgement.shift is not None:
+        text += (f" Run b as a whole ran at {judgement.shift:.3f}x run a (the median ratio over "
+                 f"{judgement.shift_levels} levels OK in both); each level is judged with run b divided by it "
+                 f"(the 'beyond shift' column).")
+    else:
+        text += f" Fewer than {MIN_SHIFT_CELLS} cells are OK in both runs: no run shift is measured; levels are judged raw."
+    return (text + "\n\nLaunch-to-launch noise of each run (relative stdev of rps between launches of the same "
+            "cell, pooled over its OK cells), the floor of every level's spread:\n"
+            f"- run a: {_fmt_noise(judgement.noise[0])}\n- run b: {_fmt_noise(judgement.noise[1])}")
+
+
+def render_comparison(comps: list[Comparison], judgement: Judgement = Judgement()) -> str:
+    """A summary, then a Markdown table; a difference within the noise is marked n.s. (not significant)."""
+    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "beyond shift", "vs control a / b", "significant",
+               "verdict", "note"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in comps]
     if not comps:
         lines.append("| " + " | ".join(["no cells"] + [""] * (len(headers) - 1)) + " |")
-    measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
-    both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
-    flagged = [c for c in both_ok if c.significant]
-    summary = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
-               f"the noise; {len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
-    shift = run_shift(comps)
-    if shift is not None:
-        summary += (f" Run b as a whole ran at {shift:.2f}x run a (median over those levels); a cell with a "
-                    f"control cell in both runs is judged relative to it, which factors that out.")
-    noise_lines = [f"- run {side}: " + (", ".join(f"c{c} {v * 100:.1f}%" for c, v in n.items()) or
-                                        "not measured (each cell launched once)")
-                   for side, n in (("a", noises[0]), ("b", noises[1]))] if noises else []
-    if noise_lines:
-        summary += ("\n\nLaunch-to-launch noise of each run (relative stdev of rps between launches of the same "
-                    "cell, pooled over its OK cells), the floor of every level's spread:\n" + "\n".join(noise_lines))
-    return summary + "\n\n" + "\n".join(lines) + "\n"
+    return summary_lines(comps, judgement) + "\n\n" + "\n".join(lines) + "\n"

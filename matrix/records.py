@@ -78,7 +78,7 @@ class LoadLevel:
     rps_samples: tuple[float, ...]  # one per interval
     latency: Latency
     errors: ErrorCounts
-    rows_expected: int  # rows acknowledged by 200 answers during this level (warm-up included)
+    rows_expected: int  # rows acknowledged by 200 answers during this level
     rows_found: int  # rows the database holds for this level
     unacknowledged: int  # requests sent whose answer the driver never read (cut off at the end, timed out)
     sampled: int  # answers (builtin driver) or rows written (wrk) under load, checked against the reference

@@ -64,7 +64,7 @@ class LoadSettings:
     rounded, at least 1), and a warm-up of more than 0 s lasts at least 1 s."""
 
     levels: tuple[int, ...] = (1, 8, 32)
-    warmup_s: float = 0.5  # before each level's measured intervals (verification has warmed the workers)
+    warmup_s: float = 1.0  # each launch: load at the highest level before the first measured level
     duration_s: float = 2.4  # measured seconds per level, per launch
     intervals: int = 3  # rps samples per level, per launch
     # Launches per steady cell, in separate passes over the matrix (alternate passes reversed);

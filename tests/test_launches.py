@@ -112,15 +112,18 @@ def _run(lazy_rps: tuple[float, float], gaps: list[float]):
 
 
 def test_compare_applies_the_runs_launch_noise_as_a_floor():
-    # lazy's own two launches agree to 0.2%, but launches of this run's cells differ by ~8%.
-    noisy_a, noisy_b = _run((1000.0, 1002.0), [0.08] * 9), _run((1080.0, 1082.0), [0.08] * 9)
+    from forkwise.matrix.compare import judgement_for
+
+    # lazy's own two launches agree to 0.2%, but launches of this run's cells differ by ~10%.
+    noisy_a, noisy_b = _run((1000.0, 1002.0), [0.10] * 9), _run((1150.0, 1152.0), [0.10] * 9)
     lazy = [c for c in compare(noisy_a, noisy_b) if c.cell_id.startswith("lazy/")][0]
-    assert lazy.delta_pct == pytest.approx(8.0, abs=0.1) and not lazy.significant
-    # The same 8% change in runs whose launches agree to 1% is more than the noise.
-    calm_a, calm_b = _run((1000.0, 1002.0), [0.01] * 9), _run((1080.0, 1082.0), [0.01] * 9)
-    lazy = [c for c in compare(calm_a, calm_b) if c.cell_id.startswith("lazy/")][0]
+    assert lazy.delta_pct == pytest.approx(15.0, abs=0.1) and not lazy.significant
+    # The same change in runs whose launches agree to 1% is more than the noise.
+    calm_a, calm_b = _run((1000.0, 1002.0), [0.01] * 9), _run((1150.0, 1152.0), [0.01] * 9)
+    judgement = judgement_for(calm_a, calm_b)
+    lazy = [c for c in compare(calm_a, calm_b, judgement) if c.cell_id.startswith("lazy/")][0]
     assert lazy.significant
-    text = render_comparison(compare(calm_a, calm_b), (launch_noise(calm_a), launch_noise(calm_b)))
+    text = render_comparison(compare(calm_a, calm_b, judgement), judgement)
     assert "Launch-to-launch noise" in text and f"c8 {launch_noise(calm_a)[8] * 100:.1f}%" in text
 
 

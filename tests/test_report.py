@@ -451,7 +451,7 @@ def test_compare_flags_a_verdict_change():
         )
     ]
     table = render_comparison(compare(a, b))
-    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
+    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
     assert table.startswith("0 of 2 measured levels")
 
 
@@ -509,17 +509,38 @@ def test_goals_are_judged_from_the_numbers():
     assert slow[3].met is False and "model call 450 us" in slow[3].measured
 
 
-def test_compare_judges_cells_relative_to_their_control():
-    # The whole machine ran 20% faster in run b: control and lazy alike. Not a difference of lazy's.
-    a = [record("control", "uwsgi", load=(level(8, 1000.0, stdev=10.0),)),
-         record("lazy", "uwsgi", load=(level(8, 500.0, stdev=5.0),))]
-    b = [record("control", "uwsgi", load=(level(8, 1200.0, stdev=10.0),)),
-         record("lazy", "uwsgi", load=(level(8, 600.0, stdev=5.0),))]
-    rows = {c.cell_id.split("/")[0]: c for c in compare(a, b)}
-    assert rows["control"].significant  # the yardstick itself moved
-    assert not rows["lazy"].significant and rows["lazy"].vs_control_a == rows["lazy"].vs_control_b == 0.5
-    b[1] = record("lazy", "uwsgi", load=(level(8, 400.0, stdev=5.0),))  # lazy fell while the machine sped up
-    assert {c.cell_id.split("/")[0]: c for c in compare(a, b)}["lazy"].significant
+def _machine(factor: float, lazy_rps: float = 500.0) -> list[CellRecord]:
+    """Six cells on one machine: five whose rps scale with the machine, and lazy."""
+    cells = [record(s, "uwsgi", load=(level(8, 1000.0 * factor, stdev=10.0 * factor),))
+             for s in ("control", "import-in-route", "locked-singleton", "child-process", "child-process-batched")]
+    return cells + [record("lazy", "uwsgi", load=(level(8, lazy_rps, stdev=5.0),))]
+
+
+def test_compare_factors_out_a_whole_machine_shift():
+    from forkwise.matrix.compare import judgement_for
+
+    # The whole machine ran 20% faster in run b: every cell alike. Not a difference of any one cell.
+    a, b = _machine(1.0), _machine(1.2, lazy_rps=600.0)
+    judgement = judgement_for(a, b)
+    assert judgement.shift == pytest.approx(1.2) and judgement.shift_levels == 6
+    rows = compare(a, b, judgement)
+    assert not any(c.significant for c in rows)
+    assert all(c.delta_pct == pytest.approx(20.0) and c.adjusted_delta_pct == pytest.approx(0.0) for c in rows)
+    assert "ran at 1.200x run a" in render_comparison(rows, judgement)
+    # lazy fell while the machine sped up: that is lazy's own.
+    b[-1] = record("lazy", "uwsgi", load=(level(8, 400.0, stdev=5.0),))
+    lazy = {c.cell_id.split("/")[0]: c for c in compare(a, b)}["lazy"]
+    assert lazy.significant and lazy.adjusted_delta_pct == pytest.approx(400 / 1.2 / 500 * 100 - 100)
+
+
+def test_compare_of_a_few_cells_is_judged_raw():
+    from forkwise.matrix.compare import judgement_for
+
+    a, b = _machine(1.0)[:2], _machine(1.2)[:2]
+    judgement = judgement_for(a, b)
+    assert judgement.shift is None
+    assert all(c.significant for c in compare(a, b, judgement))
+    assert "judged raw" in render_comparison(compare(a, b, judgement), judgement)
 
 
 def test_missed_goals_show_the_profiles_of_their_cells(tmp_path):
