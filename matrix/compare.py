@@ -1,23 +1,26 @@
 """Compare two runs cell by cell, and say which differences are more than noise.
 
-Cells are matched by ``cell_id`` and concurrency. A throughput difference counts as
-significant only if it exceeds twice the combined spread of the two measurements,
-|rps_a - rps_b| > 2 * sqrt(spread_a^2 + spread_b^2), where a level's spread is the larger
-of its own standard deviation (over every sample of every launch) and its run's pooled
-launch-to-launch noise at that concurrency (forkwise.matrix.launches), scaled to its rps.
-For two 2-launch means that threshold is 2.8 standard errors of their difference: about
-one false flag in 200 comparisons at normal noise. When neither side has any spread a 5%
-threshold stands in. A verdict that changed is always flagged.
+Cells are matched by ``cell_id`` and concurrency. For each level measured in both runs:
 
-A shared machine can also run faster or slower as a whole from one run to the next. The
-run shift, the median of rps_b / rps_a over every level OK in both runs, measures that;
-when at least MIN_SHIFT_CELLS cells contribute, run b is divided by it before judging, so
-a whole-machine shift does not flag every cell (and a change that hits every cell alike
-shows as the shift, which the summary prints). With fewer cells each is judged raw.
+- its spread is the larger of its own standard deviation (over every sample of every
+  launch) and its run's pooled launch-to-launch noise at that concurrency
+  (forkwise.matrix.launches), scaled to its rps;
+- z is the difference of the two means over its standard error,
+  sqrt(spread_a^2 / launches_a + spread_b^2 / launches_b);
+- a run shift is factored out first: the median of rps_b / rps_a over every level OK in both
+  runs (when at least MIN_SHIFT_CELLS cells contribute; else levels are judged raw), so a
+  machine that runs faster or slower as a whole does not flag every cell, and a change that
+  hits every cell alike shows as the shift, which the summary prints.
+
+A comparison of two runs tests a hundred levels at once, so "significant" is decided for the
+whole family with Holm's method at FAMILY_ALPHA: when nothing changed, the chance that any
+level at all is flagged is 5%. A level with no spread on either side is flagged past a 5%
+difference instead. A verdict that changed is always flagged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from forkwise.matrix.launches import combine_all, launch_noise
 from forkwise.matrix.records import RECORDS_FILE, CellRecord, LoadLevel, Verdict, read_records
 
 RESULTS_FILE = "results.json"
-NOISE_SIGMAS = 2.0
+FAMILY_ALPHA = 0.05  # chance that any level is flagged when nothing changed
 ZERO_SPREAD_THRESHOLD = 0.05  # relative, used when both spreads are 0
 MIN_SHIFT_CELLS = 4  # cells OK in both runs needed to measure a run shift
 
@@ -50,6 +53,8 @@ class Comparison:
     vs_control_a: float | None = None  # rps / the same run's control rps at this level (shown, not judged)
     vs_control_b: float | None = None
     adjusted_delta_pct: float | None = None  # (b / run shift - a) / a, in percent: what is judged
+    z: float | None = None  # adjusted difference / its standard error; None: no spread on either side
+    verdict_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,28 @@ def spread(level: LoadLevel, noise: Noise) -> float:
     return max(level.rps_stdev, noise.get(level.concurrency, 0.0) * level.rps)
 
 
-def differs(a: LoadLevel, b: LoadLevel, judgement: Judgement = Judgement()) -> bool:
-    """Whether two measurements of one level differ by more than their noise, run shift factored out."""
+def z_score(a: LoadLevel, b: LoadLevel, judgement: Judgement = Judgement()) -> float | None:
+    """(b / shift - a) over the standard error of that difference of means; None when neither has a spread."""
     scale = judgement.shift or 1.0
-    qa, sa = a.rps, spread(a, judgement.noise[0])
-    qb, sb = b.rps / scale, spread(b, judgement.noise[1]) / scale
-    if sa == 0 and sb == 0:
-        return abs(qa - qb) > ZERO_SPREAD_THRESHOLD * max(abs(qa), abs(qb))
-    return abs(qa - qb) > NOISE_SIGMAS * math.hypot(sa, sb)
+    sa, sb = spread(a, judgement.noise[0]), spread(b, judgement.noise[1]) / scale
+    se = math.sqrt(sa**2 / max(1, len(a.launch_rps)) + sb**2 / max(1, len(b.launch_rps)))
+    return None if se == 0 else (b.rps / scale - a.rps) / se
+
+
+def p_value(z: float) -> float:
+    """Two-sided, under a normal distribution."""
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def holm(p_values: list[float], alpha: float = FAMILY_ALPHA) -> list[bool]:
+    """Holm's step-down method: which of the hypotheses to reject, family-wise error <= alpha."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def _levels(record: CellRecord | None) -> dict[int, LoadLevel]:
@@ -152,11 +171,14 @@ def _all_levels(record: CellRecord | None) -> dict[int, LoadLevel]:
 def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None,
                   judgement: Judgement = Judgement(),
                   controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> Comparison:
+    """One level, with its z; whether the difference is significant is decided for the whole
+    family of levels by ``compare`` (here only a changed verdict is)."""
     level_a = _all_levels(a).get(concurrency)
     level_b = _all_levels(b).get(concurrency)
-    significant, note = _verdict_note(a, b)
+    verdict_changed, note = _verdict_note(a, b)
+    z = None
     if level_a is not None and level_b is not None:
-        significant = significant or differs(level_a, level_b, judgement)
+        z = z_score(level_a, level_b, judgement)
     elif a is not None and b is not None and not note:
         note = f"level measured only in run {'a' if level_a is not None else 'b'}"
     rps_a = None if level_a is None else level_a.rps
@@ -168,13 +190,15 @@ def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellR
         rps_a=rps_a,
         rps_b=rps_b,
         delta_pct=delta_pct(rps_a, rps_b),
-        significant=significant,
+        significant=verdict_changed,
         verdict_a=None if a is None else a.verdict,
         verdict_b=None if b is None else b.verdict,
         note=note,
         vs_control_a=_vs_control(a, level_a, controls[0]),
         vs_control_b=_vs_control(b, level_b, controls[1]),
         adjusted_delta_pct=delta_pct(rps_a, adjusted),
+        z=None if z is None else round(z, 2),
+        verdict_changed=verdict_changed,
     )
 
 
@@ -195,6 +219,7 @@ def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None, judge
             verdict_a=None if a is None else a.verdict,
             verdict_b=None if b is None else b.verdict,
             note=note,
+            verdict_changed=verdict_changed,
         )
     ]
 
@@ -211,13 +236,29 @@ def judgement_for(a: list[CellRecord], b: list[CellRecord]) -> Judgement:
                      noise=(launch_noise(cells_a.values()), launch_noise(cells_b.values())))
 
 
+def judge(comps: list[Comparison]) -> list[Comparison]:
+    """Decide "significant" for every level at once: Holm over the levels with a z, the 5% rule
+    for levels with no spread on either side, and any changed verdict."""
+    tested = [i for i, c in enumerate(comps) if c.z is not None]
+    rejected = dict(zip(tested, holm([p_value(comps[i].z) for i in tested])))
+    judged = []
+    for i, c in enumerate(comps):
+        if c.z is not None:
+            beyond = rejected[i]
+        else:
+            beyond = c.adjusted_delta_pct is not None and abs(c.adjusted_delta_pct) > ZERO_SPREAD_THRESHOLD * 100
+        judged.append(dataclasses.replace(c, significant=c.verdict_changed or beyond))
+    return judged
+
+
 def compare(a: list[CellRecord], b: list[CellRecord], judgement: Judgement | None = None) -> list[Comparison]:
     """Every cell of either run, in run a's order then run b's new cells, one row per concurrency."""
     cells_a, cells_b = _by_cell(a), _by_cell(b)
     judgement = judgement or judgement_for(a, b)
     order = list(cells_a) + [cid for cid in cells_b if cid not in cells_a]
     controls = (control_levels(cells_a.values()), control_levels(cells_b.values()))
-    return [c for cid in order for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), judgement, controls)]
+    return judge([c for cid in order
+                  for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), judgement, controls)])
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -244,6 +285,7 @@ def comparison_row(c: Comparison) -> list[str]:
         _fmt(c.rps_b, ",.1f"),
         pct(c.delta_pct),
         pct(c.adjusted_delta_pct),
+        _fmt(c.z, "+.1f"),
         _fmt(c.vs_control_a, ".3f") + " / " + _fmt(c.vs_control_b, ".3f") if c.vs_control_a is not None else "-",
         "yes" if c.significant else "n.s.",
         _fmt_verdicts(c),
@@ -260,7 +302,8 @@ def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
     both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
     flagged = [c for c in both_ok if c.significant]
     text = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
-            f"the noise; {len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
+            f"the noise (Holm's method over every level, family-wise {FAMILY_ALPHA:.0%}); "
+            f"{len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
     if judgement.shift is not None:
         text += (f" Run b as a whole ran at {judgement.shift:.3f}x run a (the median ratio over "
                  f"{judgement.shift_levels} levels OK in both); each level is judged with run b divided by it "
@@ -274,8 +317,8 @@ def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
 
 def render_comparison(comps: list[Comparison], judgement: Judgement = Judgement()) -> str:
     """A summary, then a Markdown table; a difference within the noise is marked n.s. (not significant)."""
-    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "beyond shift", "vs control a / b", "significant",
-               "verdict", "note"]
+    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "beyond shift", "z", "vs control a / b",
+               "significant", "verdict", "note"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in comps]
     if not comps:

@@ -11,13 +11,15 @@ every cell), and the spread of a level covers all its launches.
 ``combine`` merges a cell's per-launch records (records.jsonl keeps them as they were
 measured) into the one record that tables, plots and comparisons use. ``launch_noise``
 pools the launch-to-launch spread of every OK cell of a run, per concurrency: the noise
-floor a comparison applies to any cell whose own few launches happened to agree closely.
+floor a comparison applies to any cell whose own few launches happened to agree closely
+(two launches can agree by chance, or both land in the slow mode of a cell that has two).
 Both run in the process of ``forkwise matrix``, ``report`` or ``compare``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Iterable, Sequence
 
@@ -127,19 +129,12 @@ def combine_all(records: Iterable[CellRecord]) -> list[CellRecord]:
 # --- the run's launch-to-launch noise ---------------------------------------------------------
 
 
-def _median_chi2_over_df(df: int) -> float:
-    """Median of chi-square(df)/df: exact for df=1, Wilson-Hilferty otherwise."""
-    return 0.454936 if df == 1 else (1 - 2 / (9 * df)) ** 3
-
-
 def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
     """Per concurrency: the relative launch-to-launch stdev of rps, pooled over the OK cells
-    measured in two or more launches.
-
-    Robust pooling: the median of the cells' relative variances, scaled by the median of a
-    chi-square, so that one cell with a stalled launch does not set every cell's noise floor.
-    """
-    variances: dict[int, list[tuple[float, int]]] = {}
+    measured in two or more launches (the textbook pooled variance of each cell's launch means
+    over its own mean). A cell whose launches stalled raises it, deliberately: stalls are part of
+    what a second run of the matrix can meet on this machine."""
+    sums: dict[int, list[float]] = {}  # concurrency -> [sum of (n - 1) * variance, sum of (n - 1)]
     for record in records:
         if not record.verdict.ok:
             continue
@@ -148,10 +143,7 @@ def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
             if len(means) < 2 or min(means) <= 0:
                 continue
             centre = statistics.fmean(means)
-            variances.setdefault(level.concurrency, []).append(
-                (statistics.variance([m / centre for m in means]), len(means) - 1))
-    noise = {}
-    for concurrency, items in sorted(variances.items()):
-        df = round(statistics.median(d for _, d in items))
-        noise[concurrency] = round((statistics.median(v for v, _ in items) / _median_chi2_over_df(df)) ** 0.5, 4)
-    return noise
+            acc = sums.setdefault(level.concurrency, [0.0, 0.0])
+            acc[0] += (len(means) - 1) * statistics.variance([m / centre for m in means])
+            acc[1] += len(means) - 1
+    return {c: round(math.sqrt(total / df), 4) for c, (total, df) in sorted(sums.items())}

@@ -123,7 +123,7 @@ class Disruption:
 class ProcessMemory:
     """One process of the deployment, measured with psutil."""
 
-    role: str  # master | worker | model-server | supervisor
+    role: str  # master | worker | model-server | supervisor | helper (a program a process ran)
     pid: int
     rss_mb: float
     uss_mb: float

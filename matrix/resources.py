@@ -22,17 +22,20 @@ def deployment_processes(master_pid: int) -> list[psutil.Process]:
 
 
 def role_of(proc: psutil.Process, master_pid: int) -> str:
+    """master | worker | model-server | supervisor, or helper: a short-lived program a process ran
+    (ldconfig, uname: TensorFlow's import runs such), which must not count as a worker that died."""
     if proc.pid == master_pid:
         return "master"
     try:
         cmdline = " ".join(proc.cmdline())
+        same_program = proc.exe() == psutil.Process(master_pid).exe()
     except psutil.Error:
         return "unknown"
     if "forkwise.modelserver.supervisor" in cmdline:
         return "supervisor"
     if "forkwise.modelserver.server" in cmdline:
         return "model-server"
-    return "worker"
+    return "worker" if same_program else "helper"
 
 
 def measure_memory(master_pid: int) -> Memory:

@@ -43,7 +43,7 @@ def test_adapters_translate_needs_without_strategy_names(tmp_path):
     lazy = get_server("uwsgi").plan(deployment, registry.get("lazy").needs)
     preload = get_server("uwsgi").plan(deployment, registry.get("preload").needs)
     assert "--lazy-apps" in lazy.argv and "--lazy-apps" not in preload.argv
-    assert lazy.argv[lazy.argv.index("--http11-socket") + 1] == "127.0.0.1:9000"
+    assert lazy.argv[lazy.argv.index("--http-socket") + 1] == "127.0.0.1:9000"
     threaded = get_server("uwsgi-threads").plan(deployment, registry.get("lazy").needs)
     assert threaded.argv[threaded.argv.index("--threads") + 1] == "4"
     plan = get_server("gunicorn-gthread").plan(deployment, registry.get("preload").needs)

@@ -92,16 +92,15 @@ def _two_launch_cells(relative_gaps: list[float], concurrency: int = 8) -> list:
 
 def test_launch_noise_is_the_pooled_relative_spread_between_launches():
     cells = _two_launch_cells([0.04] * 9)
-    # Two launches differing by 4%: relative stdev 0.04/sqrt(2); scaled by the median of chi2(1).
-    expected = math.sqrt((0.04 / math.sqrt(2)) ** 2 / 0.454936)
-    assert launch_noise(cells)[8] == pytest.approx(expected, rel=1e-3)
+    # Two launches differing by 4% of their mean: a relative stdev of 0.04 / sqrt(2) each.
+    assert launch_noise(cells)[8] == pytest.approx(0.04 / math.sqrt(2), rel=1e-2)
     assert launch_noise([launch("lazy", {8: 1000.0})]) == {}  # one launch: nothing to pool
 
 
-def test_one_stalled_cell_does_not_set_the_noise_of_the_run():
+def test_a_stalled_cell_raises_the_noise_and_a_failed_one_does_not_count():
     calm = launch_noise(_two_launch_cells([0.04] * 9))[8]
     with_stall = launch_noise(_two_launch_cells([0.04] * 9 + [0.6]))[8]
-    assert with_stall < 1.2 * calm
+    assert with_stall == pytest.approx(math.sqrt((9 * 0.04**2 + 0.6**2) / 2 / 10), rel=1e-2) and with_stall > 2 * calm
     failed = dataclasses.replace(_two_launch_cells([0.9])[0], verdict=Verdict.CRASH)
     assert launch_noise(_two_launch_cells([0.04] * 9) + [failed])[8] == pytest.approx(calm)
 
@@ -193,3 +192,22 @@ def test_passes_alternate_in_order_and_an_interrupted_run_resumes(tmp_path, monk
     assert runner.run_matrix(str(profile), [], out, resume=True, plain=True, home=tmp_path) == 0
     assert calls == ["lazy", "control"]
     assert len((out / "records.jsonl").read_text().splitlines()) == 5
+
+
+def test_holm_controls_the_family_of_levels():
+    from forkwise.matrix.compare import holm, p_value
+
+    assert holm([0.001, 0.04, 0.03]) == [True, False, False]  # 0.03 > 0.05 / 2 stops the steps
+    assert holm([0.001, 0.02, 0.01]) == [True, True, True]  # 0.01 <= 0.05/2, 0.02 <= 0.05/1
+    assert p_value(1.96) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_in_a_big_comparison_only_a_difference_far_beyond_the_noise_is_flagged():
+    # 60 cells whose launches differ by 10%: z around 2 for a 14% change is ordinary in 60 levels.
+    base = _two_launch_cells([0.10] * 60)
+    moved = [combine([launch(r.strategy, {8: lv * 1.14}) for lv in r.load[0].launch_rps]) if i % 3 == 0 else r
+             for i, r in enumerate(_two_launch_cells([0.10] * 60))]
+    assert not any(c.significant for c in compare(base, moved))
+    moved[1] = combine([launch(moved[1].strategy, {8: lv * 1.8}) for lv in moved[1].load[0].launch_rps])
+    flagged = [c for c in compare(base, moved) if c.significant]
+    assert [c.cell_id.split("/")[0] for c in flagged] == [moved[1].strategy]

@@ -448,10 +448,11 @@ def test_compare_flags_a_verdict_change():
             verdict_a=Verdict.CRASH,
             verdict_b=Verdict.OK,
             note="verdict changed: CRASH -> OK",
+            verdict_changed=True,
         )
     ]
     table = render_comparison(compare(a, b))
-    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
+    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
     assert table.startswith("0 of 2 measured levels")
 
 
