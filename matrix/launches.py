@@ -4,9 +4,10 @@ Why launches: on a shared 2-core machine, the throughput of one server launch di
 the next by more than its own per-second samples vary (worker placement, the neighbours'
 load, the minute the launch happened to run in). A run that measures every cell once
 cannot see that noise, so a second run looks "significantly" different. The matrix runner
-therefore measures each cell in ``repeats`` launches, in separate passes over the matrix
-(alternate passes in reverse order, so a drift of the machine over the run falls evenly on
-every cell), and the spread of a level covers all its launches.
+therefore measures each cell in ``repeats`` launches, in separate passes over the matrix in
+the same order, so that every cell's launches lie one pass apart (this machine has slow
+spells of a minute or two: launches a minute apart share them, and would agree by chance),
+and the spread of a level covers all its launches.
 
 ``combine`` merges a cell's per-launch records (records.jsonl keeps them as they were
 measured) into the one record that tables, plots and comparisons use. ``launch_noise``

@@ -67,7 +67,7 @@ class LoadSettings:
     warmup_s: float = 1.0  # each launch: load at the highest level before the first measured level
     duration_s: float = 2.4  # measured seconds per level, per launch
     intervals: int = 3  # rps samples per level, per launch
-    # Launches per steady cell, in separate passes over the matrix (alternate passes reversed);
+    # Launches per steady cell, in separate passes over the matrix, one pass apart;
     # a level's spread covers every launch (see forkwise.matrix.launches).
     repeats: int = 1
     scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
@@ -373,9 +373,10 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     repeats = prof.load.repeats
     progress = Progress(len(cells) * repeats, plain, repeats)
     for number in range(1, repeats + 1):
-        # Alternate passes run in reverse order: a drift of the machine over the run then
-        # falls evenly on every cell's launches.
-        for cell in cells if number % 2 else reversed(cells):
+        # Every pass in the same order: each cell's launches lie one pass apart. (Reversing
+        # alternate passes puts the last cells' launches back to back, in the same slow
+        # spell of the machine, where they agree by chance.)
+        for cell in cells:
             done = launches.get(cell.id, [])
             if len(done) >= number:
                 progress.finished(done[number - 1], skipped=True, number=number)
