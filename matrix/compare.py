@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from forkwise.errors import RecordError
-from forkwise.matrix.launches import combine_all, launch_noise
+from forkwise.matrix.launches import combine_all, describe_noise, launch_noise
 from forkwise.matrix.records import RECORDS_FILE, CellRecord, LoadLevel, Verdict, read_records
 
 RESULTS_FILE = "results.json"
@@ -108,7 +108,11 @@ def holm(p_values: list[float], alpha: float = FAMILY_ALPHA) -> list[bool]:
 
 
 def _levels(record: CellRecord | None) -> dict[int, LoadLevel]:
-    return {} if record is None or not record.verdict.ok else {lv.concurrency: lv for lv in record.load}
+    return {} if record is None else {lv.concurrency: lv for lv in record.load}
+
+
+def _ok_levels(record: CellRecord | None) -> dict[int, LoadLevel]:
+    return _levels(record) if record is not None and record.verdict.ok else {}
 
 
 def run_shift(cells_a: dict[str, CellRecord], cells_b: dict[str, CellRecord]) -> tuple[float | None, int]:
@@ -116,8 +120,8 @@ def run_shift(cells_a: dict[str, CellRecord], cells_b: dict[str, CellRecord]) ->
     shift is None when fewer than MIN_SHIFT_CELLS cells are OK with load in both runs."""
     ratios, cells = [], set()
     for cid, a in cells_a.items():
-        levels_b = _levels(cells_b.get(cid))
-        for concurrency, la in _levels(a).items():
+        levels_b = _ok_levels(cells_b.get(cid))
+        for concurrency, la in _ok_levels(a).items():
             lb = levels_b.get(concurrency)
             if lb is not None and la.rps > 0 and lb.rps > 0:
                 ratios.append(lb.rps / la.rps)
@@ -164,17 +168,13 @@ def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str
     return False, ""
 
 
-def _all_levels(record: CellRecord | None) -> dict[int, LoadLevel]:
-    return {} if record is None else {lv.concurrency: lv for lv in record.load}
-
-
 def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None,
                   judgement: Judgement = Judgement(),
                   controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> Comparison:
     """One level, with its z; whether the difference is significant is decided for the whole
     family of levels by ``compare`` (here only a changed verdict is)."""
-    level_a = _all_levels(a).get(concurrency)
-    level_b = _all_levels(b).get(concurrency)
+    level_a = _levels(a).get(concurrency)
+    level_b = _levels(b).get(concurrency)
     verdict_changed, note = _verdict_note(a, b)
     z = None
     if level_a is not None and level_b is not None:
@@ -204,7 +204,7 @@ def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellR
 
 def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None, judgement: Judgement = Judgement(),
                  controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> list[Comparison]:
-    concurrencies = sorted(set(_all_levels(a)) | set(_all_levels(b)))
+    concurrencies = sorted(set(_levels(a)) | set(_levels(b)))
     if concurrencies:
         return [compare_level(cell_id, c, a, b, judgement, controls) for c in concurrencies]
     verdict_changed, note = _verdict_note(a, b)
@@ -293,10 +293,6 @@ def comparison_row(c: Comparison) -> list[str]:
     ]
 
 
-def _fmt_noise(noise: Noise) -> str:
-    return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) or "not measured (each cell launched once)"
-
-
 def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
     measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
     both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
@@ -312,7 +308,7 @@ def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
         text += f" Fewer than {MIN_SHIFT_CELLS} cells are OK in both runs: no run shift is measured; levels are judged raw."
     return (text + "\n\nLaunch-to-launch noise of each run (relative stdev of rps between launches of the same "
             "cell, pooled over its OK cells), the floor of every level's spread:\n"
-            f"- run a: {_fmt_noise(judgement.noise[0])}\n- run b: {_fmt_noise(judgement.noise[1])}")
+            f"- run a: {describe_noise(judgement.noise[0])}\n- run b: {describe_noise(judgement.noise[1])}")
 
 
 def render_comparison(comps: list[Comparison], judgement: Judgement = Judgement()) -> str:

@@ -130,6 +130,14 @@ def combine_all(records: Iterable[CellRecord]) -> list[CellRecord]:
 # --- the run's launch-to-launch noise ---------------------------------------------------------
 
 
+NOT_MEASURED = "not measured (each cell launched once)"
+
+
+def describe_noise(noise: dict[int, float]) -> str:
+    """'c1 9.7%, c8 7.3%, ...', or that no cell was launched twice."""
+    return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) or NOT_MEASURED
+
+
 def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
     """Per concurrency: the relative launch-to-launch stdev of rps, pooled over the OK cells
     measured in two or more launches (the textbook pooled variance of each cell's launch means

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from forkwise.matrix.launches import combine_all, launch_noise
+from forkwise.matrix.launches import combine_all, describe_noise, launch_noise
 from forkwise.matrix.records import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
 
 CONTROL = "control"
@@ -499,10 +499,8 @@ def _fmt_launches(records: Sequence[CellRecord]) -> str:
 
 def _fmt_noise(noise: dict[int, float]) -> str:
     """The run's pooled launch-to-launch spread of rps, per concurrency."""
-    if not noise:
-        return "not measured (each cell launched once)"
-    return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) + (
-        " relative stdev between launches of a cell (pooled over the OK cells)")
+    return describe_noise(noise) + (
+        " relative stdev between launches of a cell (pooled over the OK cells)" if noise else "")
 
 
 def _drivers_seen(records: Iterable[CellRecord]) -> str:

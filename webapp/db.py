@@ -121,9 +121,8 @@ class Database:
 
     def sample_after(self, after_id: int, limit: int) -> list[tuple[str, list[float]]]:
         """(input digest, output) of up to `limit` rows with ids above `after_id`, spread evenly over them."""
+        step = max(1, (self.last_id() - after_id) // max(1, limit))
         with self.engine.connect() as conn:
-            last = conn.execute(select(func.max(predictions.c.id))).scalar_one() or 0
-            step = max(1, (last - after_id) // max(1, limit))
             query = (select(predictions.c.input_digest, predictions.c.output)
                      .where(predictions.c.id > after_id, (predictions.c.id - after_id - 1) % step == 0)
                      .order_by(predictions.c.id).limit(limit))
