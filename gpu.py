@@ -136,6 +136,7 @@ class GpuInfo:
     count: int = 0
     name: str = ""  # the first GPU's name ("NVIDIA H100 80GB HBM3")
     driver: str = ""
+    memory_mb: float = 0.0  # the first GPU's memory, MiB: what a deployment's share is taken of
     source: str = ""  # "nvml", "nvidia-smi" or "" (none found)
     reason: str = ""  # why none was found
 
@@ -175,14 +176,20 @@ def _smi(args: list[str]) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def parse_gpu_query(text: str) -> list[tuple[str, str]]:
-    """`nvidia-smi --query-gpu=name,driver_version --format=csv,noheader` -> [(name, driver)]."""
+def parse_gpu_query(text: str) -> list[tuple[str, str, float]]:
+    """`nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader,nounits`
+    -> [(name, driver, MiB)]. A name may hold commas; the last two fields never do."""
     rows = []
     for line in text.splitlines():
-        if not line.strip():
+        parts = line.rsplit(",", 2)
+        if len(parts) != 3:
             continue
-        name, _, driver = line.rpartition(",")
-        rows.append((name.strip(), driver.strip()))
+        name, driver, memory = (p.strip() for p in parts)
+        try:
+            mib = float(memory)
+        except ValueError:  # "[N/A]"
+            mib = 0.0
+        rows.append((name, driver, mib))
     return rows
 
 
@@ -214,14 +221,17 @@ def probe() -> GpuInfo:
             try:
                 count = nvml.nvmlDeviceGetCount()
                 if count:
-                    name = _text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(0)))
-                    driver = _text(nvml.nvmlSystemGetDriverVersion())
-                    return GpuInfo(count=count, name=name, driver=driver, source="nvml")
+                    first = nvml.nvmlDeviceGetHandleByIndex(0)
+                    return GpuInfo(
+                        count=count, name=_text(nvml.nvmlDeviceGetName(first)),
+                        driver=_text(nvml.nvmlSystemGetDriverVersion()),
+                        memory_mb=round(nvml.nvmlDeviceGetMemoryInfo(first).total / 2**20, 1), source="nvml",
+                    )
             finally:
                 nvml.nvmlShutdown()
         except Exception:  # NVMLError and its many subclasses: fall through to nvidia-smi
             pass
-    out = _smi(["--query-gpu=name,driver_version", "--format=csv,noheader"])
+    out = _smi(["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"])
     if out is None:
         why = "pynvml " + ("found no GPU" if nvml is not None else "is not importable")
         why += " and nvidia-smi " + ("failed" if shutil.which("nvidia-smi") else "is not on PATH")
@@ -229,7 +239,8 @@ def probe() -> GpuInfo:
     rows = parse_gpu_query(out)
     if not rows:
         return GpuInfo(reason="nvidia-smi lists no GPU")
-    return GpuInfo(count=len(rows), name=rows[0][0], driver=rows[0][1], source="nvidia-smi")
+    name, driver, memory_mb = rows[0]
+    return GpuInfo(count=len(rows), name=name, driver=driver, memory_mb=memory_mb, source="nvidia-smi")
 
 
 def require_gpu() -> GpuInfo:

@@ -27,7 +27,7 @@ from forkwise.deploy import RUN_TAG_VAR, Launch, device_env, launch, make_deploy
 from forkwise.matrix import environment, resources, scenarios
 from forkwise.matrix import profiling as profiler
 from forkwise.matrix.http import Reply, parse_json, post_json, request
-from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
+from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, Verdict
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
 from forkwise.servers.base import ServerTimeouts
@@ -56,6 +56,48 @@ def oom_evidence(log_text: str) -> str | None:
         if OOM_PATTERN.search(line):
             return line.strip()[:300]
     return None
+
+
+# Lines of a server log that say why a cell failed, wherever they sit in it: an exception's
+# message, a fatal signal or abort, a runtime's failed check or CUDA error, and the server's own
+# word on a worker (gunicorn's WORKER TIMEOUT, uWSGI's "DAMN ! worker ... died").
+TELLING_PATTERN = re.compile(
+    r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception): |Cannot re-initialize|Fatal Python error|Check failed"
+    r"|CUDA_ERROR_\w+|\bSIG(?:ABRT|SEGV|BUS|ILL|KILL)\b|WORKER TIMEOUT|Worker failed to boot"
+    r"|worker \d+ \(pid: \d+\) died|RESOURCE_EXHAUSTED|out of memory|Segmentation fault|Aborted"
+)
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+HIGHLIGHTS_KEPT = 8
+
+
+def log_highlights(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]:
+    """The first `keep` distinct telling lines of a log, each once, with how often it recurred.
+
+    Lines that differ only in numbers (pids, times, addresses) count as the same line.
+    """
+    order: list[str] = []
+    first: dict[str, str] = {}
+    count: Counter = Counter()
+    for raw in log_text.splitlines():
+        line = ANSI_ESCAPE.sub("", raw).strip()
+        if not TELLING_PATTERN.search(line):
+            continue
+        key = re.sub(r"\d+", "#", line)
+        if key not in first:
+            first[key] = line[:300]
+            order.append(key)
+        count[key] += 1
+    return tuple(first[k] + (f"  (x{count[k]})" if count[k] > 1 else "") for k in order[:keep])
+
+
+def hung_workers_finding(memory: Memory) -> str:
+    """What the workers of a hung cell were doing: CPU time near 0 means blocked (a lock, a
+    deadlock after fork), not busy computing."""
+    workers = [p for p in memory.processes if p.role == "worker"]
+    if not workers:
+        return "no worker process was alive while the request hung"
+    cpu = ", ".join(f"{p.cpu_s:.2f} s (pid {p.pid})" for p in workers)
+    return f"CPU time of each worker from its fork to the hang: {cpu}"
 
 
 def _read_log(path: Path | None) -> str:
@@ -317,6 +359,12 @@ class CellRun:
                     if first == "ok":
                         self.verify(v)
                     verdict = self.classify(v, first, watch)
+                    if not verdict.ok and self.launch.group.alive():
+                        # The failing state, process by process: a master holding the GPU
+                        # before any worker answered is the evidence for a fork-safety failure.
+                        memory = resources.measure_memory(master)
+                        if verdict is Verdict.HANG:
+                            self.findings.append(hung_workers_finding(memory))
                     rows_expected, rows_found, rows_hold = self.rows_check(v)
                     if verdict is Verdict.OK and not rows_hold:
                         verdict = Verdict.LOST
@@ -346,11 +394,14 @@ class CellRun:
             for proc in leftovers:  # descendants that left the group: still ours, stop them
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
+        highlights: tuple[str, ...] = ()
         if not verdict.ok:
-            oom = oom_evidence(_read_log(self.launch.group.log_path))
+            log_text = _read_log(self.launch.group.log_path)
+            oom = oom_evidence(log_text)
             if oom is not None:
                 self.findings.insert(0, f"out of memory (otherwise {verdict.value}); the server log shows: {oom}")
                 verdict = Verdict.OOM
+            highlights = log_highlights(log_text)
         log_tail = "" if verdict is Verdict.OK else self.launch.group.log_tail(40)
         return CellRecord(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
@@ -363,6 +414,7 @@ class CellRun:
                 findings=tuple(self.findings + v.findings),
                 timings_s={k: round(x, 3) for k, x in self.timings.items()},
                 log_tail=log_tail,
+                log_highlights=highlights,
             ),
             environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
             settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,

@@ -35,15 +35,23 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _git_commit() -> str:
+    """HEAD, with "+modified" when tracked files other than results/ differ from it: a record
+    must not claim a commit whose code is not what ran."""
+    head = _git("rev-parse", "HEAD")
+    if head is None:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    return head.strip() + ("+modified" if changed else "")
 
 
 def _versions() -> dict[str, str]:
@@ -70,4 +78,5 @@ def current() -> Environment:
         packages=_versions(),
         gpu_name=gpus.name,
         gpu_driver=gpus.driver,
+        gpu_memory_mb=gpus.memory_mb,
     )

@@ -155,11 +155,13 @@ class Memory:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Why a verdict is what it is: short findings, timings and the server log's tail."""
+    """Why a verdict is what it is: short findings, timings, the server log's telling lines
+    (errors, signals, timeouts: found anywhere in the log) and its tail."""
 
     findings: tuple[str, ...] = ()
     timings_s: dict[str, float] = field(default_factory=dict)
     log_tail: str = ""
+    log_highlights: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class Environment:
     packages: dict[str, str]
     gpu_name: str = ""  # the first GPU's name, "" without a GPU
     gpu_driver: str = ""
+    gpu_memory_mb: float = 0.0  # the first GPU's memory (MiB), 0 without a GPU
 
 
 def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str,

@@ -210,6 +210,9 @@ def _fmt_int(value: Any) -> str:
     return MISSING if value is None else f"{value:d}"
 
 
+_fmt_mib = _fmt_fixed(0)
+
+
 @dataclass(frozen=True)
 class Column:
     key: str  # CSV header and row-dict key
@@ -402,6 +405,7 @@ def build_document(
     blocks += verdict_section(records)
     blocks += load_section(rows)
     blocks += memory_section(rows)
+    blocks += gpu_memory_section(records)
     blocks += reliability_section(records)
     if with_plots:
         blocks += plot_section(records)
@@ -650,6 +654,45 @@ def memory_section(rows: Sequence[dict[str, Any]]) -> list[Block]:
     return blocks + [view_table(MEMORY_VIEW, cells)]
 
 
+ROLE_ORDER = ("master", "worker", "model-server", "supervisor", "helper")
+
+
+def gpu_processes_text(record: CellRecord) -> str:
+    """'master 0 · worker 107,988 · worker 34,314': GPU MiB of each process, master first."""
+    procs = sorted(record.memory.processes, key=lambda p: (_rank(p.role, ROLE_ORDER), p.pid))
+    return " · ".join(f"{p.role} {_fmt_mib(p.gpu_mb)}" for p in procs if p.gpu_mb is not None) or MISSING
+
+
+def card_share(record: CellRecord) -> str:
+    card = record.environment.gpu_memory_mb
+    total = record.memory.total_gpu_mb
+    return f"{total / card:.0%} of {_fmt_mib(card)}" if card and total is not None else MISSING
+
+
+def gpu_memory_section(records: Sequence[CellRecord]) -> list[Block]:
+    """GPU memory per process, for every GPU cell whose processes were measured (failing ones too)."""
+    cells = [
+        r for r in latest_by_cell(records).values()
+        if r.device == "gpu" and r.memory and any(p.gpu_mb is not None for p in r.memory.processes)
+    ]
+    if not cells:
+        return []
+    cells.sort(key=lambda r: (r.backend, _rank(r.strategy, STRATEGY_ORDER), _rank(r.server, SERVER_ORDER)))
+    rows = tuple(
+        (r.cell_id, r.verdict.value, r.settings.get("gpu_policy") or MISSING, gpu_processes_text(r),
+         _fmt_mib(r.memory.total_gpu_mb), card_share(r))
+        for r in cells
+    )
+    return [
+        Heading("GPU memory per process"),
+        Para("MiB of GPU memory each process of the deployment held, as NVML reports it (0: the process is "
+             "not on the GPU), read after verification: for an OK cell before load, for a failing cell in its "
+             "failing state. The policy is the memory policy every process inherited (off: the framework's "
+             "default). The share is of the first GPU's memory."),
+        Table(("cell", "verdict", "policy", "GPU MiB per process", "total MiB", "share of the card"), rows),
+    ]
+
+
 # (e) failing cells
 
 
@@ -665,7 +708,11 @@ def failing_cell_blocks(record: CellRecord) -> list[Block]:
         blocks += [Para(f, "Finding:") for f in findings]
     else:
         blocks.append(Para("No findings recorded."))
+    if record.evidence.log_highlights:
+        blocks.append(Para("the lines of the server log that say what went wrong, each once:", "Telling lines:"))
+        blocks.append(Code("\n".join(record.evidence.log_highlights)))
     if record.evidence.log_tail.strip():
+        blocks.append(Para(f"the last {LOG_TAIL_LINES} lines of the server log:", "Log tail:"))
         blocks.append(Code(tail_lines(record.evidence.log_tail)))
     return blocks
 

@@ -163,18 +163,21 @@ def test_no_oom_without_evidence():
 
 
 def test_parse_nvidia_smi():
-    assert gpu.parse_gpu_query("NVIDIA H100 80GB HBM3, 580.159.04\n") == [("NVIDIA H100 80GB HBM3", "580.159.04")]
+    assert gpu.parse_gpu_query("NVIDIA H100 80GB HBM3, 580.159.04, 81559\n") == [
+        ("NVIDIA H100 80GB HBM3", "580.159.04", 81559.0)]
+    assert gpu.parse_gpu_query("A, comma GPU, 1.0, [N/A]\n\nno fields\n") == [("A, comma GPU", "1.0", 0.0)]
     apps = gpu.parse_apps_query("1234, 888\n1235, 732\n1234, 10\n999, [N/A]\n\ngarbage\n")
     assert apps == {1234: 898.0, 1235: 732.0, 999: 0.0}
 
 
 def test_probe_through_nvidia_smi(monkeypatch):
     calls = fake_smi(monkeypatch, {
-        "--query-gpu": "NVIDIA H100 80GB HBM3, 580.159.04\n",
+        "--query-gpu": "NVIDIA H100 80GB HBM3, 580.159.04, 81559\n",
         "--query-compute-apps": "4242, 888\n",
     })
     info = gpu.probe()
-    assert info == gpu.GpuInfo(count=1, name="NVIDIA H100 80GB HBM3", driver="580.159.04", source="nvidia-smi")
+    assert info == gpu.GpuInfo(count=1, name="NVIDIA H100 80GB HBM3", driver="580.159.04", memory_mb=81559.0,
+                               source="nvidia-smi")
     assert gpu.process_memory_mb() == {4242: 888.0}
     assert ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"] == calls[-1][1:]
 
@@ -185,11 +188,13 @@ def test_probe_through_nvml(monkeypatch):
         nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: 1,
         nvmlDeviceGetHandleByIndex=lambda i: f"h{i}", nvmlDeviceGetName=lambda h: b"NVIDIA H200",
         nvmlSystemGetDriverVersion=lambda: "580.159.03",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=143771 * mib),
         nvmlDeviceGetComputeRunningProcesses=lambda h: [
             types.SimpleNamespace(pid=7, usedGpuMemory=512 * mib), types.SimpleNamespace(pid=8, usedGpuMemory=None)],
     )
     monkeypatch.setattr(gpu, "_pynvml", lambda: fake)
-    assert gpu.probe() == gpu.GpuInfo(count=1, name="NVIDIA H200", driver="580.159.03", source="nvml")
+    assert gpu.probe() == gpu.GpuInfo(count=1, name="NVIDIA H200", driver="580.159.03", memory_mb=143771.0,
+                                      source="nvml")
     assert gpu.process_memory_mb() == {7: 512.0, 8: 0.0}
 
 
