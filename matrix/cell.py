@@ -50,21 +50,27 @@ OOM_LOG_BYTES = 4 << 20  # read at most the last 4 MiB of a log for OOM evidence
 STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
 
 
+# gunicorn's guess on any SIGKILLed worker, its own WORKER TIMEOUT kills included: not evidence.
+GUNICORN_OOM_GUESS = "Perhaps out of memory?"
+
+
 def oom_evidence(log_text: str) -> str | None:
     """The first log line showing an out-of-memory error, or None."""
     for line in log_text.splitlines():
-        if OOM_PATTERN.search(line):
+        if OOM_PATTERN.search(line.replace(GUNICORN_OOM_GUESS, "")):
             return line.strip()[:300]
     return None
 
 
 # Lines of a server log that say why a cell failed, wherever they sit in it: an exception's
 # message, a fatal signal or abort, a runtime's failed check or CUDA error, and the server's own
-# word on a worker (gunicorn's WORKER TIMEOUT, uWSGI's "DAMN ! worker ... died").
+# word on a worker (gunicorn's WORKER TIMEOUT, uWSGI's "DAMN ! worker ... died"), and a
+# framework's warning that a fork will deadlock.
 TELLING_PATTERN = re.compile(
     r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception): |Cannot re-initialize|Fatal Python error|Check failed"
     r"|CUDA_ERROR_\w+|\bSIG(?:ABRT|SEGV|BUS|ILL|KILL)\b|WORKER TIMEOUT|Worker failed to boot"
     r"|worker \d+ \(pid: \d+\) died|RESOURCE_EXHAUSTED|out of memory|Segmentation fault|Aborted"
+    r"|deadlock"  # JAX warns so when the process that initialised it forks
 )
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 HIGHLIGHTS_KEPT = 8

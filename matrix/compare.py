@@ -297,9 +297,11 @@ def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
     measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
     both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
     flagged = [c for c in both_ok if c.significant]
+    one_run_only = {c.cell_id for c in comps if c.verdict_a is None or c.verdict_b is None}
     text = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
             f"the noise (Holm's method over every level, family-wise {FAMILY_ALPHA:.0%}); "
-            f"{len({c.cell_id for c in comps if c.verdict_a is not c.verdict_b})} cells changed verdict.")
+            f"{len({c.cell_id for c in comps if c.verdict_changed})} cells changed verdict"
+            + (f"; {len(one_run_only)} cells ran in one run only." if one_run_only else "."))
     if judgement.shift is not None:
         text += (f" Run b as a whole ran at {judgement.shift:.3f}x run a (the median ratio over "
                  f"{judgement.shift_levels} levels OK in both); each level is judged with run b divided by it "

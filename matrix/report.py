@@ -666,7 +666,10 @@ def gpu_processes_text(record: CellRecord) -> str:
 def card_share(record: CellRecord) -> str:
     card = record.environment.gpu_memory_mb
     total = record.memory.total_gpu_mb
-    return f"{total / card:.0%} of {_fmt_mib(card)}" if card and total is not None else MISSING
+    if not card or total is None:
+        return MISSING
+    share = total / card
+    return f"{share:.1%} of {_fmt_mib(card)}" if share < 0.1 else f"{share:.0%} of {_fmt_mib(card)}"
 
 
 def gpu_memory_section(records: Sequence[CellRecord]) -> list[Block]:

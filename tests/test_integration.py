@@ -74,6 +74,9 @@ def test_preload_with_the_default_model_hangs_or_crashes(quick_run, server):
     assert record.verdict in (Verdict.HANG, Verdict.CRASH), record.evidence
     assert record.launches == 1  # a failed cell is not launched again
     assert record.evidence.findings and record.evidence.log_tail  # a failing record carries its evidence
+    if record.verdict is Verdict.HANG:  # measured in its failing state: which process was doing what
+        assert record.memory is not None and {p.role for p in record.memory.processes} >= {"master", "worker"}
+        assert any(f.startswith("CPU time of each worker") for f in record.evidence.findings)
     assert record.duration_s < 60  # classified within a bounded time
 
 

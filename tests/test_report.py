@@ -460,6 +460,8 @@ def test_compare_cells_in_one_run_only():
     comps = compare([lazy_cell()], [crash_record()])
     notes = {c.cell_id.split("/")[0]: c.note for c in comps}
     assert notes == {"lazy": "only in run a", "preload": "only in run b"}
+    summary = render_comparison(comps).splitlines()[0]
+    assert "0 cells changed verdict; 2 cells ran in one run only." in summary  # missing is not a change
 
 
 def test_load_run_prefers_results_json(tmp_path, records):
