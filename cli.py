@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="py-spy the workers and model server at the highest load level; profiles go here")
     p.add_argument("--keep", type=Path, default=None, help="keep the run directory (logs, database) here")
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdict is OK")
+    p.add_argument("--probe-reference-ms", type=_positive(float), default=None,
+                   help="the CPU probe's reference from `forkwise matrix` (default: calibrated here, 1 s)")
+    p.add_argument("--quiet-budget", type=_positive(float, allow_zero=True), default=10.0,
+                   help="seconds, in all, to wait for a quiet host before load levels")
 
     p = sub.add_parser("serve", help="run one deployment in the foreground until Ctrl-C or SIGTERM")
     _add_deployment_args(p)
@@ -168,6 +172,7 @@ def cmd_cell(args, home: Path) -> int:
         request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
         scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
         device=args.device, backend=args.backend, gpu_policy=args.gpu_policy,
+        probe_reference_ms=args.probe_reference_ms or 0.0, quiet_budget_s=args.quiet_budget,
     )
     if args.profile_dir:
         from forkwise.matrix.profiling import require_py_spy

@@ -24,7 +24,7 @@ import numpy as np
 
 from forkwise import gpu
 from forkwise.deploy import RUN_TAG_VAR, Launch, device_env, launch, make_deployment
-from forkwise.matrix import environment, resources, scenarios
+from forkwise.matrix import environment, resources, scenarios, stability
 from forkwise.matrix import profiling as profiler
 from forkwise.matrix.http import Reply, parse_json, post_json, request
 from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, Verdict
@@ -143,6 +143,8 @@ class CellSpec:
     scenario: str = "steady"  # a reliability scenario (matrix.scenarios); steady: none
     scenario_duration_s: float = 9.0
     profile_dir: Path | None = None  # py-spy the workers and model server at the highest load level
+    probe_reference_ms: float = 0.0  # the run's CPU-probe reference (forkwise.matrix.stability); 0: calibrate
+    quiet_budget_s: float = 10.0  # at most this long, in all, waiting for a quiet host before levels
 
 
 class Verification:
@@ -548,7 +550,9 @@ class CellRun:
             in_flight = run_load(url, bodies, concurrency=max(self.cell.load_levels), warmup_s=0.0,
                                  duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.cell.request_timeout_s,
                                  driver=self.cell.driver).unacknowledged
+        gate = stability.QuietGate(self.cell.probe_reference_ms, self.cell.quiet_budget_s)
         for concurrency in self.cell.load_levels:
+            slowdown_before = gate.before()
             rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
             last_id_before = db.last_id()
             profiling = []
@@ -561,6 +565,8 @@ class CellRun:
                 timeout_s=self.cell.request_timeout_s, driver=self.cell.driver,
             )
             server_cpu = resources.cpu_seconds(master) - cpu_before
+            slowdown = max(slowdown_before, gate.after())
+            self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
             for path in profiler.finish(profiling, timeout_s=10):
                 self.findings.append(f"profile at concurrency {concurrency}: {path}")
             rows_after = db.count()
@@ -588,6 +594,7 @@ class CellRun:
                 unacknowledged=unacknowledged,
                 sampled=sampled, sampled_wrong=wrong, driver=result.driver,
                 driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
+                host_slowdown=round(slowdown, 2),
             )
 
 

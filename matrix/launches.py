@@ -51,19 +51,27 @@ def _mean_latency(levels: Sequence[LoadLevel]) -> Latency:
 
 
 def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
-    """One concurrency level measured in several launches -> one level over all their samples."""
+    """One concurrency level measured in several launches -> one level.
+
+    Throughput and latency come from the launches that did not run this level in a slow spell
+    of the host (``LoadLevel.host_slow``), when there is one: such a launch measured the
+    machine, not the cell. Rows, errors and answers checked count over every launch.
+    """
     if len(levels) == 1:
         return levels[0]
-    samples = tuple(x for lv in levels for x in lv.rps_samples)
+    timed = [lv for lv in levels if not lv.host_slow] or list(levels)
+    samples = tuple(x for lv in timed for x in lv.rps_samples)
     return dataclasses.replace(
-        levels[0],
+        timed[0],
         **{name: round(sum(getattr(lv, name) for lv in levels), 3) for name in _LEVEL_SUMS},
         rps=round(statistics.fmean(samples), 1) if samples else 0.0,
         rps_stdev=round(statistics.stdev(samples), 1) if len(samples) > 1 else 0.0,
         rps_samples=samples,
-        latency=_mean_latency(levels),
+        latency=_mean_latency(timed),
         errors=_sum_errors(lv.errors for lv in levels),
-        launch_rps=tuple(lv.rps for lv in levels),
+        launch_rps=tuple(lv.rps for lv in timed),
+        host_slowdown=max(lv.host_slowdown for lv in timed),
+        launches_set_aside=len(levels) - len(timed),
     )
 
 
@@ -142,7 +150,8 @@ def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
     """Per concurrency: the relative launch-to-launch stdev of rps, pooled over the OK cells
     measured in two or more launches (the textbook pooled variance of each cell's launch means
     over its own mean). A cell whose launches stalled raises it, deliberately: stalls are part of
-    what a second run of the matrix can meet on this machine."""
+    what a second run of the matrix can meet on this machine. Launches set aside at a level
+    because they ran it in a slow spell of the host are not in it: they measured the host."""
     sums: dict[int, list[float]] = {}  # concurrency -> [sum of (n - 1) * variance, sum of (n - 1)]
     for record in records:
         if not record.verdict.ok:

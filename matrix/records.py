@@ -66,6 +66,11 @@ class ErrorCounts:
         return self.timeout + self.connect + self.http_4xx + self.http_5xx + self.wrong
 
 
+# A level whose CPU probe ran this much slower than the run's fastest was measured while the
+# host gave us less CPU than usual (an idle probe's own jitter stays under 1.15x).
+HOST_SLOW_RATIO = 1.4
+
+
 @dataclass(frozen=True)
 class LoadLevel:
     """Closed-loop load at one concurrency, after a warm-up."""
@@ -86,9 +91,20 @@ class LoadLevel:
     driver: str  # "wrk" or "builtin"
     driver_cpu_s: float  # CPU the load generator itself used (it shares the cores)
     server_cpu_s: float  # CPU every server process used during the level
-    # A record that combines several launches of the cell (forkwise.matrix.launches): each
-    # launch's mean rps, in launch order. Empty for the record of a single launch.
+    # A record that combines several launches of the cell (forkwise.matrix.launches): the mean
+    # rps of each launch its throughput comes from, in launch order. Empty for a single launch.
     launch_rps: tuple[float, ...] = ()
+    # How much slower the host's CPU probe (forkwise.matrix.stability) ran around this level
+    # than the run's reference: the larger of before and after; 0 when not probed. Past
+    # HOST_SLOW_RATIO the level was measured in a slow spell of the host.
+    host_slowdown: float = 0.0
+    # Combined records: launches whose throughput at this level was set aside because they ran
+    # in a slow spell while another launch did not (their rows and errors still count).
+    launches_set_aside: int = 0
+
+    @property
+    def host_slow(self) -> bool:
+        return self.host_slowdown > HOST_SLOW_RATIO
 
     @property
     def rows_lost(self) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from forkwise.matrix.launches import combine_all, describe_noise, launch_noise
-from forkwise.matrix.records import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
+from forkwise.matrix.records import HOST_SLOW_RATIO, SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
 
 CONTROL = "control"
 STRATEGY_ORDER = (
@@ -261,6 +261,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("launches", "launches", lambda s: s.record.launches, _fmt_int),
     Column("launch_rps", "rps per launch", lambda s: None if s.level is None else
            " ".join(f"{x:.1f}" for x in s.level.launch_rps) or None),
+    Column("host_slowdown", "host slowdown", _lv("host_slowdown"), _fmt_fixed(2)),
+    Column("launches_set_aside", "launches set aside", _lv("launches_set_aside"), _fmt_int),
     Column("ratio_to_control", "vs control", lambda s: ratio_to_control(s.level, s.control_level), _fmt_ratio),
     Column("p50_ms", "p50 ms", _lat("p50_ms"), _fmt_ms),
     Column("p90_ms", "p90 ms", _lat("p90_ms"), _fmt_ms),
@@ -481,6 +483,8 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: dict) ->
         ("launches per cell", _fmt_launches(records)),
         ("launch-to-launch noise", _fmt_noise(launch_noise(records))),
     ]
+    if any(lv.host_slowdown for r in records for lv in r.load):
+        facts.append(("host slow spells", _fmt_slow_spells(records, run_info)))
     if run_info.get("command"):
         facts.append(("command", str(run_info["command"])))
     if env is not None:
@@ -493,6 +497,16 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: dict) ->
             ("packages", ", ".join(f"{k} {v}" for k, v in sorted(env.packages.items())) or MISSING),
         ]
     return facts
+
+
+def _fmt_slow_spells(records: Sequence[CellRecord], run_info: dict) -> str:
+    levels = [lv for r in records for lv in r.load]
+    set_aside = sum(lv.launches_set_aside for lv in levels)
+    slow = sum(lv.host_slow for lv in levels)
+    waited = run_info.get("quiet_wait_s")
+    return (f"{set_aside} launch-levels measured while the CPU probe ran over {HOST_SLOW_RATIO}x its reference "
+            f"were set aside (another launch of the level was not slow); {slow} of {len(levels)} levels were slow "
+            "in every launch and are kept" + (f"; {waited:g} s spent waiting for a quiet host" if waited else ""))
 
 
 def _fmt_launches(records: Sequence[CellRecord]) -> str:

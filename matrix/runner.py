@@ -26,7 +26,7 @@ from pathlib import Path
 
 from forkwise import gpu, servers
 from forkwise.errors import ConfigError, RecordError
-from forkwise.matrix import environment
+from forkwise.matrix import environment, stability
 from forkwise.matrix.cell import summary_line
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.scenarios import SCENARIOS
@@ -71,6 +71,9 @@ class LoadSettings:
     # a level's spread covers every launch (see forkwise.matrix.launches).
     repeats: int = 1
     scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
+    # Seconds the whole run may spend waiting for the host to leave a slow spell before a level
+    # (forkwise.matrix.stability); at most 1.5 s a level. 0: never wait, only record.
+    quiet_budget_s: float = 60.0
 
     def __post_init__(self) -> None:
         if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.levels):
@@ -81,6 +84,8 @@ class LoadSettings:
             raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
         if self.warmup_s < 0 or self.duration_s <= 0 or self.scenario_duration_s <= 0:
             raise ConfigError("load: warmup_s must be >= 0, duration_s and scenario_duration_s > 0")
+        if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
+            raise ConfigError(f"load.quiet_budget_s must be a number of seconds >= 0; got {self.quiet_budget_s!r}")
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,27 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
 # --- one cell, in its own process ----------------------------------------------------------
 
 
-def cell_command(cell: Cell, profile: Profile, home: Path) -> list[str]:
+class HostWatch:
+    """The matrix process's side of the CPU probe: the run's reference (calibrated once, then
+    lowered by a quick probe before every cell) and what is left of the run's waiting budget."""
+
+    PER_CELL_BUDGET_S = 10.0
+
+    def __init__(self, budget_s: float):
+        self.reference_ms = stability.calibrate()
+        self.budget_left_s = budget_s
+
+    def before_cell(self) -> None:
+        self.reference_ms = min(self.reference_ms, stability.check_ms())
+
+    def cell_budget_s(self) -> float:
+        return min(self.PER_CELL_BUDGET_S, self.budget_left_s)
+
+    def after_cell(self, record: CellRecord) -> None:
+        self.budget_left_s = max(0.0, self.budget_left_s - record.evidence.timings_s.get("quiet_wait_s", 0.0))
+
+
+def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> list[str]:
     load, limits = profile.load, profile.limits
     argv = [
         sys.executable, "-m", "forkwise", "--home", str(home), "cell",
@@ -208,6 +233,8 @@ def cell_command(cell: Cell, profile: Profile, home: Path) -> list[str]:
     elif load.levels:
         argv += ["--load", ",".join(map(str, load.levels)), "--duration", str(load.duration_s),
                  "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
+        if host is not None:
+            argv += ["--probe-reference-ms", f"{host.reference_ms:.3f}", "--quiet-budget", f"{host.cell_budget_s():.1f}"]
     return argv
 
 
@@ -226,12 +253,12 @@ def failed_cell_record(cell: Cell, verdict: Verdict, findings: list[str], log_ta
     )
 
 
-def run_cell_process(cell: Cell, profile: Profile, home: Path) -> CellRecord:
+def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> CellRecord:
     """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
     tag = secrets.token_hex(8)
     env = {**os.environ, MATRIX_TAG_VAR: tag}
     start = time.monotonic()
-    proc = subprocess.Popen(cell_command(cell, profile, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cell_command(cell, profile, home, host), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True, text=True)
     try:
         out, err = proc.communicate(timeout=profile.limits.cell_deadline_s)
@@ -371,6 +398,7 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     if skipped:
         run_info["skipped"] = skipped
     repeats = prof.load.repeats
+    host = HostWatch(prof.load.quiet_budget_s)
     progress = Progress(len(cells) * repeats, plain, repeats)
     for number in range(1, repeats + 1):
         # Every pass in the same order: each cell's launches lie one pass apart. (Reversing
@@ -385,11 +413,15 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
                 progress.dropped(1)
                 continue
             progress.starting(cell, number)
-            record = run_cell_process(cell, prof, home)
+            host.before_cell()
+            record = run_cell_process(cell, prof, home, host)
+            host.after_cell(record)
             append_record(records_path, record)
             launches.setdefault(cell.id, []).append(record)
             progress.finished(record, number=number)
     run_info["duration_s"] = round(time.monotonic() - started, 1)
+    run_info["probe_reference_ms"] = round(host.reference_ms, 3)
+    run_info["quiet_wait_s"] = round(prof.load.quiet_budget_s - host.budget_left_s, 1)
     run_info["launches"] = progress.done
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
     paths = report_dir(out, run_info)

@@ -170,7 +170,7 @@ def test_passes_alternate_in_order_and_an_interrupted_run_resumes(tmp_path, monk
                        'model = ["default"]\n[load]\nlevels = [1]\nrepeats = 2\n')
     calls = []
 
-    def fake_cell(cell, prof, home):
+    def fake_cell(cell, prof, home, host=None):
         calls.append(cell.strategy)
         if cell.strategy == "preload":
             return launch("preload", {}, verdict=Verdict.HANG, model=cell.model)
