@@ -45,12 +45,13 @@ def _git(*args: str) -> str | None:
 
 
 def _git_commit() -> str:
-    """HEAD, with "+modified" when tracked files other than results/ differ from it: a record
-    must not claim a commit whose code is not what ran."""
+    """HEAD, with "+modified" when tracked files other than results/ and Markdown differ from
+    it: a record must not claim a commit whose code is not what ran (prose cannot change it)."""
     head = _git("rev-parse", "HEAD")
     if head is None:
         return "unknown"
-    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results",
+                   ":(top,exclude,glob)**/*.md")
     return head.strip() + ("+modified" if changed else "")
 
 
