@@ -174,10 +174,13 @@ class Verification:
         wrong = 0
         for digest, output in rows:
             index = self.index_of_digest(digest)
-            if index is None or not np.allclose(np.asarray(output, np.float32),
-                                                self.expected([index]).reshape(-1), rtol=self.rtol, atol=self.atol):
+            if index is None or not self.matches(np.asarray(output, np.float32).reshape(1, -1), [index]):
                 wrong += 1
         return wrong
+
+    def matches(self, got: np.ndarray, rows: list[int]) -> bool:
+        """Outputs (one row per instance) against the reference of `rows`, within the tolerance."""
+        return bool(np.allclose(got, self.expected(rows).reshape(len(rows), -1), rtol=self.rtol, atol=self.atol))
 
     def expected(self, rows: list[int]) -> np.ndarray:
         if self.serves_model:
@@ -197,7 +200,7 @@ class Verification:
             return False, None, [], 0, "malformed answer"
         if len(ids) != len(rows):
             return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
-        if not np.allclose(got, want, rtol=self.rtol, atol=self.atol):
+        if not self.matches(got, rows):
             return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
         return True, got, ids, worker, ""
 
