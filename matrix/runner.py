@@ -200,17 +200,22 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
 
 
 class HostWatch:
-    """The matrix process's side of the CPU probe: the run's reference (calibrated once, then
-    lowered by a quick probe before every cell) and what is left of the run's waiting budget."""
+    """The matrix process's side of the CPU probe: the run's reference (calibrated when the first
+    loaded cell asks for it, then lowered by a quick probe each time another asks) and what is
+    left of the run's waiting budget. A run with no load levels never probes."""
 
     PER_CELL_BUDGET_S = 10.0
 
     def __init__(self, budget_s: float):
-        self.reference_ms = stability.calibrate()
+        self.calibrated_ms: float | None = None
         self.budget_left_s = budget_s
 
-    def before_cell(self) -> None:
-        self.reference_ms = min(self.reference_ms, stability.check_ms())
+    def reference_ms(self) -> float:
+        if self.calibrated_ms is None:
+            self.calibrated_ms = stability.calibrate()
+        else:
+            self.calibrated_ms = min(self.calibrated_ms, stability.check_ms())
+        return self.calibrated_ms
 
     def cell_budget_s(self) -> float:
         return min(self.PER_CELL_BUDGET_S, self.budget_left_s)
@@ -234,7 +239,7 @@ def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | Non
         argv += ["--load", ",".join(map(str, load.levels)), "--duration", str(load.duration_s),
                  "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
         if host is not None:
-            argv += ["--probe-reference-ms", f"{host.reference_ms:.3f}", "--quiet-budget", f"{host.cell_budget_s():.1f}"]
+            argv += ["--probe-reference-ms", f"{host.reference_ms():.3f}", "--quiet-budget", f"{host.cell_budget_s():.1f}"]
     return argv
 
 
@@ -413,15 +418,15 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
                 progress.dropped(1)
                 continue
             progress.starting(cell, number)
-            host.before_cell()
             record = run_cell_process(cell, prof, home, host)
             host.after_cell(record)
             append_record(records_path, record)
             launches.setdefault(cell.id, []).append(record)
             progress.finished(record, number=number)
     run_info["duration_s"] = round(time.monotonic() - started, 1)
-    run_info["probe_reference_ms"] = round(host.reference_ms, 3)
-    run_info["quiet_wait_s"] = round(prof.load.quiet_budget_s - host.budget_left_s, 1)
+    if host.calibrated_ms is not None:
+        run_info["probe_reference_ms"] = round(host.calibrated_ms, 3)
+        run_info["quiet_wait_s"] = round(prof.load.quiet_budget_s - host.budget_left_s, 1)
     run_info["launches"] = progress.done
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
     paths = report_dir(out, run_info)
