@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 from forkwise import __version__, gpu, servers
-from forkwise.config import default_home
-from forkwise.errors import ForkwiseError
+from forkwise.config import (
+    DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS, default_home, resolve_threads,
+)
+from forkwise.errors import ConfigError, ForkwiseError
 from forkwise.strategies import registry
 
 
@@ -24,6 +27,30 @@ def _levels(text: str) -> tuple[int, ...]:
     if any(n < 1 for n in levels):
         raise argparse.ArgumentTypeError("concurrency levels must be at least 1")
     return levels
+
+
+def _threads(text: str) -> str:
+    if text in THREAD_LABELS or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected {', '.join(THREAD_LABELS)} or a whole number >= 1, got {text!r}")
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated requests a second, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError("rates must be above 0")
+    return rates
+
+
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    """The recommendation's budgets (forkwise.matrix.recommend), over the profile's [recommend]."""
+    p.add_argument("--p99-ms", type=_positive(float), default=None,
+                   help="recommend within this p99 latency (default: the profile's [recommend] p99_ms; RESULTS.md states it)")
+    p.add_argument("--memory-mb", type=_positive(float), default=None,
+                   help="recommend within this total PSS of the deployment (default: the profile's [recommend] memory_mb)")
 
 
 def _positive(kind, allow_zero: bool = False):
@@ -39,6 +66,13 @@ def _positive(kind, allow_zero: bool = False):
     return parse
 
 
+def _host_label(text: str) -> str:
+    label = text.strip()
+    if not label or len(label) > 64 or not label.isprintable():
+        raise argparse.ArgumentTypeError(f"expected a printable name of 1 to 64 characters, got {text!r}")
+    return label
+
+
 def _add_deployment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", required=True, help=f"one of: {', '.join(registry.names())}")
     p.add_argument("--server", required=True, help=f"one of: {', '.join(servers.names())}")
@@ -51,6 +85,18 @@ def _add_deployment_args(p: argparse.ArgumentParser) -> None:
                    help="the Keras backend serving the model (jax and torch: pip install 'forkwise[jax]' / '[torch]')")
     p.add_argument("--gpu-policy", choices=gpu.GPU_POLICIES, default=gpu.DEFAULT_GPU_POLICY,
                    help="GPU memory policy (device gpu): grow, fraction (jax), off (the frameworks' defaults)")
+    p.add_argument("--database", choices=DATABASES, default=DEFAULT_DATABASE,
+                   help="sqlite: a file in the run directory; postgresql: a PostgreSQL server of the deployment's "
+                        "own (from the system packages), over loopback TCP with TLS; postgresql-unix: the same "
+                        "over its Unix socket")
+    p.add_argument("--db-reset", choices=DB_RESET_POLICIES, default=DEFAULT_DB_RESET,
+                   help="what each forked worker does with a database engine its master made: its own new "
+                        "engine, dispose(close=False), a NullPool, or none (the inherited pool: the hazard)")
+    p.add_argument("--db-in-master", action="store_true",
+                   help="the app queries the database in the master before fork (only a preloaded app has one)")
+    p.add_argument("--threads", type=_threads, default="default",
+                   help="the runtime's intra-op threads in each process that loads the model: default (the "
+                        "runtime's), per-worker (the cores shared out among the workers), or a number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boot-timeout", type=_positive(float), default=90.0)
     p.add_argument("--max-batch", type=_positive(int), default=None, help="model-server batching: rows per batch")
     p.add_argument("--max-wait-ms", type=_positive(float), default=None, help="model-server batching: wait to fill a batch")
+    p.add_argument("--batch-sizes", default=None,
+                   help="model-server batching: the sizes each call is padded up to (pow2, any, or e.g. 1,8,32)")
+    p.add_argument("--open-loop", action="store_true",
+                   help="after the load levels, find the highest rate (Poisson arrivals) whose p99 is within budget")
+    p.add_argument("--rates", type=_rates, default=(), metavar="R1,R2",
+                   help="open loop: these rates, ascending, until one misses (default: a search below the peak)")
+    p.add_argument("--rate-steps", type=_positive(int), default=5, help="open loop: rates tried by the search")
+    p.add_argument("--p99-budget-ms", type=_positive(float), default=None,
+                   help="open loop: the p99 budget (default: the recommendation's)")
     p.add_argument("--scenario", default="steady", help="a reliability scenario: steady, kill-worker, "
-                   "kill-model-server, reload, recycle, db-contention, bad-input")
+                   "kill-model-server, reload, recycle, db-contention, bad-input, restart-database (--database postgresql)")
     p.add_argument("--scenario-duration", type=_positive(float), default=9.0, help="seconds of load around the event")
     p.add_argument("--profile-dir", type=Path, default=None,
                    help="py-spy the workers and model server at the highest load level; profiles go here")
@@ -106,13 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output directory (default: results/<profile>)")
     p.add_argument("--resume", action="store_true", help="keep the records already in --out and run only the missing cells")
     p.add_argument("--plain", action="store_true", help="plain progress lines (no live display), for CI logs")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run shard K of N: the profile's cells split by expected duration, the same on every host")
+    p.add_argument("--host-label", type=_host_label, default=None, metavar="NAME",
+                   help="name this host in the records (FORKWISE_HOST_LABEL; default: the hostname)")
+    _add_budget_args(p)
+
+    p = sub.add_parser("merge", help="merge run folders (shards, hosts) into one report, one section per host")
+    p.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="folders `forkwise matrix --out` wrote")
+    p.add_argument("--out", type=Path, required=True, help="a new folder for the merged report")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="publish even when a shard is missing; the report and stderr name what is missing")
 
     p = sub.add_parser("report", help="render RESULTS.md, CSV, JSON and HTML from a run's records")
     p.add_argument("dir", type=Path)
+    _add_budget_args(p)
 
-    p = sub.add_parser("compare", help="compare two runs; differences within the noise are marked n.s.")
+    p = sub.add_parser("compare", help="compare two runs; differences within the noise are marked n.s.",
+                       description="Exit status: 0 nothing worse beyond the threshold (or no --max-regression), "
+                                   "1 a regression found, 2 a usage error or unreadable records.")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
+    p.add_argument("--max-regression", type=float, default=None, metavar="PCT",
+                   help="exit 1 when a measure of run b (throughput, p99, memory, cold start; a cell, a strategy "
+                        "or the whole run) is worse beyond the noise by more than PCT percent, or a cell OK in "
+                        "run a fails in run b (default: report only)")
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison to this file (COMPARE.md)")
     return parser
 
 
@@ -160,10 +234,13 @@ def cmd_cell(args, home: Path) -> int:
 
     from forkwise.matrix import scenarios
 
-    scenarios.get(args.scenario, registry.get(args.strategy))  # fail fast on a bad name
+    scenarios.get(args.scenario, registry.get(args.strategy), args.database)  # fail fast on a bad name
     servers.get(args.server)
     _check_device(args)
-    overrides = {k: v for k, v in (("max_batch", args.max_batch), ("max_wait_ms", args.max_wait_ms)) if v is not None}
+    _check_database(args)
+    overrides = {k: v for k, v in (("max_batch", args.max_batch), ("max_wait_ms", args.max_wait_ms),
+                                   ("batch_sizes", args.batch_sizes)) if v is not None}
+    overrides["intra_op_threads"] = resolve_threads(args.threads, args.workers, os.cpu_count() or 1)
     cell = CellSpec(
         strategy=args.strategy, server=args.server, workers=args.workers,
         model=Path(args.model).stem if args.model.endswith(".keras") else args.model,
@@ -173,6 +250,8 @@ def cmd_cell(args, home: Path) -> int:
         scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
         device=args.device, backend=args.backend, gpu_policy=args.gpu_policy,
         probe_reference_ms=args.probe_reference_ms or 0.0, quiet_budget_s=args.quiet_budget,
+        database=args.database, db_reset=args.db_reset, db_in_master=args.db_in_master,
+        runtime_threads=args.threads, open_loop=_open_loop_plan(args),
     )
     if args.profile_dir:
         from forkwise.matrix.profiling import require_py_spy
@@ -186,27 +265,63 @@ def cmd_cell(args, home: Path) -> int:
     return 1 if args.check and not record.verdict.ok else 0
 
 
+def _open_loop_plan(args):
+    """The cell's open-loop phase (--open-loop), or None."""
+    if not args.open_loop:
+        return None
+    from forkwise.matrix.open_loop import OpenLoopPlan
+    from forkwise.matrix.recommend import DEFAULT_P99_MS
+
+    return OpenLoopPlan(p99_budget_ms=args.p99_budget_ms or DEFAULT_P99_MS, rates=args.rates, steps=args.rate_steps,
+                        duration_s=args.duration)
+
+
+def _check_database(args) -> None:
+    """Fail fast, before any model is built: PostgreSQL installed for --database postgresql."""
+    if args.database != DEFAULT_DATABASE:
+        from forkwise.postgres import PostgresServer
+
+        PostgresServer.check_installed()
+
+
 def cmd_serve(args, home: Path) -> int:
-    from forkwise.deploy import launch, make_deployment
+    from forkwise.deploy import database_for
 
     _check_device(args)
+    _check_database(args)
+    if args.database_url and args.database != DEFAULT_DATABASE:
+        raise ConfigError(f"--database-url names your own database; --database {args.database} starts one: give one")
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="forkwise-serve-"))
-    deployment = make_deployment(
-        strategy=args.strategy, server=args.server, workers=args.workers,
-        spec_path=_spec(home, args.model, args.backend), run_dir=run_dir, port=args.port,
-        database_url=args.database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
-        host=args.host,
-    )
+    spec_path = _spec(home, args.model, args.backend)
     stop = {"signal": None}
 
     def on_signal(signum, frame):
         stop["signal"] = signum
 
+    # Set before the database starts: a SIGTERM from here on ends the loop below, and every
+    # `finally` stops what it started (the server, then the database).
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    with database_for(args.database, run_dir) as database:
+        return _serve(args, run_dir, spec_path, args.database_url or database.url, stop)
+
+
+def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) -> int:
+    from forkwise.deploy import launch, make_deployment
+
+    deployment = make_deployment(
+        strategy=args.strategy, server=args.server, workers=args.workers,
+        spec_path=spec_path, run_dir=run_dir, port=args.port,
+        database_url=database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
+        host=args.host, db_reset=args.db_reset, db_touch_in_master=args.db_in_master,
+        overrides={"intra_op_threads": resolve_threads(args.threads, args.workers, os.cpu_count() or 1)},
+    )
+    if stop["signal"] is not None:
+        return 0
     running = launch(deployment, log_to_file=False)
     print(f"forkwise: {args.strategy} under {args.server} on http://{args.host}:{args.port} "
-          f"(run dir {run_dir}); Ctrl-C stops it", file=sys.stderr, flush=True)
+          f"(run dir {run_dir}, database {'--database-url' if args.database_url else args.database}); "
+          f"Ctrl-C stops it", file=sys.stderr, flush=True)
     try:
         while stop["signal"] is None and running.group.alive():
             time.sleep(0.2)
@@ -219,31 +334,57 @@ def cmd_serve(args, home: Path) -> int:
 
 
 def cmd_matrix(args, home: Path) -> int:
+    from forkwise.matrix.environment import HOST_LABEL_VAR
     from forkwise.matrix.runner import run_matrix
+    from forkwise.matrix.shards import WHOLE, parse_shard
 
+    shard = parse_shard(args.shard) if args.shard is not None else WHOLE
+    if args.host_label is not None:
+        os.environ[HOST_LABEL_VAR] = args.host_label  # every cell process inherits it
     return run_matrix(profile=args.profile, only=args.only, out=args.out, resume=args.resume,
-                      plain=args.plain, home=home)
+                      plain=args.plain, home=home, p99_ms=args.p99_ms, memory_mb=args.memory_mb, shard=shard)
+
+
+def cmd_merge(args, home: Path) -> int:
+    from forkwise.matrix.merge import merge
+
+    merged = merge(args.dirs, args.out, allow_missing=args.allow_missing)
+    for line in merged.lines:
+        print(f"forkwise: MISSING {line}", file=sys.stderr)
+    for path in merged.paths:
+        print(path)
+    return 0
 
 
 def cmd_report(args, home: Path) -> int:
     from forkwise.matrix.runner import report_dir
 
-    for path in report_dir(args.dir):
+    for path in report_dir(args.dir, p99_ms=args.p99_ms, memory_mb=args.memory_mb):
         print(path)
     return 0
 
 
 def cmd_compare(args, home: Path) -> int:
-    from forkwise.matrix.compare import compare, judgement_for, load_run, render_comparison
+    from forkwise.matrix.compare import compare, load_run
+    from forkwise.matrix.compare_report import regressions, render_comparison
 
-    run_a, run_b = load_run(args.a), load_run(args.b)
-    judgement = judgement_for(run_a, run_b)
-    print(render_comparison(compare(run_a, run_b, judgement), judgement))
-    return 0
+    if args.max_regression is not None and args.max_regression < 0:
+        raise ConfigError(f"--max-regression must be a percentage >= 0; got {args.max_regression}")
+    result = compare(load_run(args.a), load_run(args.b))
+    text = render_comparison(result)
+    print(text, end="")
+    if args.out is not None:
+        args.out.write_text(text)
+    if args.max_regression is None:
+        return 0
+    found = regressions(result, args.max_regression)
+    for line in found:
+        print(f"regression: {line}", file=sys.stderr)
+    return 1 if found else 0
 
 
 COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_schema, "cell": cmd_cell, "serve": cmd_serve,
-            "matrix": cmd_matrix, "report": cmd_report, "compare": cmd_compare}
+            "matrix": cmd_matrix, "merge": cmd_merge, "report": cmd_report, "compare": cmd_compare}
 
 
 def _terminate_as_interrupt(signum, frame):

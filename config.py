@@ -19,6 +19,25 @@ from forkwise.errors import ConfigError
 from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
 
 ENV_PREFIX = "FORKWISE_"
+# What a forked worker does with the database engine its master made (forkwise.webapp.db):
+# new-engine (its own, made after fork), dispose (dispose(close=False) after fork), nullpool
+# (nothing pooled), none (the inherited pool as it is: the hazard).
+DB_RESET_POLICIES = ("new-engine", "dispose", "nullpool", "none")
+DEFAULT_DB_RESET = "new-engine"
+# The database a deployment writes to, and how the app reaches it: a SQLite file in the run
+# directory, or a PostgreSQL server forkwise starts for it (forkwise.postgres) over loopback TCP
+# with TLS, or over its Unix socket.
+DATABASE_TRANSPORTS: dict[str, str | None] = {"sqlite": None, "postgresql": "tls", "postgresql-unix": "unix"}
+DATABASES = tuple(DATABASE_TRANSPORTS)
+DEFAULT_DATABASE = "sqlite"
+# The sizes a model server pads each call up to (forkwise.modelserver.server): "pow2", the powers
+# of two up to max_batch (TF Serving's allowed_batch_sizes); "any", no padding (a JIT runtime then
+# compiles each new size while requests wait); or the sizes themselves, e.g. "1,8,32".
+BATCH_SIZE_POLICIES = ("pow2", "any")
+DEFAULT_BATCH_SIZES = "pow2"
+# The runtime's intra-op threads per process, as a profile names them: the runtime's default, the
+# host's cores shared out among the workers ("per-worker"), or a number.
+THREAD_LABELS = ("default", "per-worker")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -39,6 +58,48 @@ def _positive_float(name: str, value: Any) -> float:
     if not number > 0:
         raise ConfigError(f"{name} must be above 0, got {number}")
     return number
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {number}")
+    return number
+
+
+def _batch_sizes(name: str, value: Any) -> str:
+    text = str(value).replace(" ", "")
+    if text in BATCH_SIZE_POLICIES:
+        return text
+    try:
+        sizes = sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        raise ConfigError(f"{name} must be {' or '.join(BATCH_SIZE_POLICIES)} or sizes like 1,8,32; got {value!r}") from None
+    if sizes[0] < 1:
+        raise ConfigError(f"{name}: every batch size must be at least 1, got {value!r}")
+    return ",".join(map(str, sizes))
+
+
+def allowed_batch_sizes(setting: str, max_batch: int) -> tuple[int, ...]:
+    """The sizes a model server pads its calls up to, smallest first; () for "any" (no padding)."""
+    if setting == "any":
+        return ()
+    if setting == "pow2":
+        sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
+        return (*sizes, max_batch)
+    return tuple(int(x) for x in setting.split(","))
+
+
+def resolve_threads(label: str | int, workers: int, cores: int) -> int:
+    """A threads label (THREAD_LABELS, or a number) -> intra-op threads per process; 0: the runtime's default."""
+    if label == "default":
+        return 0
+    if label == "per-worker":
+        return max(1, cores // workers)
+    return _positive_int(f"threads {label!r}", label)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -91,10 +152,14 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "db_busy_timeout_s": _positive_float,
     "max_batch": _positive_int,
     "max_wait_ms": _positive_float,
+    "batch_sizes": _batch_sizes,
+    "intra_op_threads": _non_negative_int,
     "python": _required_str,
     "backend": _choice(BACKENDS),
     "device": _choice(DEVICES),
     "gpu_policy": _choice(GPU_POLICIES),
+    "db_reset": _choice(DB_RESET_POLICIES),
+    "db_touch_in_master": _bool,
 }
 
 
@@ -115,13 +180,20 @@ class AppSettings:
     model_timeout_s: float = 10.0  # how long a worker waits on the model server
     db_busy_timeout_s: float = 10.0
     max_batch: int = 32  # model-server batching: rows per batch at most
-    max_wait_ms: float = 1.0  # model-server batching: how long a batch may wait to fill
+    max_wait_ms: float = 1.0  # model-server batching: the longest a batch that could run is held for more rows
+    batch_sizes: str = DEFAULT_BATCH_SIZES  # the sizes the model server pads each call up to (BATCH_SIZE_POLICIES)
+    # The runtime's intra-op (and inter-op) threads in each process that loads the model; 0: its default.
+    intra_op_threads: int = 0
     # The interpreter that helper processes (the model server) run with. Not sys.executable
     # inside a worker: under pyuwsgi that names the base interpreter, not the virtualenv's.
     python: str = sys.executable
     backend: str = DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND): tensorflow, jax or torch
     device: str = "cpu"  # cpu: every GPU hidden from the deployment; gpu: visible
     gpu_policy: str = DEFAULT_GPU_POLICY  # GPU memory policy (forkwise.gpu): grow, fraction or off
+    db_reset: str = DEFAULT_DB_RESET  # what a forked worker does with an inherited engine (DB_RESET_POLICIES)
+    # True: the app queries the database in the master before fork, as apps that preload do (only
+    # a preloaded app has a master that runs it).
+    db_touch_in_master: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
 
     def __post_init__(self) -> None:

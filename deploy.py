@@ -3,19 +3,24 @@
 Runs in the launcher's process (``forkwise cell``/``serve``). The server's environment is
 built here, once: the settings (``FORKWISE_*``), the server adapter's variables, and the
 device, Keras backend and GPU memory policy (``forkwise.gpu``), which every process of the
-deployment then inherits before it imports the ML runtime.
+deployment then inherits before it imports the ML runtime. The deployment's database is
+started here too (``database_for``): a SQLite file, or a PostgreSQL server of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from forkwise import gpu, servers
-from forkwise.config import AppSettings
+from forkwise.config import DATABASE_TRANSPORTS, DATABASES, DEFAULT_DATABASE, DEFAULT_DB_RESET, AppSettings
+from forkwise.errors import UnknownNameError
 from forkwise.model.spec import ModelSpec
+from forkwise.postgres import ConnectionPeak, PostgresServer
 from forkwise.procs import ProcessGroup, private_dir
 from forkwise.servers.base import Deployment, ServerTimeouts
 from forkwise.strategies import registry
@@ -23,6 +28,54 @@ from forkwise.webapp.db import Database
 
 # Every process of a deployment inherits this tag, so leftovers can be found by it.
 RUN_TAG_VAR = "FORKWISE_RUN_TAG"
+
+
+def sqlite_url(run_dir: Path) -> str:
+    return f"sqlite:///{run_dir / 'forkwise.db'}"
+
+
+@dataclass(frozen=True)
+class DatabaseRun:
+    """The database of one deployment, for as long as it runs: its kind, the app's URL, and the
+    server forkwise started for it (None for SQLite)."""
+
+    kind: str
+    url: str
+    server: PostgresServer | None = None
+
+    @property
+    def version(self) -> str:
+        """What served the database: "SQLite 3.40.1", "PostgreSQL 15.18 (...)"."""
+        if self.server is None:
+            import sqlite3
+
+            return f"SQLite {sqlite3.sqlite_version}"
+        return self.server.version
+
+    def connection_watch(self):
+        """Samples the app's connections to the server while in use, and reads the server's log on
+        leaving (`peak`, `log_highlights`; None and () for SQLite)."""
+        return ConnectionPeak(self.server) if self.server else _NoWatch()
+
+
+class _NoWatch(contextlib.nullcontext):
+    peak = None
+    log_highlights: tuple[str, ...] = ()
+
+    def __enter__(self) -> "_NoWatch":
+        return self  # nullcontext would hand back None, which has no `peak`
+
+
+@contextlib.contextmanager
+def database_for(kind: str, run_dir: Path) -> Iterator[DatabaseRun]:
+    """Start the database a deployment of `kind` writes to; stop and remove it on leaving."""
+    if kind not in DATABASES:
+        raise UnknownNameError("database", kind, DATABASES)
+    if kind == DEFAULT_DATABASE:
+        yield DatabaseRun(kind, sqlite_url(run_dir))
+        return
+    with PostgresServer() as server:
+        yield DatabaseRun(kind, server.url(DATABASE_TRANSPORTS[kind]), server)
 
 
 @dataclass(frozen=True)
@@ -49,6 +102,8 @@ def make_deployment(
     backend: str = gpu.DEFAULT_BACKEND,
     device: str = "cpu",
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY,
+    db_reset: str = DEFAULT_DB_RESET,
+    db_touch_in_master: bool = False,
 ) -> Deployment:
     """Validate names and settings; the errors list valid names and say what to fix."""
     strategy_cls = registry.get(strategy)
@@ -57,12 +112,14 @@ def make_deployment(
     settings = AppSettings(
         strategy=strategy,
         model_spec=spec_path,
-        database_url=database_url or f"sqlite:///{run_dir / 'forkwise.db'}",
+        database_url=database_url or sqlite_url(run_dir),
         run_dir=run_dir,
         preload_app=strategy_cls.needs.preload_app,
         backend=backend,
         device=device,
         gpu_policy=gpu_policy,
+        db_reset=db_reset,
+        db_touch_in_master=db_touch_in_master,
         **(overrides or {}),
     )
     return Deployment(
@@ -93,8 +150,10 @@ def launch(deployment: Deployment, log_to_file: bool = True) -> Launch:
     strategy_cls = registry.get(settings.strategy)
     plan = servers.get(deployment.server).plan(deployment, strategy_cls.needs)
     plan.write_files()
-    # Schema first, from here: the workers then only find it (and create_app re-checks under a lock).
-    Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir).create_schema()
+    # Schema first, from here: the workers then only find it (a worker that builds the app re-checks, under a lock).
+    schema = Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir)
+    schema.create_schema()
+    schema.dispose()  # the launcher keeps no connection: the deployment's own are the ones counted
     tag = secrets.token_hex(8)
     env = {**os.environ, **settings.to_environ(), **plan.env, RUN_TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
     for name, value in device_env(deployment).items():

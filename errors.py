@@ -36,3 +36,23 @@ class DatabaseBusy(ForkwiseError):
 
 class RecordError(ForkwiseError):
     """A result record does not match the schema."""
+
+
+class MergeError(ForkwiseError):
+    """Run folders that cannot be merged into one report (forkwise merge); the message names them and why."""
+
+
+class PostgresMissing(ConfigError):
+    """PostgreSQL (or what forkwise needs to start it) is not installed; the message says what to install."""
+
+
+class DatabaseServerError(ForkwiseError):
+    """The database server forkwise runs for a deployment could not be made, started or stopped."""
+
+
+class DatabaseUnavailable(ForkwiseError):
+    """The database cannot be reached right now (down, restarting, connection lost); nothing was
+    acknowledged; retry later (HTTP 503)."""
+
+    retry_after_s = 1
+

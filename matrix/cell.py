@@ -2,8 +2,9 @@
 
 Runs in the process of ``forkwise cell`` (the matrix runs each cell as such a process,
 in its own process group, with a hard deadline). Verification comes before load: a
-cell that is not correct is never load-tested. Every verdict is observed here, OOM
-included: a failing cell whose server log shows an out-of-memory error.
+cell that is not correct is never load-tested. Everything a verdict rests on is observed
+here (the server log's out-of-memory evidence included) and judged by the rules of
+forkwise.matrix.verdicts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
 import tempfile
 import threading
@@ -23,11 +25,19 @@ from pathlib import Path
 import numpy as np
 
 from forkwise import gpu
-from forkwise.deploy import RUN_TAG_VAR, Launch, device_env, launch, make_deployment
-from forkwise.matrix import environment, resources, scenarios, stability
+from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
+from forkwise.deploy import (
+    RUN_TAG_VAR, DatabaseRun, Launch, database_for, device_env, launch, make_deployment, sqlite_url,
+)
+from forkwise.matrix import environment, resources, scenarios, stability, verdicts
+from forkwise.matrix.progress import ProgressWatch
 from forkwise.matrix import profiling as profiler
+from forkwise.matrix.goals import write_profile_provenance
 from forkwise.matrix.http import Reply, parse_json, post_json, request
-from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, Verdict
+from forkwise.matrix.open_loop import OpenLoopPlan, measure_open_loop
+from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, OpenLoop
+from forkwise.matrix.stacks import dump_stacks
+from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
 from forkwise.servers.base import ServerTimeouts
@@ -39,27 +49,15 @@ RTOL, ATOL = 1e-5, 1e-6
 # Answers against the reference: per device (forkwise.gpu.TOLERANCES). On CPU, float32 batched
 # and unbatched calls differ by round-off only; on a GPU, TF32 matmuls and other reduction orders.
 
-# What an out-of-memory error looks like in a server log, whichever runtime raised it: XLA/JAX
-# and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
-# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM.
-OOM_PATTERN = re.compile(
-    r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError",
-    re.IGNORECASE,
-)
 OOM_LOG_BYTES = 4 << 20  # read at most the last 4 MiB of a log for OOM evidence
 STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
-
-
-# gunicorn's guess on any SIGKILLed worker, its own WORKER TIMEOUT kills included: not evidence.
-GUNICORN_OOM_GUESS = "Perhaps out of memory?"
-
-
-def oom_evidence(log_text: str) -> str | None:
-    """The first log line showing an out-of-memory error, or None."""
-    for line in log_text.splitlines():
-        if OOM_PATTERN.search(line.replace(GUNICORN_OOM_GUESS, "")):
-            return line.strip()[:300]
-    return None
+# Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
+# its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
+PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
+# Once a cell has answered, no request of it is given up on before this many of its own cold
+# starts (and never before the profile's request timeout): a request that reaches a worker
+# still loading its model waits about one cold start, so the patience follows the host's speed.
+PATIENCE_COLD_STARTS = 3.0
 
 
 # Lines of a server log that say why a cell failed, wherever they sit in it: an exception's
@@ -131,7 +129,9 @@ class CellSpec:
     backend: str = gpu.DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND) every process uses
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # GPU memory policy; device=gpu only
     boot_timeout_s: float = 90.0  # launch to first correct answer, at most
-    request_timeout_s: float = 10.0  # one request, at most; past it the cell HANGs
+    # A slice of waiting: a request unanswered this long is given up on once the deployment
+    # stopped computing (matrix.progress); after the first answer, see CellRun.patience_s.
+    request_timeout_s: float = 10.0
     verify_requests: int = 32
     load_levels: tuple[int, ...] = ()  # concurrency levels; empty: verify only
     warmup_s: float = 1.0  # load at the highest level before the first measured level; 0: none
@@ -145,6 +145,11 @@ class CellSpec:
     profile_dir: Path | None = None  # py-spy the workers and model server at the highest load level
     probe_reference_ms: float = 0.0  # the run's CPU-probe reference (forkwise.matrix.stability); 0: calibrate
     quiet_budget_s: float = 10.0  # at most this long, in all, waiting for a quiet host before levels
+    database: str = DEFAULT_DATABASE  # sqlite, or a PostgreSQL server of the cell's own (config.DATABASES)
+    db_reset: str = DEFAULT_DB_RESET  # what a forked worker does with an inherited engine (config.DB_RESET_POLICIES)
+    db_in_master: bool = False  # the app queries the database in the master before fork
+    runtime_threads: str = "default"  # the threads axis' label; the number is overrides["intra_op_threads"]
+    open_loop: OpenLoopPlan | None = None  # after the load levels: the highest rate within a p99 budget
 
 
 class Verification:
@@ -187,6 +192,10 @@ class Verification:
             return self.outputs[rows]
         return np.broadcast_to(self.constant, (len(rows), *self.constant.shape))
 
+    def digest(self, row: int) -> str:
+        """The input digest the app stores for reference row `row` (sha256 of its float32 bytes)."""
+        return hashlib.sha256(self.inputs[row].tobytes()).hexdigest()
+
     def payload(self, rows: list[int]) -> dict:
         return {"instances": self.inputs[rows].tolist()}
 
@@ -196,10 +205,14 @@ class Verification:
         try:
             got = np.asarray(body["predictions"], np.float32).reshape(len(rows), -1)
             ids, worker = [int(i) for i in body["ids"]], int(body["worker"])
+            digests = [str(d) for d in body["digests"]]
         except (KeyError, TypeError, ValueError):
             return False, None, [], 0, "malformed answer"
         if len(ids) != len(rows):
             return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
+        if digests != [self.digest(r) for r in rows]:
+            # The database returned rows of other inputs: an answer read off another request's query.
+            return False, got, ids, worker, f"rows {ids[:4]} the database returned hold other inputs than this request's"
         if not self.matches(got, rows):
             return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
         return True, got, ids, worker, ""
@@ -220,9 +233,16 @@ class Verification:
             elif kind == "5xx":
                 error = reply.body.get("error", {}) if isinstance(reply.body, dict) else {}
                 self._finding(f"HTTP {reply.status}: {error.get('message') or 'no JSON error body'}")
+            elif kind == "timeout" and reply.stalled is not None:
+                self.kinds["stalled" if reply.stalled else "busy"] += 1
             self.kinds[kind] += 1
             self.requests += 1
         return kind
+
+    def note(self, text: str) -> None:
+        """A finding of verification (the first 20 are kept)."""
+        with self._lock:
+            self._finding(text)
 
     def _finding(self, text: str) -> None:
         if len(self.findings) < 20:
@@ -232,15 +252,37 @@ class Verification:
         k = self.kinds
         return ErrorCounts(timeout=k["timeout"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"], wrong=k["wrong"])
 
+    def answers(self) -> verdicts.Answers:
+        """What verification's replies were, for the verdict rules."""
+        k = self.kinds
+        return verdicts.Answers(ok=k["ok"], wrong=k["wrong"], timeout=k["timeout"], stalled=k["stalled"],
+                                busy=k["busy"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"])
+
 
 class CellRun:
     """The life of one cell. `run()` always stops everything it started before returning."""
 
-    def __init__(self, cell: CellSpec, workdir: Path):
+    def __init__(self, cell: CellSpec, workdir: Path, database: DatabaseRun | None = None):
         self.cell, self.workdir = cell, workdir
+        self.database = database or DatabaseRun(DEFAULT_DATABASE, sqlite_url(workdir))
         self.timings: dict[str, float] = {}
         self.findings: list[str] = []
         self.launch: Launch | None = None
+        self.progress: ProgressWatch | None = None
+        self.created = time.monotonic()
+        self.memory: Memory | None = None
+        self.load_levels: tuple[LoadLevel, ...] = ()
+        self.disruption = None
+        self.rows = verdicts.RowsSeen(acknowledged=0)
+        self.stacks: tuple[str, ...] = ()
+        self.open_loop: OpenLoop | None = None
+
+    def enter(self, phase: str) -> None:
+        """Say what the cell does now, where the matrix runner asked (PHASE_FILE_VAR): should the
+        cell miss its deadline, the runner says what forkwise was doing instead of blaming the deployment."""
+        path = os.environ.get(PHASE_FILE_VAR)
+        if path:
+            Path(path).write_text(f"{time.monotonic() - self.created:.1f}\t{phase}\n")
 
     # --- phases ---------------------------------------------------------------------
 
@@ -261,24 +303,44 @@ class CellRun:
         self.findings.append(f"/healthz did not answer within {self.cell.boot_timeout_s} s")
         return False
 
+    def still_computing(self, slice_s: float) -> bool:
+        """Keep waiting for an answer? Only while the deployment uses CPU (see matrix.progress)."""
+        return self.progress is None or self.progress.computing(slice_s)
+
+    @property
+    def patience_s(self) -> float:
+        """How long any request of this cell may take once it answered: the profile's request
+        timeout, or PATIENCE_COLD_STARTS of the cell's own measured cold start if that is longer."""
+        cold = self.timings.get("cold_start_s", 0.0)
+        return max(self.cell.request_timeout_s, PATIENCE_COLD_STARTS * cold)
+
     def first_answer(self, v: Verification) -> str:
         """Send one instance until a correct answer; returns 'ok' or the kind that stopped it.
 
-        503s and refused connections while workers warm up are retried, not counted.
+        503s and refused connections while workers warm up are retried, not counted. The first
+        request may import the runtime and load the model (import-in-route, locked-singleton):
+        it is waited for as long as the deployment computes, up to the boot deadline, and is a
+        timeout only when the deployment stopped making progress.
         """
         d = self.launch.deployment
         deadline = self.launch.group.started_at + self.cell.boot_timeout_s
         last, tries = "boot", Counter()
         while time.monotonic() < deadline and self.launch.group.alive():
-            reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s)
+            reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s,
+                              keep_waiting=self.still_computing, ceiling_s=max(1.0, deadline - time.monotonic()))
             last = reply.kind
             tries[last] += 1
             if last in ("ok", "timeout") or (last == "5xx" and reply.status != 503):
                 last = v.check(reply, [0], self._elapsed())
+                self.timings["first_request_s"] = reply.elapsed_s
                 if last == "ok":
                     self.timings["cold_start_s"] = self._elapsed()
+                    if reply.elapsed_s > self.cell.request_timeout_s:
+                        self.findings.append(f"the first request took {reply.elapsed_s:.1f} s, longer than the "
+                                             f"{self.cell.request_timeout_s:g} s request timeout, while the "
+                                             f"deployment computed: slow, not hung")
                 elif last == "timeout":
-                    self.findings.append(f"the first request got no answer within {self.cell.request_timeout_s} s")
+                    self.findings.append(f"the first request: {reply.error}")
                 return last
             time.sleep(0.2)  # 503 while the model warms, or a worker (re)starting: try again
         if not self.launch.group.alive():
@@ -297,7 +359,12 @@ class CellRun:
             if hung.is_set():
                 return
             rows = [(i * 7 + j) % len(v.inputs) for j in range(size)]
-            reply = post_json(d.host, d.port, "/predict", v.payload(rows), self.cell.request_timeout_s)
+            # A worker may still be loading its model (a lazy one, or one whose first request
+            # imports the runtime): wait while the deployment computes, up to the cell's patience.
+            reply = post_json(d.host, d.port, "/predict", v.payload(rows), self.cell.request_timeout_s,
+                              keep_waiting=self.still_computing, ceiling_s=self.patience_s)
+            if reply.kind == "timeout":
+                v.note(f"a verification request: {reply.error}")
             if v.check(reply, rows, self._elapsed()) == "timeout" and v.kinds["timeout"] >= concurrency:
                 hung.set()
 
@@ -318,28 +385,19 @@ class CellRun:
         if len(v.workers_seen) == d.workers:
             self.timings["warm_all_s"] = max(v.workers_seen.values())
 
-    def rows_check(self, v: Verification, slack: int = 0) -> tuple[int, int, bool]:
-        """Acknowledged rows must exist with the same outputs, and no other rows may exist
-        beyond `slack` (requests whose answers never came back: the server may have written them).
-
-        Returns (rows acknowledged, acknowledged rows found intact, every check held).
-        """
+    def rows_check(self, v: Verification, slack: int = 0) -> verdicts.RowsSeen:
+        """The database against the acknowledged answers; `slack`: requests whose answers never
+        came back (the server may have written their rows)."""
+        self.enter("checking the database against the answers")
         db = Database(self.launch.deployment.settings.database_url)
         total = db.count()
         stored = db.outputs(list(v.acknowledged))
-        missing = [i for i in v.acknowledged if i not in stored]
-        differing = [i for i, out in v.acknowledged.items()
-                     if i in stored and not np.allclose(stored[i], out, rtol=RTOL, atol=ATOL)]
-        if missing:
-            self.findings.append(f"{len(missing)} acknowledged rows are missing, e.g. ids {missing[:5]}")
-        if differing:
-            self.findings.append(f"{len(differing)} rows hold other outputs than their answers, e.g. ids {differing[:5]}")
-        extra = total - len(v.acknowledged)
-        if not 0 <= extra <= slack:
-            self.findings.append(f"the table holds {total} rows for {len(v.acknowledged)} acknowledged"
-                                 f" ({slack} requests unanswered)")
-        intact = len(v.acknowledged) - len(missing) - len(differing)
-        return len(v.acknowledged), intact, intact == len(v.acknowledged) and 0 <= extra <= slack
+        missing = tuple(i for i in v.acknowledged if i not in stored)
+        differing = tuple(i for i, out in v.acknowledged.items()
+                          if i in stored and not np.allclose(stored[i], out, rtol=RTOL, atol=ATOL))
+        self.rows = verdicts.RowsSeen(acknowledged=len(v.acknowledged), missing=missing, differing=differing,
+                                      total=total, slack=slack)
+        return self.rows
 
     # --- the whole cell -----------------------------------------------------------------
 
@@ -348,56 +406,29 @@ class CellRun:
         started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.monotonic()
         strategy_cls = registry.get(cell.strategy)
-        scenario = scenarios.get(cell.scenario, strategy_cls)
+        scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
         deployment = make_deployment(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
             run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=scenario.max_requests,
             backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
+            database_url=self.database.url, db_reset=cell.db_reset, db_touch_in_master=cell.db_in_master,
         )
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         rtol, atol = gpu.tolerance(cell.device)
         v = Verification(spec, strategy_cls.serves_model, constant, (rtol, atol))
-        memory, load, disruption = None, (), None
-        verdict, rows_expected, rows_found = Verdict.BOOT, 0, 0
+        self.enter("launching the deployment")
         self.launch = launch(deployment)
         try:
             master = self.launch.group.pid
-            with resources.WorkerWatch(master) as watch:
-                if self.wait_alive():
-                    first = self.first_answer(v)
-                    if first == "ok":
-                        self.verify(v)
-                    verdict = self.classify(v, first, watch)
-                    if not verdict.ok and self.launch.group.alive():
-                        # The failing state, process by process: a master holding the GPU
-                        # before any worker answered is the evidence for a fork-safety failure.
-                        memory = resources.measure_memory(master)
-                        if verdict is Verdict.HANG:
-                            self.findings.append(hung_workers_finding(memory))
-                    rows_expected, rows_found, rows_hold = self.rows_check(v)
-                    if verdict is Verdict.OK and not rows_hold:
-                        verdict = Verdict.LOST
-                    if verdict is Verdict.OK:
-                        memory = resources.measure_memory(master)
-                        if scenario.name == "bad-input":
-                            verdict = self.bad_input(v)
-                        elif scenario.name != "steady":
-                            disruption = scenarios.run_disruption(
-                                self, v, scenario, cell.scenario_duration_s, cell.request_timeout_s)
-                            verdict = self.classify_disruption(disruption, scenario, watch)
-                        elif cell.load_levels:
-                            load = tuple(self.load(v, spec))
-                            verdict = self.classify_after_load(load, verdict)
-                            if self._workers_died(watch):
-                                verdict = Verdict.CRASH
-                        if scenario.name != "steady":
-                            slack = disruption.unacknowledged if disruption else 0
-                            rows_expected, rows_found, rows_hold = self.rows_check(v, slack)
-                            if verdict is Verdict.OK and not rows_hold:
-                                verdict = Verdict.LOST
+            with resources.WorkerWatch(master) as watch, ProgressWatch(master) as self.progress, \
+                    self.database.connection_watch() as connections:
+                judgement = self.observe(v, scenario, spec, watch)
+                if not judgement.verdict.ok and self.launch.group.alive():
+                    self.failing_state(judgement)
         finally:
+            self.enter("stopping the deployment")
             killed = self.launch.group.stop(grace_s=10)
             if killed:
                 self.findings.append(f"had to SIGKILL {len(killed)} processes at stop (pids {killed[:8]})")
@@ -405,137 +436,126 @@ class CellRun:
             for proc in leftovers:  # descendants that left the group: still ours, stop them
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
-        highlights: tuple[str, ...] = ()
-        if not verdict.ok:
-            log_text = _read_log(self.launch.group.log_path)
-            oom = oom_evidence(log_text)
-            if oom is not None:
-                self.findings.insert(0, f"out of memory (otherwise {verdict.value}); the server log shows: {oom}")
-                verdict = Verdict.OOM
-            highlights = log_highlights(log_text)
-        log_tail = "" if verdict is Verdict.OK else self.launch.group.log_tail(40)
+        judgement, highlights, log_tail = self.server_log_evidence(judgement)
         return CellRecord(
             strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
-            model=cell.model, device=cell.device, backend=cell.backend, verdict=verdict,
+            model=cell.model, device=cell.device, backend=cell.backend, verdict=judgement.verdict,
             cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
             requests=v.requests, ok=v.kinds["ok"], errors=v.errors(),
-            rows_expected=rows_expected, rows_found=rows_found,
+            rows_expected=self.rows.acknowledged, rows_found=self.rows.intact,
             worker_pids=tuple(sorted(v.workers_seen)),
             evidence=Evidence(
-                findings=tuple(self.findings + v.findings),
+                findings=(*judgement.findings, *self.findings, *v.findings),
                 timings_s={k: round(x, 3) for k, x in self.timings.items()},
                 log_tail=log_tail,
                 log_highlights=highlights,
+                stacks=self.stacks,
             ),
             environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
             settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
-                      "request_timeout_s": cell.request_timeout_s, "worker_timeout_s": cell.worker_timeout_s,
+                      "request_timeout_s": cell.request_timeout_s,
+                      "patience_s": round(self.patience_s, 2), "worker_timeout_s": cell.worker_timeout_s,
                       "rtol": rtol, "atol": atol, "gpu_policy": cell.gpu_policy if cell.device == "gpu" else "",
                       "device_env": {k: v for k, v in device_env(deployment).items()},
+                      "database_server": self.database.version,
+                      "intra_op_threads": deployment.settings.intra_op_threads,
                       **strategy_cls.knobs(deployment.settings)},
-            load=load, memory=memory, scenario=cell.scenario, disruption=disruption,
+            load=self.load_levels, memory=self.memory, scenario=cell.scenario, disruption=self.disruption,
+            database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master,
+            db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
+            open_loop=self.open_loop, runtime_threads=cell.runtime_threads,
         )
 
-    def _workers_died(self, watch: "resources.WorkerWatch") -> bool:
-        workers = self.launch.deployment.workers
-        if watch.vanished or len(watch.seen) > workers:
-            self.findings.append(
-                f"workers died or were respawned: {len(watch.seen)} worker pids seen for {workers} workers, "
-                f"vanished {watch.vanished[:8]}"
-            )
-            return True
-        return False
+    # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------
 
-    def classify(self, v: Verification, first: str, watch: "resources.WorkerWatch") -> Verdict:
-        """Observed facts -> verdict, most severe first."""
-        d = self.launch.deployment
-        died = self._workers_died(watch)
-        if v.kinds["timeout"]:
-            return Verdict.HANG
-        if not self.launch.group.alive() or died:
-            return Verdict.CRASH
-        if first != "ok" and not v.kinds["5xx"] and not v.kinds["wrong"]:
-            return Verdict.BOOT
-        if v.kinds["5xx"]:
-            return Verdict.ERROR
-        if v.kinds["wrong"] or v.kinds["connect"] or v.kinds["4xx"]:
-            return Verdict.WRONG
-        if len(v.workers_seen) < min(d.workers, 2):
-            self.findings.append(f"only {len(v.workers_seen)} of {d.workers} workers answered {v.requests} requests")
-            return Verdict.WRONG
-        return Verdict.OK
+    def observe(self, v: Verification, scenario, spec: ModelSpec, watch: "resources.WorkerWatch") -> Judgement:
+        """Verify; only a correct cell goes on to its scenario or its load. Each phase hands what it
+        saw to the verdict rules."""
+        self.enter("waiting for /healthz")
+        healthy, first = self.wait_alive(), "boot"
+        if healthy:
+            self.enter("waiting for the first answer")
+            first = self.first_answer(v)
+            if first == "ok":
+                self.enter("verifying")
+                self.verify(v)
+        judgement = verdicts.judge_verification(verdicts.VerificationSeen(
+            healthy=healthy, first=first, answers=v.answers(), workers_answered=len(v.workers_seen),
+            workers=self.workers(watch), server_alive=self.launch.group.alive(), patience_s=self.patience_s))
+        if healthy:
+            judgement = judgement.then(verdicts.judge_rows(self.rows_check(v)))
+        if not judgement.verdict.ok:
+            return judgement
+        self.memory = resources.measure_memory(self.launch.group.pid)
+        if scenario.name == "bad-input":
+            judgement = self.bad_input(v)
+        elif scenario.name != "steady":
+            self.enter(f"running the {scenario.name} scenario")
+            self.disruption = scenarios.run_disruption(self, v, scenario, self.cell.scenario_duration_s,
+                                                       self.patience_s)
+            judgement = verdicts.judge_disruption(verdicts.DisruptionSeen(
+                scenario=scenario.name, has_event=scenario.event is not None,
+                disrupts_workers=scenario.disrupts_workers, disruption=self.disruption, workers=self.workers(watch)))
+        elif self.cell.load_levels or self.cell.open_loop:
+            if self.cell.load_levels:
+                self.load_levels = tuple(self.load(v, spec))
+                judgement = verdicts.judge_load(self.load_levels, self.workers(watch))
+            if judgement.verdict.ok and self.cell.open_loop:
+                self.open_loop = self.open_loop_phase(v)
+        if scenario.name != "steady":
+            slack = self.disruption.unacknowledged if self.disruption else 0
+            judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
+        return judgement
 
-    def classify_disruption(self, dis, scenario, watch) -> Verdict:
-        """A disruption's facts -> verdict. Failed requests are measured, not failures in themselves;
-        hangs, 500s, wrong answers and no recovery are."""
-        other_5xx = dis.failed.http_5xx - dis.http_503
-        if dis.event:
-            self.findings.append(f"event at {dis.at_s} s: {dis.event}")
-        if dis.failed.timeout:
-            self.findings.append(f"{dis.failed.timeout} requests timed out during {scenario.name}")
-            return Verdict.HANG
-        if other_5xx:
-            self.findings.append(f"{other_5xx} answers were 5xx other than 503 during {scenario.name}")
-            return Verdict.ERROR
-        if dis.answers_wrong:
-            self.findings.append(f"{dis.answers_wrong} answers were off the reference during {scenario.name}")
-            return Verdict.WRONG
-        if not dis.recovered:
-            what = "after the event" if dis.event else "by the end of the window"
-            self.findings.append(f"throughput did not recover {what} ({scenario.name})")
-            return Verdict.CRASH
-        if scenario.disrupts_workers:
-            fresh = set(dis.workers_answering) - set(v_pid for v_pid in watch.seen[: self.launch.deployment.workers])
-            if scenario.event is not None and not fresh:
-                self.findings.append("no replacement worker answered after the disruption")
-                return Verdict.CRASH
-        elif self._workers_died(watch):
-            return Verdict.CRASH
-        return Verdict.OK
+    def workers(self, watch: "resources.WorkerWatch") -> verdicts.Workers:
+        return verdicts.Workers(configured=self.launch.deployment.workers, seen=tuple(watch.seen),
+                                vanished=tuple(watch.vanished))
 
-    def bad_input(self, v: Verification) -> Verdict:
+    def bad_input(self, v: Verification) -> Judgement:
         """The bad-input campaign, then the same verification again: still correct?"""
+        self.enter("sending bad input")
         failed, findings = scenarios.bad_input_campaign(self, v)
         self.findings += findings
         before = v.requests
+        self.enter("verifying after bad input")
         self.verify(v)
-        if failed.timeout or v.kinds["timeout"]:
-            return Verdict.HANG
-        if failed.http_5xx or failed.connect or v.kinds["5xx"]:
-            self.findings.append(f"bad input got {failed.http_5xx} 5xx and {failed.connect} failed connections")
-            return Verdict.ERROR
-        if v.kinds["wrong"] or v.requests == before:
-            return Verdict.WRONG
-        return Verdict.OK
+        return verdicts.judge_bad_input(verdicts.BadInputSeen(campaign=failed, after=v.answers(),
+                                                              verified_after=v.requests - before))
 
-    def classify_after_load(self, levels: tuple[LoadLevel, ...], verdict: Verdict) -> Verdict:
-        for level in levels:
-            e = level.errors
-            tag = f"under load at concurrency {level.concurrency}"
-            if e.timeout:
-                self.findings.append(f"{e.timeout} requests timed out {tag}")
-                return Verdict.HANG
-            if e.http_5xx:
-                self.findings.append(f"{e.http_5xx} answers were 5xx {tag}")
-                return Verdict.ERROR
-            if level.sampled_wrong:
-                self.findings.append(f"{level.sampled_wrong} of {level.sampled} sampled answers were off {tag}")
-                return Verdict.WRONG
-            rows = (f"{level.rows_expected} rows acknowledged, {level.rows_found} written, "
-                    f"{level.unacknowledged} requests unanswered {tag}")
-            if level.rows_lost:
-                self.findings.append(rows)
-                return Verdict.LOST
-            if level.rows_unexplained:
-                # The built-in driver accounts for every request; wrk's count of requests cut off
-                # at the end of a run is approximate, so surplus rows under wrk are only noted.
-                self.findings.append(rows + ("" if level.driver == "builtin" else " (wrk: noted, not judged)"))
-                if level.driver == "builtin":
-                    return Verdict.LOST
-            if e.connect > 0.01 * max(1, level.requests):
-                self.findings.append(f"{e.connect} connections failed {tag}")
-                return Verdict.ERROR
-        return verdict
+    def failing_state(self, judgement: Judgement) -> None:
+        """The failing deployment, before it is stopped: its memory process by process (a master
+        holding the GPU before any worker answered is the evidence for a fork-safety failure) and,
+        when it hangs, each worker's CPU time and where it is stuck."""
+        master = self.launch.group.pid
+        state = resources.measure_memory(master)
+        self.memory = self.memory or state
+        if judgement.hung:
+            self.findings.append(hung_workers_finding(state))
+            self.enter("reading the stacks of the hung workers")
+            started = time.monotonic()
+            self.stacks = dump_stacks(master, budget_s=self.cell.boot_timeout_s)
+            self.timings["stacks_s"] = time.monotonic() - started
+
+    def server_log_evidence(self, judgement: Judgement) -> tuple[Judgement, tuple[str, ...], str]:
+        """A failing cell's server log: OOM evidence, its telling lines, its tail."""
+        if judgement.verdict.ok:
+            return judgement, (), ""
+        log_text = _read_log(self.launch.group.log_path)
+        return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launch.group.log_tail(40)
+
+    def open_loop_phase(self, v: Verification) -> OpenLoop:
+        """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.open_loop)."""
+        self.enter("open-loop load")
+        d, master = self.launch.deployment, self.launch.group.pid
+        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
+        peak = max((lv.rps for lv in self.load_levels), default=None)
+        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop, self.patience_s,
+                                  peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
+        for lv in found.levels:
+            if lv.rows_found < lv.rows_expected:
+                self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
+                                     f"acknowledged rows missing")
+        return found
 
     def load(self, v: Verification, spec: ModelSpec):
         from forkwise.matrix.load import run_load
@@ -547,31 +567,47 @@ class CellRun:
         master = self.launch.group.pid
         in_flight = 0  # requests of the warm-up whose answers never came back: they may write rows later
         if self.cell.warmup_s > 0:
+            self.enter("load warm-up")
             # Once per launch, at the highest level: thread pools, queues and the model server's
             # batches reach their steady state before anything is measured. Its requests are
             # not counted: every level counts its own rows from here on.
             in_flight = run_load(url, bodies, concurrency=max(self.cell.load_levels), warmup_s=0.0,
-                                 duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.cell.request_timeout_s,
+                                 duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.patience_s,
                                  driver=self.cell.driver).unacknowledged
-        gate = stability.QuietGate(self.cell.probe_reference_ms, self.cell.quiet_budget_s)
+        # The host probe measures the host only once the deployment is idle: it waits for that,
+        # at most as long as the load before it lasted (stability.QuietGate).
+        gate = stability.QuietGate(self.cell.probe_reference_ms, self.cell.quiet_budget_s,
+                                   cpu_seconds=lambda: resources.cpu_seconds(master))
+        drain_s = self.cell.warmup_s or self.cell.duration_s
         for concurrency in self.cell.load_levels:
-            slowdown_before = gate.before()
+            self.enter(f"waiting for an idle deployment and a quiet host before concurrency {concurrency}")
+            slowdown_before = gate.before(drain_s)
             rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
             last_id_before = db.last_id()
             profiling = []
             if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
                 label = f"{self.cell.strategy}.{self.cell.server}.w{d.workers}.{self.cell.model}.c{concurrency}"
                 profiling = profiler.start(master, self.cell.profile_dir, self.cell.duration_s, label)
+                write_profile_provenance(self.cell.profile_dir, label, environment.current())
+            self.enter(f"load at concurrency {concurrency}")
             result = run_load(
                 url, bodies, concurrency=concurrency, warmup_s=0.0,
                 duration_s=self.cell.duration_s, intervals=self.cell.intervals,
-                timeout_s=self.cell.request_timeout_s, driver=self.cell.driver,
+                timeout_s=self.patience_s, driver=self.cell.driver,
             )
             server_cpu = resources.cpu_seconds(master) - cpu_before
-            slowdown = max(slowdown_before, gate.after())
-            self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
+            self.enter(f"waiting for the profiler at concurrency {concurrency}")
             for path in profiler.finish(profiling, timeout_s=10):
                 self.findings.append(f"profile at concurrency {concurrency}: {path}")
+            self.enter(f"the host probe after concurrency {concurrency}, once the deployment is idle")
+            drain_s = result.duration_s
+            slowdown_after = gate.after(drain_s)
+            if slowdown_after is None:
+                self.findings.append(f"no host probe after concurrency {concurrency}: the deployment still used "
+                                     f"CPU {drain_s:.1f} s after the level")
+            slowdown = stability.level_slowdown(slowdown_before, slowdown_after)
+            self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
+            self.timings["idle_wait_s"] = round(gate.drained_s, 3)
             rows_after = db.count()
             wrong = 0
             for raw, index in zip(result.sampled_bodies, result.sampled_requests):
@@ -608,18 +644,29 @@ def _round(x: float | None) -> float | None:
 def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
     """Run one cell in a fresh private work directory (kept only when `workdir` is given)."""
     if workdir is not None:
-        return CellRun(cell, workdir).run()
+        return _run_with_database(cell, workdir)
     with tempfile.TemporaryDirectory(prefix="forkwise-cell-") as tmp:
-        return CellRun(cell, Path(tmp)).run()
+        return _run_with_database(cell, Path(tmp))
+
+
+def _run_with_database(cell: CellSpec, workdir: Path) -> CellRecord:
+    """The cell's database (a PostgreSQL server of its own, or a SQLite file) lives as long as the cell."""
+    with database_for(cell.database, workdir) as database:
+        return CellRun(cell, workdir, database).run()
 
 
 def summary_line(record: CellRecord) -> str:
     cold = f"{record.cold_start_s:.1f}s" if record.cold_start_s is not None else "-"
     scenario = "" if record.scenario == "steady" else f" {record.scenario:<17}"
+    scenario += f" [{record.database_setting}]" if record.database_setting else ""
+    scenario += f" [threads {record.runtime_threads}]" if record.runtime_threads != "default" else ""
     text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}{scenario}  {record.verdict.value:<5} "
             f"cold {cold:>6}  ok {record.ok}/{record.requests}  rows {record.rows_found}/{record.rows_expected}")
     for level in record.load:
         text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"
+    if record.open_loop is not None:
+        best = record.open_loop.max_rate_rps
+        text += f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} within p99 {record.open_loop.p99_budget_ms:g} ms"
     if not record.verdict.ok and record.evidence.findings:
         text += f"\n    {record.evidence.findings[0]}"
     return text

@@ -1,21 +1,28 @@
-"""Compare two runs cell by cell, and say which differences are more than noise.
+"""Compare two runs, and say which differences are more than noise.
 
-Cells are matched by ``cell_id`` and concurrency. For each level measured in both runs:
+Four measures are compared, each on a log scale (a relative change), cell by cell for the cells
+OK in both runs: throughput and p99 latency at every concurrency level, total memory (RSS) and
+cold start once per launch. For each, a run's launch-to-launch noise is pooled over its cells
+(``launches.pooled_relative_spread``); a difference's standard error follows from both runs'
+noise and launch counts.
 
-- its spread is the larger of its own standard deviation (over every sample of every
-  launch) and its run's pooled launch-to-launch noise at that concurrency
-  (forkwise.matrix.launches), scaled to its rps;
-- z is the difference of the two means over its standard error,
-  sqrt(spread_a^2 / launches_a + spread_b^2 / launches_b);
-- a run shift is factored out first: the median of rps_b / rps_a over every level OK in both
-  runs (when at least MIN_SHIFT_CELLS cells contribute; else levels are judged raw), so a
-  machine that runs faster or slower as a whole does not flag every cell, and a change that
-  hits every cell alike shows as the shift, which the summary prints.
+The measures that follow the host's speed (all but memory) are judged beyond the run shift: the
+median ratio b / a over every matched level, so that a machine that runs faster or slower as a
+whole does not flag every cell. The shift itself is tested, against how far the passes of each
+run drifted apart (forkwise.matrix.significance): a uniform slowdown of every cell shows as a
+run shift beyond noise.
 
-A comparison of two runs tests a hundred levels at once, so "significant" is decided for the
-whole family with Holm's method at FAMILY_ALPHA: when nothing changed, the chance that any
-level at all is flagged is 5%. A level with no spread on either side is flagged past a 5%
-difference instead. A verdict that changed is always flagged.
+Where the question matters most, a strategy's cells are tested together: at the highest
+concurrency both runs measured, the mean change of a strategy's cells (a change to a strategy
+moves all of them) has the noise of one cell over the number of cells, plus the strategy effect
+a run's passes measure.
+
+A comparison makes hundreds of tests, so "significant" is decided for them all at once: the
+family-wise 5% (the chance that anything is flagged when nothing changed) is split between the
+run shifts (ALPHA_SHIFT), the strategies (ALPHA_STRATEGY) and each measure's cells (Metric.alpha),
+and Holm's method keeps each family within its share. Every tested row shows
+its minimum detectable effect: the smallest worsening it could have flagged on its own. A
+changed verdict is always flagged.
 """
 
 from __future__ import annotations
@@ -25,137 +32,331 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from forkwise.errors import RecordError
-from forkwise.matrix.launches import combine_all, describe_noise, launch_noise
-from forkwise.matrix.records import RECORDS_FILE, CellRecord, LoadLevel, Verdict, read_records
+from forkwise.matrix.controls import Controls
+from forkwise.matrix.launches import combine_all, pooled_relative_spread, set_aside
+from forkwise.matrix.records import RECORDS_FILE, CellRecord, Verdict, read_records
+from forkwise.matrix.significance import (
+    FAMILY_ALPHA, PassNoise, Sample, SampleKey, ShiftEstimate, critical_z, estimate_shift, holm, launches_in,
+    log_mean, p_value, pass_noise, tail_spread, worsening_pct,
+)
 
 RESULTS_FILE = "results.json"
-FAMILY_ALPHA = 0.05  # chance that any level is flagged when nothing changed
-ZERO_SPREAD_THRESHOLD = 0.05  # relative, used when both spreads are 0
 MIN_SHIFT_CELLS = 4  # cells OK in both runs needed to measure a run shift
+Key = int | None  # a concurrency, or None for a measure taken once per launch
 
-Noise = dict[int, float]  # concurrency -> relative launch-to-launch stdev of the run
+__all__ = ["holm", "p_value", "compare", "load_run", "RunComparison", "Comparison"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    follows_host: bool  # a faster or slower host moves it: judged beyond the run shift
+    alpha: float  # its per-cell tests' share of the family-wise error
+    read: Callable[[CellRecord], dict[Key, float]]  # one launch's values
+    # A record combining several launches: each launch's values, where the record keeps them.
+    read_combined: Callable[[CellRecord], dict[Key, Sample]]
+    # Now and then a launch meets a stall that multiplies its value: the spread is fitted to the
+    # run's tail of launch-to-launch ratios (significance.tail_spread) where that is wider.
+    heavy_tailed: bool = False
+
+
+def _cold_starts(record: CellRecord) -> dict[Key, Sample]:
+    kept = [record.evidence.timings_s.get(f"launch{n}.cold_start_s") for n in range(1, record.launches + 1)]
+    if any(v is not None for v in kept):
+        return {None: tuple(kept)}
+    return {} if record.cold_start_s is None else {None: (record.cold_start_s,)}
+
+
+def _once(read: Callable[[CellRecord], dict[Key, float]]) -> Callable[[CellRecord], dict[Key, Sample]]:
+    return lambda record: {k: (v,) for k, v in read(record).items()}
+
+
+def _rps(r: CellRecord) -> dict[Key, float]:
+    return {lv.concurrency: lv.rps for lv in r.load if lv.rps > 0}
+
+
+def _p99(r: CellRecord) -> dict[Key, float]:
+    return {lv.concurrency: lv.latency.p99_ms for lv in r.load if lv.rps > 0 and lv.latency.p99_ms > 0}
+
+
+def _rss(r: CellRecord) -> dict[Key, float]:
+    return {None: r.memory.total_rss_mb} if r.memory is not None and r.memory.total_rss_mb > 0 else {}
+
+
+def _cold(r: CellRecord) -> dict[Key, float]:
+    return {} if r.cold_start_s is None or r.cold_start_s <= 0 else {None: r.cold_start_s}
+
+
+THROUGHPUT = Metric("throughput", "req/s", True, True, 0.005, _rps,
+                    lambda r: {lv.concurrency: lv.launch_rps or (lv.rps,) for lv in r.load if lv.rps > 0})
+P99 = Metric("p99 latency", "ms", False, True, 0.0025, _p99, _once(_p99), heavy_tailed=True)
+MEMORY = Metric("memory (total RSS)", "MB", False, False, 0.0015, _rss, _once(_rss))
+COLD_START = Metric("cold start", "s", False, True, 0.001, _cold, _cold_starts)
+METRICS = (THROUGHPUT, P99, MEMORY, COLD_START)
+ALPHA_SHIFT = 0.005  # the run shifts
+ALPHA_STRATEGY = 0.035  # each strategy's cells together, at the highest concurrency: where power matters
+assert math.isclose(ALPHA_SHIFT + ALPHA_STRATEGY + sum(m.alpha for m in METRICS), FAMILY_ALPHA)
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def _per_launch(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]:
+    """Each launch's value per key; a launch's level timed in a slow spell of the host is set aside
+    (launches.set_aside), as in the combined record."""
+    values = [metric.read(r) for r in launches]
+    out: dict[Key, Sample] = {}
+    for key in dict.fromkeys(k for v in values for k in v):
+        column = [v.get(key) for v in values]
+        if key is not None:
+            levels = [next((lv for lv in r.load if lv.concurrency == key), None) for r in launches]
+            present = [lv for lv in levels if lv is not None]
+            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present))}
+            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels)]
+        out[key] = tuple(column)
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's cells (combined, in first-seen order) and, per metric, its OK cells' samples and noise."""
+
+    cells: dict[str, CellRecord]
+    samples: dict[str, dict[SampleKey, Sample]]  # metric name -> (cell, key) -> one value per launch
+    spread: dict[str, dict[Key, float]]  # metric name -> key -> relative stdev of one launch
+    passes: dict[str, PassNoise]  # metric name -> the pass drift and strategy effect
+
+    @classmethod
+    def of(cls, records: Iterable[CellRecord]) -> "Run":
+        launches: dict[str, list[CellRecord]] = {}
+        for record in records:
+            launches.setdefault(record.cell_id, []).append(record)
+        cells = {cid: combined for cid, combined in zip(launches, combine_all(r for ls in launches.values() for r in ls))}
+        samples, spread, passes = {}, {}, {}
+        for m in METRICS:
+            samples[m.name] = {(cid, key): sample for cid, ls in launches.items() if cells[cid].verdict.ok
+                               for key, sample in (m.read_combined(ls[0]) if len(ls) == 1 else _per_launch(m, ls)).items()}
+            spread[m.name] = pooled_relative_spread(
+                (key, [v for v in s if v is not None]) for (_, key), s in samples[m.name].items())
+            tail = tail_spread(samples[m.name]) if m.heavy_tailed else None
+            if tail is not None:
+                spread[m.name] = {key: max(value, tail) for key, value in spread[m.name].items()}
+            passes[m.name] = pass_noise(samples[m.name], lambda cid: cells[cid].strategy)
+        return cls(cells, samples, spread, passes)
+
+    def own_spread(self, metric: Metric, cell: str, key: Key) -> float | None:
+        """A single launch's own spread over its intervals (throughput only): a floor, not the launch noise."""
+        record = self.cells.get(cell)
+        level = None if record is None or metric is not THROUGHPUT else next(
+            (lv for lv in record.load if lv.concurrency == key), None)
+        return level.rps_stdev / level.rps if level is not None and len(level.rps_samples) > 1 and level.rps > 0 else None
+
+
+def load_run(path: Path) -> list[CellRecord]:
+    """The records of one run: dir/records.jsonl (every launch as measured) if present, else
+    dir/results.json (combined records), or such a file itself."""
+    path = Path(path)
+    if path.is_file():
+        return list(read_records(path))
+    for name in (RECORDS_FILE, RESULTS_FILE):
+        if (path / name).exists():
+            return list(read_records(path / name))
+    raise RecordError(f"{path}: neither {RECORDS_FILE} nor {RESULTS_FILE} found")
+
+
+# --- differences -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One measure of one cell (or of a strategy, or a whole run) in both runs, and its test."""
+
+    a: float | None
+    b: float | None
+    log_change: float | None = None  # log(b / a) beyond the run shift: what is judged
+    se: float | None = None  # its standard error; None: not tested (see untested)
+    untested: str = ""  # why there is no test
+    z: float | None = None
+    mde_pct: float | None = None  # the smallest worsening this test could have flagged on its own
+    significant: bool = False
+
+    @property
+    def delta_pct(self) -> float | None:
+        return None if not self.a or self.b is None else (self.b - self.a) / self.a * 100.0
+
+    @property
+    def adjusted_pct(self) -> float | None:
+        return None if self.log_change is None else (math.exp(self.log_change) - 1) * 100.0
+
+
+@dataclass(frozen=True)
+class Shift:
+    metric: str
+    estimate: ShiftEstimate
+    difference: Difference  # the shift's test
+
+    @property
+    def factor(self) -> float:
+        return math.exp(self.estimate.log_shift)
+
+
+def _spreads(metric: Metric, cell: str, key: Key, a: Run, b: Run) -> tuple[float, float] | None:
+    """The launch noise each side is judged with: its run's pooled noise at this key (the other
+    run's, when one run launched each cell once), else each level's own spread; None: unknown."""
+    pooled = [run.spread[metric.name].get(key) for run in (a, b)]
+    known = [p for p in pooled if p is not None]
+    if known:
+        return pooled[0] if pooled[0] is not None else known[0], pooled[1] if pooled[1] is not None else known[0]
+    own = [run.own_spread(metric, cell, key) for run in (a, b)]
+    known = [o for o in own if o]
+    return None if not known else (own[0] or max(known), own[1] or max(known))
+
+
+def _shift_var(shift: Shift | None) -> float:
+    return 0.0 if shift is None else shift.estimate.median_se**2
+
+
+def difference(metric: Metric, cell: str, key: Key, a: Run, b: Run, shift: Shift | None) -> Difference:
+    sa, sb = a.samples[metric.name].get((cell, key)), b.samples[metric.name].get((cell, key))
+    shown = [None if s is None or log_mean(s) is None else math.exp(log_mean(s)) for s in (sa, sb)]
+    if None in shown:
+        return Difference(*shown)
+    log_change = math.log(shown[1] / shown[0]) - (0.0 if shift is None else shift.estimate.log_shift)
+    spreads = _spreads(metric, cell, key, a, b)
+    if spreads is None:
+        return Difference(*shown, log_change, untested="spread unknown: one sample on each side")
+    var = spreads[0] ** 2 / launches_in(sa) + spreads[1] ** 2 / launches_in(sb) + _shift_var(shift)
+    return Difference(*shown, log_change, se=math.sqrt(var) if var > 0 else None,
+                      untested="" if var > 0 else "no spread on either side")
+
+
+def run_shift(metric: Metric, a: Run, b: Run) -> Shift | None:
+    """The median ratio b / a over the matched samples of cells OK in both runs, tested against the
+    pass drifts; None when fewer than MIN_SHIFT_CELLS cells are OK in both (judged raw)."""
+    ratios, cells = [], set()
+    for (cell, key), sa in a.samples[metric.name].items():
+        sb = b.samples[metric.name].get((cell, key))
+        if sb is not None and log_mean(sa) is not None and log_mean(sb) is not None:
+            ratios.append(log_mean(sb) - log_mean(sa))
+            cells.add(cell)
+    if len(cells) < MIN_SHIFT_CELLS:
+        return None
+    est = estimate_shift(ratios, (a.passes[metric.name], b.passes[metric.name]))
+    untested = "" if est.se else "not tested: neither run measured how its passes drift (one launch per cell)"
+    return Shift(metric.name, est, Difference(1.0, math.exp(est.log_shift), est.log_shift, est.se, untested))
+
+
+@dataclass(frozen=True)
+class StrategyComparison:
+    strategy: str
+    concurrency: int
+    cells: int
+    difference: Difference  # a, b: geometric means of the cells' throughput
+
+
+def strategy_test(strategy: str, concurrency: int, cells: list[str], a: Run, b: Run,
+                  shift: Shift | None) -> StrategyComparison:
+    """The mean log change of a strategy's cells: each cell's launch noise averages out over its
+    cells, the strategy effect of each run (noise, passes) does not."""
+    name, pa, pb = THROUGHPUT.name, a.passes[THROUGHPUT.name], b.passes[THROUGHPUT.name]
+    effects = [p.strategy for p in (pa, pb) if p.strategy is not None]
+    logs = [(log_mean(a.samples[name][(c, concurrency)]), log_mean(b.samples[name][(c, concurrency)])) for c in cells]
+    shown = [math.exp(statistics.fmean(side)) for side in zip(*logs)]
+    log_change = statistics.fmean(lb - la for la, lb in logs) - (0.0 if shift is None else shift.estimate.log_shift)
+    spreads = _spreads(THROUGHPUT, cells[0], concurrency, a, b)
+    if not effects or spreads is None:
+        return StrategyComparison(strategy, concurrency, len(cells), Difference(
+            *shown, log_change, untested="not tested: no run measured its strategy effect"))
+    t = [p.strategy if p.strategy is not None else effects[0] for p in (pa, pb)]
+    own = [max(0.0, s**2 - e**2) for s, e in zip(spreads, t)]
+    launches = [[launches_in(run.samples[name][(c, concurrency)]) for c in cells] for run in (a, b)]
+    var = sum(own[side] / n for side in (0, 1) for n in launches[side]) / len(cells) ** 2
+    var += sum(t[side] ** 2 / statistics.fmean(launches[side]) for side in (0, 1)) + _shift_var(shift)
+    return StrategyComparison(strategy, concurrency, len(cells), Difference(*shown, log_change, se=math.sqrt(var)))
+
+
+def strategy_tests(a: Run, b: Run, shift: Shift | None) -> list[StrategyComparison]:
+    """One test per strategy with two or more cells measured at the highest concurrency both runs have."""
+    name = THROUGHPUT.name
+    both = [(cell, key) for cell, key in a.samples[name] if (cell, key) in b.samples[name]
+            and log_mean(a.samples[name][(cell, key)]) is not None and log_mean(b.samples[name][(cell, key)]) is not None]
+    if not both:
+        return []
+    top = max(key for _, key in both)
+    by_strategy: dict[str, list[str]] = {}
+    for cell, key in both:
+        if key == top:
+            by_strategy.setdefault(a.cells[cell].strategy, []).append(cell)
+    return [strategy_test(s, top, cells, a, b, shift) for s, cells in by_strategy.items() if len(cells) >= 2]
+
+
+# --- rows ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Comparison:
+    """One cell at one concurrency (None: a cell without load in either run)."""
+
     cell_id: str
-    concurrency: int | None  # None: the cell's verification only (no load level on either side)
-    rps_a: float | None
-    rps_b: float | None
-    delta_pct: float | None  # (b - a) / a, in percent
-    significant: bool
+    concurrency: int | None
     verdict_a: Verdict | None  # None: the cell is not in run a
     verdict_b: Verdict | None
-    note: str = ""
+    throughput: Difference | None = None
+    p99: Difference | None = None
     vs_control_a: float | None = None  # rps / the same run's control rps at this level (shown, not judged)
     vs_control_b: float | None = None
-    adjusted_delta_pct: float | None = None  # (b / run shift - a) / a, in percent: what is judged
-    z: float | None = None  # adjusted difference / its standard error; None: no spread on either side
+    note: str = ""
     verdict_changed: bool = False
+    significant: bool = False  # a changed verdict, or a difference beyond the noise
+
+    @property
+    def rps_a(self) -> float | None:
+        return None if self.throughput is None else self.throughput.a
+
+    @property
+    def rps_b(self) -> float | None:
+        return None if self.throughput is None else self.throughput.b
+
+    @property
+    def delta_pct(self) -> float | None:
+        return None if self.throughput is None else self.throughput.delta_pct
+
+    @property
+    def adjusted_delta_pct(self) -> float | None:
+        return None if self.throughput is None else self.throughput.adjusted_pct
 
 
 @dataclass(frozen=True)
-class Judgement:
-    """What applies to every level of one comparison."""
+class CellComparison:
+    """The measures taken once per launch of one cell OK in both runs."""
 
-    shift: float | None = None  # run b's rps are divided by this before judging; None: judged raw
-    shift_levels: int = 0  # levels the shift is the median of
-    noise: tuple[Noise, Noise] = ({}, {})
-
-
-def load_run(path: Path) -> list[CellRecord]:
-    """The records of one run, one per cell: dir/results.json if present, else dir/records.jsonl
-    (its per-launch records combined), or such a file itself."""
-    path = Path(path)
-    if path.is_file():
-        return combine_all(read_records(path))
-    for name in (RESULTS_FILE, RECORDS_FILE):
-        if (path / name).exists():
-            return combine_all(read_records(path / name))
-    raise RecordError(f"{path}: neither {RESULTS_FILE} nor {RECORDS_FILE} found")
+    cell_id: str
+    memory: Difference
+    cold_start: Difference
 
 
-def spread(level: LoadLevel, noise: Noise) -> float:
-    """A level's run-to-run spread in rps: its own, or its run's pooled launch noise, whichever is larger."""
-    return max(level.rps_stdev, noise.get(level.concurrency, 0.0) * level.rps)
+@dataclass(frozen=True)
+class RunComparison:
+    levels: tuple[Comparison, ...]
+    cells: tuple[CellComparison, ...]
+    strategies: tuple[StrategyComparison, ...]
+    shifts: tuple[Shift, ...]
+    runs: tuple[Run, Run]
+
+    def cell_differences(self) -> list[tuple[str, Metric, Difference]]:
+        """Every measure of every cell (and level), with its cell and metric."""
+        out = [(f"{c.cell_id} c{c.concurrency}", m, d) for c in self.levels
+               for m, d in ((THROUGHPUT, c.throughput), (P99, c.p99)) if d is not None]
+        return out + [(c.cell_id, m, d) for c in self.cells for m, d in ((MEMORY, c.memory), (COLD_START, c.cold_start))]
 
 
-def z_score(a: LoadLevel, b: LoadLevel, judgement: Judgement = Judgement()) -> float | None:
-    """(b / shift - a) over the standard error of that difference of means; None when neither has a spread."""
-    scale = judgement.shift or 1.0
-    sa, sb = spread(a, judgement.noise[0]), spread(b, judgement.noise[1]) / scale
-    se = math.sqrt(sa**2 / max(1, len(a.launch_rps)) + sb**2 / max(1, len(b.launch_rps)))
-    return None if se == 0 else (b.rps / scale - a.rps) / se
-
-
-def p_value(z: float) -> float:
-    """Two-sided, under a normal distribution."""
-    return math.erfc(abs(z) / math.sqrt(2))
-
-
-def holm(p_values: list[float], alpha: float = FAMILY_ALPHA) -> list[bool]:
-    """Holm's step-down method: which of the hypotheses to reject, family-wise error <= alpha."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    rejected = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if p_values[i] > alpha / (len(p_values) - rank):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def _levels(record: CellRecord | None) -> dict[int, LoadLevel]:
-    return {} if record is None else {lv.concurrency: lv for lv in record.load}
-
-
-def _ok_levels(record: CellRecord | None) -> dict[int, LoadLevel]:
-    return _levels(record) if record is not None and record.verdict.ok else {}
-
-
-def run_shift(cells_a: dict[str, CellRecord], cells_b: dict[str, CellRecord]) -> tuple[float | None, int]:
-    """Median rps_b / rps_a over the levels OK in both runs, and how many levels that is; the
-    shift is None when fewer than MIN_SHIFT_CELLS cells are OK with load in both runs."""
-    ratios, cells = [], set()
-    for cid, a in cells_a.items():
-        levels_b = _ok_levels(cells_b.get(cid))
-        for concurrency, la in _ok_levels(a).items():
-            lb = levels_b.get(concurrency)
-            if lb is not None and la.rps > 0 and lb.rps > 0:
-                ratios.append(lb.rps / la.rps)
-                cells.add(cid)
-    if len(cells) < MIN_SHIFT_CELLS:
-        return None, len(ratios)
-    return statistics.median(ratios), len(ratios)
-
-
-ControlIndex = dict[tuple, LoadLevel]
-
-
-def control_levels(records: Iterable[CellRecord]) -> ControlIndex:
-    index: ControlIndex = {}
-    for r in records:
-        if r.strategy == "control" and r.verdict.ok:
-            for lv in r.load:
-                if lv.rps > 0:
-                    index[(r.server, r.workers, r.model, r.device, r.scenario, lv.concurrency)] = lv
-    return index
-
-
-def _vs_control(record: CellRecord | None, level: LoadLevel | None, index: ControlIndex) -> float | None:
-    if record is None or level is None:
-        return None
-    control = index.get((record.server, record.workers, record.model, record.device, record.scenario,
-                         level.concurrency))
-    return None if control is None else round(level.rps / control.rps, 3)
-
-
-def delta_pct(rps_a: float | None, rps_b: float | None) -> float | None:
-    if rps_a is None or rps_b is None or rps_a == 0:
-        return None
-    return (rps_b - rps_a) / rps_a * 100.0
+def _metric(name: str) -> Metric:
+    return next(m for m in METRICS if m.name == name)
 
 
 def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str]:
@@ -165,160 +366,78 @@ def _verdict_note(a: CellRecord | None, b: CellRecord | None) -> tuple[bool, str
         return False, "only in run a"
     if a.verdict is not b.verdict:
         return True, f"verdict changed: {a.verdict.value} -> {b.verdict.value}"
+    if not a.verdict.ok:
+        return False, f"not judged: {a.verdict.value} in both runs"
     return False, ""
 
 
-def compare_level(cell_id: str, concurrency: int, a: CellRecord | None, b: CellRecord | None,
-                  judgement: Judgement = Judgement(),
-                  controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> Comparison:
-    """One level, with its z; whether the difference is significant is decided for the whole
-    family of levels by ``compare`` (here only a changed verdict is)."""
-    level_a = _levels(a).get(concurrency)
-    level_b = _levels(b).get(concurrency)
-    verdict_changed, note = _verdict_note(a, b)
-    z = None
-    if level_a is not None and level_b is not None:
-        z = z_score(level_a, level_b, judgement)
-    elif a is not None and b is not None and not note:
-        note = f"level measured only in run {'a' if level_a is not None else 'b'}"
-    rps_a = None if level_a is None else level_a.rps
-    rps_b = None if level_b is None else level_b.rps
-    adjusted = None if rps_b is None else rps_b / (judgement.shift or 1.0)
-    return Comparison(
-        cell_id=cell_id,
-        concurrency=concurrency,
-        rps_a=rps_a,
-        rps_b=rps_b,
-        delta_pct=delta_pct(rps_a, rps_b),
-        significant=verdict_changed,
-        verdict_a=None if a is None else a.verdict,
-        verdict_b=None if b is None else b.verdict,
-        note=note,
-        vs_control_a=_vs_control(a, level_a, controls[0]),
-        vs_control_b=_vs_control(b, level_b, controls[1]),
-        adjusted_delta_pct=delta_pct(rps_a, adjusted),
-        z=None if z is None else round(z, 2),
-        verdict_changed=verdict_changed,
-    )
+def _vs_control(record: CellRecord | None, concurrency: int, controls: Controls, rps: float | None) -> float | None:
+    control = None if record is None else controls.control_level(record, concurrency)
+    return None if control is None or rps is None else round(rps / control.rps, 3)
 
 
-def compare_cell(cell_id: str, a: CellRecord | None, b: CellRecord | None, judgement: Judgement = Judgement(),
-                 controls: tuple[ControlIndex, ControlIndex] = ({}, {})) -> list[Comparison]:
-    concurrencies = sorted(set(_levels(a)) | set(_levels(b)))
-    if concurrencies:
-        return [compare_level(cell_id, c, a, b, judgement, controls) for c in concurrencies]
-    verdict_changed, note = _verdict_note(a, b)
-    return [
-        Comparison(
-            cell_id=cell_id,
-            concurrency=None,
-            rps_a=None,
-            rps_b=None,
-            delta_pct=None,
-            significant=verdict_changed,
-            verdict_a=None if a is None else a.verdict,
-            verdict_b=None if b is None else b.verdict,
-            note=note,
-            verdict_changed=verdict_changed,
-        )
-    ]
+def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift], controls: tuple[Controls, Controls]) -> list[Comparison]:
+    ra, rb = a.cells.get(cell), b.cells.get(cell)
+    changed, note = _verdict_note(ra, rb)
+    levels = sorted({lv.concurrency for r in (ra, rb) if r is not None for lv in r.load})
+    rows = []
+    for c in levels:
+        tp = difference(THROUGHPUT, cell, c, a, b, shifts.get(THROUGHPUT.name))
+        p99 = difference(P99, cell, c, a, b, shifts.get(P99.name))
+        level_note = note or ("" if tp.a is not None and tp.b is not None else
+                              f"level measured only in run {'a' if tp.a is not None else 'b'}")
+        rows.append(Comparison(cell, c, ra and ra.verdict, rb and rb.verdict, tp, p99,
+                               _vs_control(ra, c, controls[0], tp.a), _vs_control(rb, c, controls[1], tp.b),
+                               level_note, changed, changed))
+    return rows or [Comparison(cell, None, ra and ra.verdict, rb and rb.verdict, note=note,
+                               verdict_changed=changed, significant=changed)]
 
 
-def _by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
-    return {r.cell_id: r for r in combine_all(records)}
+def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord]) -> RunComparison:
+    """Every cell of either run (run a's order, then run b's new cells), judged all at once."""
+    a, b = Run.of(a_records), Run.of(b_records)
+    shifts = {m.name: s for m in METRICS if m.follows_host and (s := run_shift(m, a, b)) is not None}
+    controls = (Controls.of_run(a.cells.values()), Controls.of_run(b.cells.values()))
+    order = list(a.cells) + [cid for cid in b.cells if cid not in a.cells]
+    levels = [row for cid in order for row in compare_cell(cid, a, b, shifts, controls)]
+    cells = [CellComparison(cid, difference(MEMORY, cid, None, a, b, None),
+                            difference(COLD_START, cid, None, a, b, shifts.get(COLD_START.name)))
+             for cid in order if cid in a.cells and cid in b.cells]
+    result = RunComparison(tuple(levels), tuple(cells), tuple(strategy_tests(a, b, shifts.get(THROUGHPUT.name))),
+                           tuple(shifts.values()), (a, b))
+    return judge(result)
 
 
-def judgement_for(a: list[CellRecord], b: list[CellRecord]) -> Judgement:
-    """The run shift and both runs' launch noise: what every level of a comparison is judged with."""
-    cells_a, cells_b = _by_cell(a), _by_cell(b)
-    shift, levels = run_shift(cells_a, cells_b)
-    return Judgement(shift=shift, shift_levels=levels,
-                     noise=(launch_noise(cells_a.values()), launch_noise(cells_b.values())))
+# --- deciding, for every test at once ----------------------------------------------------------
 
 
-def judge(comps: list[Comparison]) -> list[Comparison]:
-    """Decide "significant" for every level at once: Holm over the levels with a z, the 5% rule
-    for levels with no spread on either side, and any changed verdict."""
-    tested = [i for i, c in enumerate(comps) if c.z is not None]
-    rejected = dict(zip(tested, holm([p_value(comps[i].z) for i in tested])))
-    judged = []
-    for i, c in enumerate(comps):
-        if c.z is not None:
-            beyond = rejected[i]
-        else:
-            beyond = c.adjusted_delta_pct is not None and abs(c.adjusted_delta_pct) > ZERO_SPREAD_THRESHOLD * 100
-        judged.append(dataclasses.replace(c, significant=c.verdict_changed or beyond))
-    return judged
+def _judged(family: list[tuple[Difference, bool]], alpha: float) -> dict[int, Difference]:
+    """Holm within one family at its share of the error; each test's MDE at the family's first step.
+    ``family``: each difference with whether a higher value is better (which way is a worsening)."""
+    tested = [(d, better) for d, better in family if d.se]
+    flags = holm([p_value(d.log_change / d.se) for d, _ in tested], alpha)
+    z_crit = critical_z(alpha, len(tested))
+    return {id(d): dataclasses.replace(d, z=round(d.log_change / d.se, 2), significant=flag,
+                                       mde_pct=round(worsening_pct(-z_crit * d.se if better else z_crit * d.se,
+                                                                   better), 1))
+            for (d, better), flag in zip(tested, flags)}
 
 
-def compare(a: list[CellRecord], b: list[CellRecord], judgement: Judgement | None = None) -> list[Comparison]:
-    """Every cell of either run, in run a's order then run b's new cells, one row per concurrency."""
-    cells_a, cells_b = _by_cell(a), _by_cell(b)
-    judgement = judgement or judgement_for(a, b)
-    order = list(cells_a) + [cid for cid in cells_b if cid not in cells_a]
-    controls = (control_levels(cells_a.values()), control_levels(cells_b.values()))
-    return judge([c for cid in order
-                  for c in compare_cell(cid, cells_a.get(cid), cells_b.get(cid), judgement, controls)])
+def judge(result: RunComparison) -> RunComparison:
+    judged = _judged([(s.difference, _metric(s.metric).higher_is_better) for s in result.shifts], ALPHA_SHIFT)
+    judged |= _judged([(s.difference, True) for s in result.strategies], ALPHA_STRATEGY)
+    for m in METRICS:
+        judged |= _judged([(d, m.higher_is_better) for _, metric, d in result.cell_differences() if metric is m], m.alpha)
 
+    def new(d: Difference | None) -> Difference | None:
+        return None if d is None else judged.get(id(d), d)
 
-# --- rendering -----------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _fmt_verdicts(c: Comparison) -> str:
-    a = "-" if c.verdict_a is None else c.verdict_a.value
-    b = "-" if c.verdict_b is None else c.verdict_b.value
-    return a if a == b else f"{a} -> {b}"
-
-
-def comparison_row(c: Comparison) -> list[str]:
-    def pct(value: float | None) -> str:
-        return _fmt(value, "+.1f") + ("%" if value is not None else "")
-
-    return [
-        c.cell_id,
-        "-" if c.concurrency is None else str(c.concurrency),
-        _fmt(c.rps_a, ",.1f"),
-        _fmt(c.rps_b, ",.1f"),
-        pct(c.delta_pct),
-        pct(c.adjusted_delta_pct),
-        _fmt(c.z, "+.1f"),
-        _fmt(c.vs_control_a, ".3f") + " / " + _fmt(c.vs_control_b, ".3f") if c.vs_control_a is not None else "-",
-        "yes" if c.significant else "n.s.",
-        _fmt_verdicts(c),
-        c.note.replace("|", "\\|"),
-    ]
-
-
-def summary_lines(comps: list[Comparison], judgement: Judgement) -> str:
-    measured = [c for c in comps if c.concurrency is not None and c.rps_a is not None and c.rps_b is not None]
-    both_ok = [c for c in measured if c.verdict_a is c.verdict_b is Verdict.OK]
-    flagged = [c for c in both_ok if c.significant]
-    one_run_only = {c.cell_id for c in comps if c.verdict_a is None or c.verdict_b is None}
-    text = (f"{len(flagged)} of {len(both_ok)} measured levels of cells OK in both runs differ by more than "
-            f"the noise (Holm's method over every level, family-wise {FAMILY_ALPHA:.0%}); "
-            f"{len({c.cell_id for c in comps if c.verdict_changed})} cells changed verdict"
-            + (f"; {len(one_run_only)} cells ran in one run only." if one_run_only else "."))
-    if judgement.shift is not None:
-        text += (f" Run b as a whole ran at {judgement.shift:.3f}x run a (the median ratio over "
-                 f"{judgement.shift_levels} levels OK in both); each level is judged with run b divided by it "
-                 f"(the 'beyond shift' column).")
-    else:
-        text += f" Fewer than {MIN_SHIFT_CELLS} cells are OK in both runs: no run shift is measured; levels are judged raw."
-    return (text + "\n\nLaunch-to-launch noise of each run (relative stdev of rps between launches of the same "
-            "cell, pooled over its OK cells), the floor of every level's spread:\n"
-            f"- run a: {describe_noise(judgement.noise[0])}\n- run b: {describe_noise(judgement.noise[1])}")
-
-
-def render_comparison(comps: list[Comparison], judgement: Judgement = Judgement()) -> str:
-    """A summary, then a Markdown table; a difference within the noise is marked n.s. (not significant)."""
-    headers = ["cell", "concurrency", "rps a", "rps b", "delta", "beyond shift", "z", "vs control a / b",
-               "significant", "verdict", "note"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    lines += ["| " + " | ".join(comparison_row(c)) + " |" for c in comps]
-    if not comps:
-        lines.append("| " + " | ".join(["no cells"] + [""] * (len(headers) - 1)) + " |")
-    return summary_lines(comps, judgement) + "\n\n" + "\n".join(lines) + "\n"
+    levels = tuple(dataclasses.replace(c, throughput=new(c.throughput), p99=new(c.p99),
+                                       significant=c.verdict_changed or any(
+                                           x is not None and x.significant for x in (new(c.throughput), new(c.p99))))
+                   for c in result.levels)
+    return dataclasses.replace(
+        result, levels=levels,
+        cells=tuple(dataclasses.replace(c, memory=new(c.memory), cold_start=new(c.cold_start)) for c in result.cells),
+        strategies=tuple(dataclasses.replace(s, difference=new(s.difference)) for s in result.strategies),
+        shifts=tuple(dataclasses.replace(s, difference=new(s.difference)) for s in result.shifts))

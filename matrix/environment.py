@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import socket
 import subprocess
 import sys
 from functools import lru_cache
@@ -18,6 +19,8 @@ import psutil
 
 from forkwise import gpu
 from forkwise.matrix.records import Environment
+
+HOST_LABEL_VAR = "FORKWISE_HOST_LABEL"
 
 PACKAGES = (
     "forkwise", "tensorflow-cpu", "tensorflow", "keras", "jax", "jaxlib", "torch", "numpy",
@@ -65,6 +68,12 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def host_label() -> str:
+    """The user's name for this host (FORKWISE_HOST_LABEL), else its hostname: stable for a
+    machine. Runners of one CI matrix get fresh hostnames, so a workflow sets the label."""
+    return os.environ.get(HOST_LABEL_VAR, "").strip() or socket.gethostname() or "unknown"
+
+
 @lru_cache(maxsize=1)
 def current() -> Environment:
     gpus = gpu.probe()
@@ -80,4 +89,5 @@ def current() -> Environment:
         gpu_name=gpus.name,
         gpu_driver=gpus.driver,
         gpu_memory_mb=gpus.memory_mb,
+        host_label=host_label(),
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class Reply:
     elapsed_s: float
     headers: dict[str, str]
     error: str = ""
+    # A timeout given up on while the deployment's progress was watched: True when it made no CPU
+    # progress (the evidence of a hang), False when it still computed at the ceiling; else None.
+    stalled: bool | None = None
 
 
 def parse_json(raw: bytes):
@@ -32,12 +36,26 @@ def status_kind(status: int) -> str:
     return "ok" if 200 <= status < 300 else "4xx" if status < 500 else "5xx"
 
 
+# Asked after each slice of waiting with no answer: wait one more slice? (A deployment that is
+# still computing is slow, not hung: forkwise.matrix.progress.)
+KeepWaiting = Callable[[float], bool]
+
+
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> Reply:
+            headers: dict[str, str] | None = None, timeout_s: float = 10.0,
+            keep_waiting: KeepWaiting | None = None, ceiling_s: float | None = None) -> Reply:
+    """One request. Without `keep_waiting`, no answer within `timeout_s` is a timeout. With it, the
+    wait goes on slice by slice (`timeout_s` each) while keep_waiting(slice_s) says so, up to
+    `ceiling_s` in all."""
     start = time.monotonic()
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         conn.request(method, path, body=body, headers=headers or {})
+        if keep_waiting is not None:
+            waited = _await_answer(conn.sock, timeout_s, keep_waiting, ceiling_s or timeout_s)
+            if waited is not None:
+                why, stalled = waited
+                return Reply("timeout", None, None, time.monotonic() - start, {}, why, stalled)
         resp = conn.getresponse()
         raw = resp.read()
         elapsed = time.monotonic() - start
@@ -50,9 +68,28 @@ def request(host: str, port: int, method: str, path: str, body: bytes | None = N
         conn.close()
 
 
-def post_json(host: str, port: int, path: str, payload: Any, timeout_s: float) -> Reply:
+def _await_answer(sock: socket.socket, slice_s: float, keep_waiting: KeepWaiting,
+                  ceiling_s: float) -> tuple[str, bool] | None:
+    """Wait until the answer's first bytes arrive: None then, else (why the wait was given up,
+    whether the deployment had stalled)."""
+    start = time.monotonic()
+    while True:
+        left = ceiling_s - (time.monotonic() - start)
+        readable, _, _ = select.select([sock], [], [], max(0.0, min(slice_s, left)))
+        if readable:
+            return None
+        waited = time.monotonic() - start
+        if waited >= ceiling_s:
+            return f"no answer within {waited:.1f} s, the ceiling, while the deployment kept computing", False
+        if not keep_waiting(min(slice_s, waited)):
+            return (f"no answer within {waited:.1f} s, and the deployment made no progress in the last "
+                    f"{slice_s:g} s"), True
+
+
+def post_json(host: str, port: int, path: str, payload: Any, timeout_s: float,
+              keep_waiting: KeepWaiting | None = None, ceiling_s: float | None = None) -> Reply:
     return request(host, port, "POST", path, json.dumps(payload).encode(),
-                   {"Content-Type": "application/json"}, timeout_s)
+                   {"Content-Type": "application/json"}, timeout_s, keep_waiting, ceiling_s)
 
 
 def send_oversized(host: str, port: int, path: str, body: bytes, content_type: str, timeout_s: float) -> Reply:

@@ -22,14 +22,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
-from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Verdict
+from forkwise.matrix.records import CellRecord, ErrorCounts, LoadLevel, Latency
+from forkwise.matrix.verdicts import combined_verdict
 
 # Counters that add up over launches.
 _LEVEL_SUMS = ("duration_s", "requests", "rows_expected", "rows_found", "unacknowledged", "sampled",
                "sampled_wrong", "driver_cpu_s", "server_cpu_s")
 _RECORD_SUMS = ("requests", "ok", "rows_expected", "rows_found", "duration_s")
+
+K = TypeVar("K")  # what a pooled spread is keyed by: a concurrency, or None for a per-cell measure
 
 
 def _sum_errors(errors: Iterable[ErrorCounts]) -> ErrorCounts:
@@ -50,6 +53,13 @@ def _mean_latency(levels: Sequence[LoadLevel]) -> Latency:
                    max_ms=max(lv.latency.max_ms for lv in levels), mean_ms=mean("mean_ms"))
 
 
+def set_aside(levels: Sequence[LoadLevel]) -> list[bool]:
+    """Per launch of one level: whether its timing is set aside, because it ran in a slow spell of
+    the host while another launch did not (such a launch measured the machine, not the cell)."""
+    any_timed = any(not lv.host_slow for lv in levels)
+    return [any_timed and lv.host_slow for lv in levels]
+
+
 def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
     """One concurrency level measured in several launches -> one level.
 
@@ -59,7 +69,7 @@ def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
     """
     if len(levels) == 1:
         return levels[0]
-    timed = [lv for lv in levels if not lv.host_slow] or list(levels)
+    timed = [lv for lv, aside in zip(levels, set_aside(levels)) if not aside]
     samples = tuple(x for lv in timed for x in lv.rps_samples)
     return dataclasses.replace(
         timed[0],
@@ -92,8 +102,8 @@ def combine(launches: Sequence[CellRecord]) -> CellRecord:
     """A cell's launches (in launch order) -> one record.
 
     The verdict is OK only if every launch was OK; otherwise it is the first launch's
-    verdict that was not, with that launch's log tail. Findings of later launches are
-    prefixed with their launch number. Cold starts are averaged (each launch's own is kept
+    verdict that was not (verdicts.combined_verdict), with that launch's log evidence and
+    stacks. Findings of later launches are prefixed with their launch number. Cold starts are averaged (each launch's own is kept
     in the timings); memory and environment are the first launch's.
     """
     if not launches:
@@ -111,14 +121,13 @@ def combine(launches: Sequence[CellRecord]) -> CellRecord:
                         if k in ("cold_start_s", "warm_all_s")})
     return dataclasses.replace(
         first,
-        verdict=Verdict.OK if failed is None else failed.verdict,
+        verdict=combined_verdict([r.verdict for r in launches]),
         **{name: sum(getattr(r, name) for r in launches) for name in _RECORD_SUMS},
         errors=_sum_errors(r.errors for r in launches),
         worker_pids=tuple(sorted({pid for r in launches for pid in r.worker_pids})),
         cold_start_s=_mean_or_none(r.cold_start_s for r in launches),
         warm_all_s=_mean_or_none(r.warm_all_s for r in launches),
-        evidence=Evidence(findings=tuple(findings), timings_s=timings,
-                          log_tail=(failed or first).evidence.log_tail),
+        evidence=dataclasses.replace((failed or first).evidence, findings=tuple(findings), timings_s=timings),
         load=_combined_load(launches),
         launches=sum(r.launches for r in launches),
     )
@@ -133,6 +142,34 @@ def combine_all(records: Iterable[CellRecord]) -> list[CellRecord]:
     for record in records:
         by_cell.setdefault(record.cell_id, []).append(record)
     return [combine(launches) for launches in by_cell.values()]
+
+
+# --- the order of a pass ------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def pass_order(cells: Sequence[T], strategy_of: Callable[[T], str]) -> list[T]:
+    """The cells of a pass with each strategy's cells spread evenly over it, not back to back.
+
+    Cells measured one after the other share the host's slow spells: in the profile's order a
+    strategy's cells run in one stretch of a pass and move together (compare measures this as the
+    strategy effect, about 4% per pass on the machine that made results/default), which no number
+    of cells averages out. Spread over the pass, each meets its own spell, so a test of a strategy
+    as a whole averages them. The i-th of a strategy's k cells goes at (i + 1/2) / k of the pass;
+    ties keep the profile's order. Every pass uses the same order, so launches lie one pass apart.
+    """
+    counts: dict[str, int] = {}
+    for cell in cells:
+        counts[strategy_of(cell)] = counts.get(strategy_of(cell), 0) + 1
+    seen: dict[str, int] = {}
+    placed = []
+    for index, cell in enumerate(cells):
+        strategy = strategy_of(cell)
+        seen[strategy] = seen.get(strategy, 0) + 1
+        placed.append(((seen[strategy] - 0.5) / counts[strategy], index, cell))
+    return [cell for _, _, cell in sorted(placed, key=lambda p: p[:2])]
 
 
 # --- the run's launch-to-launch noise ---------------------------------------------------------
@@ -152,16 +189,24 @@ def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
     over its own mean). A cell whose launches stalled raises it, deliberately: stalls are part of
     what a second run of the matrix can meet on this machine. Launches set aside at a level
     because they ran it in a slow spell of the host are not in it: they measured the host."""
-    sums: dict[int, list[float]] = {}  # concurrency -> [sum of (n - 1) * variance, sum of (n - 1)]
-    for record in records:
-        if not record.verdict.ok:
+    return pooled_relative_spread((level.concurrency, level.launch_rps)
+                                  for record in records if record.verdict.ok for level in record.load)
+
+
+def pooled_relative_spread(samples: Iterable[tuple[K, Sequence[float]]]) -> dict[K, float]:
+    """Per key: the relative stdev of one launch's value, pooled over every sample of two or more
+    launches (each sample's variance of value / its mean, weighted by its degrees of freedom)."""
+    sums: dict = {}  # key -> [sum of (n - 1) * variance, sum of (n - 1)]
+    for key, values in samples:
+        if len(values) < 2 or min(values) <= 0:
             continue
-        for level in record.load:
-            means = level.launch_rps
-            if len(means) < 2 or min(means) <= 0:
-                continue
-            centre = statistics.fmean(means)
-            acc = sums.setdefault(level.concurrency, [0.0, 0.0])
-            acc[0] += (len(means) - 1) * statistics.variance([m / centre for m in means])
-            acc[1] += len(means) - 1
-    return {c: round(math.sqrt(total / df), 4) for c, (total, df) in sorted(sums.items())}
+        centre = statistics.fmean(values)
+        acc = sums.setdefault(key, [0.0, 0.0])
+        acc[0] += (len(values) - 1) * statistics.variance([v / centre for v in values])
+        acc[1] += len(values) - 1
+    return {k: round(math.sqrt(total / df), 4) for k, (total, df) in sorted(sums.items(), key=_key_order)}
+
+
+def _key_order(item) -> tuple:
+    key = item[0]
+    return (key is not None, key if key is not None else 0)

@@ -21,10 +21,14 @@ from forkwise.procs import stop_process
 TOP = 25
 
 
-def require_py_spy() -> str:
-    # On PATH, or installed beside this interpreter (a virtualenv that is not activated).
+def find_py_spy() -> str | None:
+    """py-spy on PATH, or installed beside this interpreter (a virtualenv that is not activated)."""
     beside = Path(sys.executable).parent / "py-spy"
-    path = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def require_py_spy() -> str:
+    path = find_py_spy()
     if path is None:
         raise ConfigError("--profile-dir needs py-spy on PATH: pip install 'forkwise[profile]' (or py-spy)")
     return path

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
 from forkwise.errors import RecordError
 
 SCHEMA_VERSION = 1
@@ -118,6 +119,38 @@ class LoadLevel:
 
 
 @dataclass(frozen=True)
+class RateLevel:
+    """Open-loop load at one offered rate (Poisson arrivals, forkwise.matrix.open_loop): latency
+    counts from each request's intended start, so a stall of the server shows in it."""
+
+    rate_rps: float  # offered
+    duration_s: float
+    sent: int  # requests due in the measured window
+    requests: int  # answered 200
+    rps: float  # answered 200 a second
+    latency: Latency  # of the 200s, from each intended start
+    p99_all_ms: float | None  # p99 of every request due, a failed one over any budget; None: > 1% failed
+    errors: ErrorCounts
+    lag_p99_ms: float  # how late the driver itself sent, at p99 (past its limit the rate says nothing)
+    max_in_flight: int  # connections the driver had open at once, at most
+    within_budget: bool  # p99_all_ms within the run's p99 budget, the driver on schedule
+    rows_expected: int  # rows acknowledged by 200 answers during the level, warm-up included
+    rows_found: int
+    unacknowledged: int
+    driver_cpu_s: float
+    server_cpu_s: float
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """The highest rate a cell carries within a p99 budget, and every rate tried to find it."""
+
+    p99_budget_ms: float  # the run's budget (the profile's [recommend] p99_ms)
+    levels: tuple[RateLevel, ...]  # in the order they ran
+    max_rate_rps: float | None  # the highest offered rate within the budget; None: no rate was
+
+
+@dataclass(frozen=True)
 class Disruption:
     """A reliability scenario under load: what the event cost and whether the cell recovered."""
 
@@ -133,6 +166,8 @@ class Disruption:
     rps_samples: tuple[float, ...]
     interval_s: float
     workers_answering: tuple[int, ...]  # every worker pid that answered during the scenario
+    longest_stall_s: float | None = None  # the longest stretch without a single 200 (a stall at the end: until it ended)
+    recovery_allowance_s: float | None = None  # the time the cell had to recover: from its own cold start
 
 
 @dataclass(frozen=True)
@@ -178,6 +213,9 @@ class Evidence:
     timings_s: dict[str, float] = field(default_factory=dict)
     log_tail: str = ""
     log_highlights: tuple[str, ...] = ()
+    # A HANG: where each worker and model-server process was stuck (py-spy dump, native frames
+    # where it can read them), or why there are no stacks.
+    stacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,16 +233,42 @@ class Environment:
     gpu_name: str = ""  # the first GPU's name, "" without a GPU
     gpu_driver: str = ""
     gpu_memory_mb: float = 0.0  # the first GPU's memory (MiB), 0 without a GPU
+    # The user's name for the host (FORKWISE_HOST_LABEL, `forkwise matrix --host-label`), else its
+    # hostname; "" in records made before it existed. With the hardware above, it is the host axis
+    # of a merged report (forkwise.matrix.merge).
+    host_label: str = ""
 
 
 def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str,
-            backend: str = "tensorflow") -> str:
+            backend: str = "tensorflow", database: str = DEFAULT_DATABASE, db_reset: str = DEFAULT_DB_RESET,
+            db_in_master: bool = False, runtime_threads: str = "default") -> str:
     # Threads are not part of it: each server setting runs a fixed number of threads. The
-    # backend is, only when it is not the default, so ids of TensorFlow cells stay as they were.
+    # backend and the database settings are, each only when it is not the default, so ids of
+    # TensorFlow cells on SQLite stay as they were.
     parts = [strategy, server, f"w{workers}", model, device]
     if backend != "tensorflow":
         parts.append(backend)
+    if database != DEFAULT_DATABASE:
+        parts.append(database)
+    if db_reset != DEFAULT_DB_RESET:
+        parts.append(f"reset-{db_reset}")
+    if db_in_master:
+        parts.append("db-in-master")
+    if runtime_threads != "default":
+        parts.append(f"threads-{runtime_threads}")
     return "/".join([*parts, scenario])
+
+
+def database_label(database: str, db_reset: str, db_in_master: bool) -> str:
+    """A cell's database settings as a report names them; "" for SQLite with the defaults."""
+    if database == DEFAULT_DATABASE and db_reset == DEFAULT_DB_RESET and not db_in_master:
+        return ""
+    parts = [database]
+    if db_reset != DEFAULT_DB_RESET:
+        parts.append(f"reset {db_reset}")
+    if db_in_master:
+        parts.append("queried in the master")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -237,12 +301,31 @@ class CellRecord:
     disruption: Disruption | None = None
     backend: str = "tensorflow"  # the Keras backend that served the model
     launches: int = 1  # separate launches of the cell whose measurements this record combines
+    database: str = DEFAULT_DATABASE  # what the app wrote to (forkwise.config.DATABASES)
+    db_reset: str = DEFAULT_DB_RESET  # what each forked worker did with an inherited engine
+    db_in_master: bool = False  # the app queried the database in the master before fork
+    # The app's connections to its PostgreSQL server at their peak (pg_stat_activity, sampled
+    # through the cell): workers x pool size, and the master's. None for SQLite.
+    db_connections_peak: int | None = None
+    # The PostgreSQL server's log lines about broken sessions (TLS errors, protocol errors, cut
+    # sessions) while the cell ran, each once: seen even when no client got an error.
+    db_server_log: tuple[str, ...] = ()
+    open_loop: OpenLoop | None = None  # the open-loop phase (a profile's [load] mode = "open")
+    # The runtime's intra-op threads per process, as the profile's threads axis named them
+    # (forkwise.config.THREAD_LABELS or a number); the number in force is in settings.
+    runtime_threads: str = "default"
     schema_version: int = SCHEMA_VERSION
 
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend)
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend,
+                       self.database, self.db_reset, self.db_in_master, self.runtime_threads)
+
+    @property
+    def database_setting(self) -> str:
+        """The database settings that set this cell apart ("" for SQLite with the defaults)."""
+        return database_label(self.database, self.db_reset, self.db_in_master)
 
     def to_dict(self) -> dict[str, Any]:
         return _encode(self)

@@ -101,11 +101,17 @@ class WorkerWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        # A child the master forked to run another program (the model server's supervisor) looks
+        # like a worker until it execs: a pid counts as a worker only once two polls in a row saw
+        # it as one, so such a child is never "a worker that vanished".
         alive: set[int] = set()
+        candidates: set[int] = set()
         while not self._stop.is_set():
-            now = worker_pids(self.master_pid)
-            if not now and not psutil.pid_exists(self.master_pid):
+            polled = worker_pids(self.master_pid)
+            if not polled and not psutil.pid_exists(self.master_pid):
                 break
+            now = (polled & candidates) | (polled & alive)
+            candidates = polled - now
             for pid in sorted(now - alive):
                 if pid not in self.seen:
                     self.seen.append(pid)

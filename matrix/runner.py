@@ -5,7 +5,7 @@ its own session, with a hard deadline; it hands back one JSON record on stdout (
 pyperf pattern). A failing, crashing or hanging cell never stops the run and leaves
 nothing behind. Records are appended as each cell ends, so ``--resume`` continues an
 interrupted run. On a host without a GPU, device=gpu cells are skipped with the reason
-printed, and no record is written for them.
+printed, and no record is written for them; so are the PostgreSQL cells on a host without PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,29 +18,38 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
 
-from forkwise import gpu, servers
+from forkwise import gpu, postgres, servers
+from forkwise.config import DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix import environment, stability
-from forkwise.matrix.cell import summary_line
-from forkwise.matrix.launches import combine_all
-from forkwise.matrix.scenarios import SCENARIOS
+from forkwise.matrix import verdicts
+from forkwise.matrix.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR, summary_line
+from forkwise.matrix.launches import pass_order
+from forkwise.matrix.open_loop import OpenLoopPlan
+from forkwise.matrix.recommend import Budgets
+from forkwise.matrix.scenarios import SCENARIOS, recovery_allowance_s, window_s
+from forkwise.matrix.shards import WHOLE, Shard, shard_cells
 from forkwise.matrix.records import (
-    RECORDS_FILE, CellRecord, ErrorCounts, Evidence, Verdict, append_record, cell_id, read_records,
+    RECORDS_FILE, SCHEMA_VERSION, CellRecord, ErrorCounts, Evidence, append_record, cell_id, read_records,
 )
 from forkwise.model.spec import BUILTIN_MODELS, ensure_spec
 from forkwise.procs import stop_process, tagged_processes
 from forkwise.strategies import registry
 
-AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario")
+AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario", "database", "db_reset",
+        "db_in_master", "threads")
 MATRIX_TAG_VAR = "FORKWISE_MATRIX_TAG"
 DEVICES = gpu.DEVICES
-AXIS_DEFAULTS = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": ["steady"]}
+AXIS_DEFAULTS = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": ["steady"],
+                 "database": [DEFAULT_DATABASE], "db_reset": [DEFAULT_DB_RESET], "db_in_master": [False],
+                 "threads": ["default"]}
 
 
 @dataclass(frozen=True)
@@ -52,10 +61,15 @@ class Cell:
     device: str = "cpu"
     scenario: str = "steady"
     backend: str = gpu.DEFAULT_BACKEND
+    database: str = DEFAULT_DATABASE
+    db_reset: str = DEFAULT_DB_RESET
+    db_in_master: bool = False
+    threads: str = "default"  # the runtime's intra-op threads per process (config.THREAD_LABELS or a number)
 
     @property
     def id(self) -> str:
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend)
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend,
+                       self.database, self.db_reset, self.db_in_master, self.threads)
 
 
 @dataclass(frozen=True)
@@ -70,18 +84,34 @@ class LoadSettings:
     # Launches per steady cell, in separate passes over the matrix, one pass apart;
     # a level's spread covers every launch (see forkwise.matrix.launches).
     repeats: int = 1
+    # More passes after those, measuring the highest level only (the level compare tests each
+    # strategy at): more launches where the power matters, without booting for the other levels.
+    top_level_repeats: int = 0
     scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
     # Seconds the whole run may spend waiting for the host to leave a slow spell before a level
     # (forkwise.matrix.stability); at most 1.5 s a level. 0: never wait, only record.
     quiet_budget_s: float = 60.0
+    # "open": after the levels, each steady cell's highest rate (Poisson arrivals) whose p99 is within
+    # the profile's [recommend] p99_ms (forkwise.matrix.open_loop): these rates, or a search of rate_steps.
+    mode: str = "closed"
+    rates: tuple[float, ...] = ()
+    rate_steps: int = 5
 
     def __post_init__(self) -> None:
+        if self.mode not in LOAD_MODES:
+            raise ConfigError(f"load.mode must be one of {', '.join(LOAD_MODES)}; got {self.mode!r}")
+        if any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in self.rates):
+            raise ConfigError(f"load.rates must be requests a second > 0; got {list(self.rates)}")
+        if not isinstance(self.rate_steps, int) or not 1 <= self.rate_steps <= 20:
+            raise ConfigError(f"load.rate_steps must be a whole number from 1 to 20; got {self.rate_steps!r}")
         if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.levels):
             raise ConfigError(f"load.levels must be whole numbers >= 1; got {list(self.levels)}")
         if not isinstance(self.intervals, int) or self.intervals < 1:
             raise ConfigError(f"load.intervals must be a whole number >= 1; got {self.intervals!r}")
         if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
             raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
+        if not isinstance(self.top_level_repeats, int) or not 0 <= self.top_level_repeats <= 10:
+            raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; got {self.top_level_repeats!r}")
         if self.warmup_s < 0 or self.duration_s <= 0 or self.scenario_duration_s <= 0:
             raise ConfigError("load: warmup_s must be >= 0, duration_s and scenario_duration_s > 0")
         if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
@@ -90,9 +120,47 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class Limits:
+    # A slice of waiting for an answer: a request is given up on only once the deployment stopped
+    # computing for this long (matrix.progress); after its first answer a cell waits longer, by
+    # its own cold start (CellRun.patience_s).
     request_timeout_s: float = 10.0
+    # Launch to first correct answer, at most, while the deployment keeps computing; a cold
+    # start longer than this is BOOT, so it also bounds every wait derived from a cold start.
     boot_timeout_s: float = 90.0
-    cell_deadline_s: float = 180.0
+    # The backstop for a cell process that hands back no record; None: derived from the plan
+    # (cell_deadline_s below). Set it only to cut a run short on purpose.
+    cell_deadline_s: float | None = None
+
+
+LOAD_MODES = ("closed", "open")
+STOP_GRACE_S = 10.0  # a cell stops its deployment with this grace (SIGTERM, then SIGKILL)
+PER_LEVEL_QUIET_S = 1.5  # the most a level waits for a quiet host (matrix.stability)
+
+
+def cell_deadline_s(cell: Cell, profile: Profile) -> float:
+    """How long a cell process may run before the runner stops it: the sum of every bounded wait
+    of its plan, each at its bound, so only a stall of forkwise itself (or a bug) reaches it.
+    Waits that follow the cell's cold start are bounded through the boot timeout."""
+    limits, load = profile.limits, profile.load
+    if limits.cell_deadline_s is not None:
+        return limits.cell_deadline_s
+    boot = limits.boot_timeout_s
+    patience = max(limits.request_timeout_s, PATIENCE_COLD_STARTS * boot)
+    if cell.scenario != "steady":
+        allowance = recovery_allowance_s(boot)
+        work = window_s(load.scenario_duration_s, allowance)[1] + allowance + patience
+    else:
+        levels = len(load.levels)
+        work = load.warmup_s + patience + levels * (load.duration_s + PER_LEVEL_QUIET_S + patience)
+        # The host probe waits for an idle deployment, each time at most as long as the load before it.
+        work += max(load.warmup_s, load.duration_s) + 2 * levels * load.duration_s
+        work += HostWatch.PER_CELL_BUDGET_S
+        if load.mode == "open":  # each rate: its warm-up and window, its in-flight requests, an idle wait
+            rate_s = OpenLoopPlan.warmup_s + load.duration_s
+            work += (len(load.rates) or load.rate_steps) * (2 * rate_s + patience + STOP_GRACE_S)
+    if cell.database != DEFAULT_DATABASE:  # its own PostgreSQL: started, stopped, restarted at most once
+        work += 3 * postgres.PG_CTL_WAIT_S
+    return round(2 * boot + work + 2 * STOP_GRACE_S, 1)
 
 
 @dataclass(frozen=True)
@@ -103,6 +171,7 @@ class Profile:
     load: LoadSettings = field(default_factory=LoadSettings)
     limits: Limits = field(default_factory=Limits)
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # device=gpu cells: grow, fraction or off (frameworks' defaults)
+    recommend: Budgets = field(default_factory=Budgets)  # the [recommend] table: the report's budgets
 
     def select(self, only: dict[str, set[str]]) -> list[Cell]:
         return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
@@ -118,16 +187,20 @@ def _validate_axis(axis: str, values: list) -> list:
         raise ConfigError(f"axis {axis!r} must be a non-empty list")
     valid = {
         "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": list(SCENARIOS),
-        "backend": gpu.BACKENDS,
+        "backend": gpu.BACKENDS, "database": DATABASES, "db_reset": DB_RESET_POLICIES,
     }.get(axis)
     for value in values:
         if valid is not None and value not in valid:
             raise ConfigError(f"axis {axis}: {value!r} is not one of {', '.join(valid)}")
+        if axis == "threads" and not (value in THREAD_LABELS or (type(value) is int and value >= 1)):
+            raise ConfigError(f"axis threads: {value!r} is not one of {', '.join(THREAD_LABELS)} nor a whole number >= 1")
+        if axis == "db_in_master" and not isinstance(value, bool):
+            raise ConfigError(f"axis db_in_master: {value!r} is not true or false")
         if axis == "workers" and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"axis workers: {value!r} is not a whole number >= 1")
         if axis == "model" and value not in BUILTIN_MODELS and not str(value).endswith(".keras"):
             raise ConfigError(f"axis model: {value!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a .keras path")
-    return values
+    return [str(v) for v in values] if axis == "threads" else values
 
 
 def _product(block: dict) -> list[Cell]:
@@ -143,8 +216,9 @@ def _product(block: dict) -> list[Cell]:
         else:
             raise ConfigError(f"profile: axis {axis!r} is missing")
     cells = [Cell(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
-    # A scenario that cannot apply (kill-model-server without a model server) is no cell.
-    return [c for c in cells if SCENARIOS[c.scenario].applies(registry.get(c.strategy))]
+    # A scenario that cannot apply (kill-model-server without a model server, restart-database
+    # without a database server) is no cell.
+    return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
 
 
 def load_profile(name_or_path: str) -> Profile:
@@ -166,7 +240,9 @@ def load_profile(name_or_path: str) -> Profile:
         cells += _product(block)
     unique = list(dict.fromkeys(cells))
     try:
-        load = LoadSettings(**{**data.get("load", {}), "levels": tuple(data.get("load", {}).get("levels", (1, 8, 32)))})
+        table = data.get("load", {})
+        load = LoadSettings(**{**table, "levels": tuple(table.get("levels", (1, 8, 32))),
+                               "rates": tuple(table.get("rates", ()))})
         limits = Limits(**data.get("limits", {}))
     except (TypeError, ConfigError) as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
@@ -174,8 +250,9 @@ def load_profile(name_or_path: str) -> Profile:
                               gpu.GPU_POLICIES)
     if policy == "fraction" and any(c.device == "gpu" and c.backend != "jax" for c in unique):
         raise ConfigError(f"profile {name}: gpu_policy 'fraction' applies to the jax backend only; use 'grow'")
+    recommend = Budgets.from_table(data.get("recommend", {}), f"profile {name}")
     return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load,
-                   limits=limits, gpu_policy=policy)
+                   limits=limits, gpu_policy=policy, recommend=recommend)
 
 
 def parse_only(items: list[str]) -> dict[str, set[str]]:
@@ -200,28 +277,34 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
 
 
 class HostWatch:
-    """The matrix process's side of the CPU probe: the run's reference (calibrated when the first
-    loaded cell asks for it, then lowered by a quick probe each time another asks) and what is
-    left of the run's waiting budget. A run with no load levels never probes."""
+    """The matrix process's side of the CPU probe: the run's reference (stability.RunReference:
+    calibrated when the first loaded cell asks for it, re-based when the cells' probes say it does
+    not describe this host) and what is left of the run's waiting budget. A run with no load
+    levels never probes."""
 
     PER_CELL_BUDGET_S = 10.0
 
     def __init__(self, budget_s: float):
-        self.calibrated_ms: float | None = None
+        self.reference = stability.RunReference()
         self.budget_left_s = budget_s
 
     def reference_ms(self) -> float:
-        if self.calibrated_ms is None:
-            self.calibrated_ms = stability.calibrate()
-        else:
-            self.calibrated_ms = min(self.calibrated_ms, stability.check_ms())
-        return self.calibrated_ms
+        return self.reference.ms()
 
     def cell_budget_s(self) -> float:
         return min(self.PER_CELL_BUDGET_S, self.budget_left_s)
 
     def after_cell(self, record: CellRecord) -> None:
         self.budget_left_s = max(0.0, self.budget_left_s - record.evidence.timings_s.get("quiet_wait_s", 0.0))
+        self.reference.observe(lv.host_slowdown for lv in record.load)
+
+    def run_info(self, budget_s: float) -> dict:
+        """What run.json says of the probe; empty when the run never probed."""
+        ref = self.reference
+        if ref.calibrated_ms is None:
+            return {}
+        return {"probe_reference_ms": round(ref.calibrated_ms, 3), "probe_final_reference_ms": round(ref.ms(), 3),
+                "probe_rebased": ref.rebased, "quiet_wait_s": round(budget_s - self.budget_left_s, 1)}
 
 
 def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> list[str]:
@@ -232,6 +315,8 @@ def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | Non
         "--model", cell.model, "--request-timeout", str(limits.request_timeout_s),
         "--boot-timeout", str(limits.boot_timeout_s), "--scenario", cell.scenario,
         "--device", cell.device, "--backend", cell.backend, "--gpu-policy", profile.gpu_policy,
+        "--database", cell.database, "--db-reset", cell.db_reset, *(["--db-in-master"] if cell.db_in_master else []),
+        "--threads", cell.threads,
     ]
     if cell.scenario != "steady":
         argv += ["--scenario-duration", str(load.scenario_duration_s)]
@@ -240,57 +325,79 @@ def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | Non
                  "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
         if host is not None:
             argv += ["--probe-reference-ms", f"{host.reference_ms():.3f}", "--quiet-budget", f"{host.cell_budget_s():.1f}"]
+    if cell.scenario == "steady" and load.mode == "open":
+        argv += ["--open-loop", "--p99-budget-ms", str(profile.recommend.p99_ms), "--rate-steps", str(load.rate_steps)]
+        argv += [] if load.levels else ["--duration", str(load.duration_s)]
+        if load.rates:
+            argv += ["--rates", ",".join(map(str, load.rates))]
     return argv
 
 
-def failed_cell_record(cell: Cell, verdict: Verdict, findings: list[str], log_tail: str, duration_s: float) -> CellRecord:
+def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str, duration_s: float) -> CellRecord:
     """The record of a cell whose process did not hand one back (deadline, or forkwise failed)."""
     return CellRecord(
         strategy=cell.strategy, server=cell.server, workers=cell.workers,
         threads=servers.get(cell.server).threads, model=cell.model, device=cell.device, backend=cell.backend,
-        verdict=verdict,
+        verdict=judgement.verdict,
         cold_start_s=None, warm_all_s=None, requests=0, ok=0, errors=ErrorCounts(),
         rows_expected=0, rows_found=0, worker_pids=(),
-        evidence=Evidence(findings=tuple(findings), log_tail=log_tail),
+        evidence=Evidence(findings=judgement.findings, log_tail=log_tail),
         environment=environment.current(),
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(duration_s, 2), scenario=cell.scenario,
+        database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master, runtime_threads=cell.threads,
     )
+
+
+def read_phase(path: Path) -> tuple[str, float | None]:
+    """What a cell process last said it was doing (cell.PHASE_FILE_VAR): (phase, seconds into the
+    cell), or ("", None) when it said nothing."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return "", None
+    at, _, phase = text.partition("\t")
+    try:
+        return phase, float(at)
+    except ValueError:
+        return text, None
 
 
 def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> CellRecord:
     """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
     tag = secrets.token_hex(8)
-    env = {**os.environ, MATRIX_TAG_VAR: tag}
-    start = time.monotonic()
-    proc = subprocess.Popen(cell_command(cell, profile, home, host), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True, text=True)
-    try:
-        out, err = proc.communicate(timeout=profile.limits.cell_deadline_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return failed_cell_record(
-            cell, Verdict.HANG, [f"the cell did not finish within its deadline of {profile.limits.cell_deadline_s} s"],
-            err[-2000:], time.monotonic() - start,
-        )
-    finally:
-        # Interrupted: let the cell stop its own server first (it turns SIGTERM into cleanup).
-        stop_process(proc, grace_s=20)
-        # Whatever the cell started and did not stop (a server it could not reap) carries our tag.
-        for leftover in tagged_processes(MATRIX_TAG_VAR, tag):
-            leftover.kill()
+    deadline_s = cell_deadline_s(cell, profile)
+    with tempfile.TemporaryDirectory(prefix="forkwise-phase-") as tmp:
+        phase_file = Path(tmp) / "phase"
+        env = {**os.environ, MATRIX_TAG_VAR: tag, PHASE_FILE_VAR: str(phase_file)}
+        start = time.monotonic()
+        proc = subprocess.Popen(cell_command(cell, profile, home, host), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                text=True)
+        try:
+            out, err = proc.communicate(timeout=deadline_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            judgement = verdicts.judge_missed_deadline(deadline_s, *read_phase(phase_file))
+            return failed_cell_record(cell, judgement, err[-2000:], time.monotonic() - start)
+        finally:
+            # Interrupted: let the cell stop its own server first (it turns SIGTERM into cleanup).
+            stop_process(proc, grace_s=20)
+            # Whatever the cell started and did not stop (a server it could not reap) carries our tag.
+            for leftover in tagged_processes(MATRIX_TAG_VAR, tag):
+                leftover.kill()
+            # A PostgreSQL server of a cell that was killed: found by its directory's owner, not a tag.
+            postgres.reap_orphans()
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        return failed_cell_record(
-            cell, Verdict.BOOT, [f"forkwise cell exited with code {proc.returncode} without a record"],
-            err[-2000:], time.monotonic() - start,
-        )
+        return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode), err[-2000:],
+                                  time.monotonic() - start)
     try:
         return CellRecord.from_dict(json.loads(lines[-1]))
     except (ValueError, RecordError) as exc:
-        return failed_cell_record(cell, Verdict.BOOT, [f"forkwise cell printed an invalid record: {exc}"],
-                                  err[-2000:], time.monotonic() - start)
+        return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode, str(exc)), err[-2000:],
+                                  time.monotonic() - start)
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -335,14 +442,24 @@ class Progress:
 # --- the run -------------------------------------------------------------------------------
 
 
-def report_dir(out: Path, run_info: dict | None = None) -> list[Path]:
+def report_dir(out: Path, run_info: dict | None = None, p99_ms: float | None = None,
+               memory_mb: float | None = None) -> list[Path]:
+    """Publish the run in `out` from its records (every launch, as measured); the budgets of the
+    recommendation are the run's (run.json), with `p99_ms` and `memory_mb` set on the command line."""
     from forkwise.matrix.report import write_report
 
+    if "hosts" in _saved_run_info(out):  # a folder `forkwise merge` wrote: one section per host
+        from forkwise.matrix.hosts import report_merged
+
+        return report_merged(Path(out), p99_ms=p99_ms, memory_mb=memory_mb)
     records_path = Path(out) / RECORDS_FILE
-    records = combine_all(read_records(records_path))
+    records = list(read_records(records_path))
     if not records:
         raise RecordError(f"{records_path} holds no records")
     info = run_info or _saved_run_info(out)
+    if p99_ms is not None or memory_mb is not None:
+        budgets = Budgets.from_dict(info.get("recommend")).overridden(p99_ms, memory_mb, "command line")
+        info = {**info, "recommend": budgets.to_dict()}
     return write_report(records, Path(out), info.get("profile", Path(out).name), info)
 
 
@@ -364,6 +481,18 @@ def skip_gpu_cells(cells: list[Cell]) -> tuple[list[Cell], dict]:
     return [c for c in cells if c.device != "gpu"], {"cells": [c.id for c in wanted], "reason": reason}
 
 
+def skip_database_cells(cells: list[Cell]) -> tuple[list[Cell], dict]:
+    """On a host without PostgreSQL, drop the cells that need it and say why (printed, and for run.json)."""
+    wanted = [c for c in cells if c.database != DEFAULT_DATABASE]
+    if not wanted:
+        return cells, {}
+    available, reason = postgres.available()
+    if available:
+        return cells, {}
+    print(f"forkwise: skipping {len(wanted)} PostgreSQL cells: {reason}", file=sys.stderr)
+    return [c for c in cells if c.database == DEFAULT_DATABASE], {"cells": [c.id for c in wanted], "reason": reason}
+
+
 def wants_launch(cell: Cell, done: list[CellRecord], number: int) -> bool:
     """Whether launch `number` of a cell is worth running: only steady cells are repeated, and
     only while every earlier launch was OK (a failed cell has no throughput to repeat)."""
@@ -372,12 +501,19 @@ def wants_launch(cell: Cell, done: list[CellRecord], number: int) -> bool:
     return cell.scenario == "steady" and all(r.verdict.ok and r.load for r in done)
 
 
-def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path) -> int:
+def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path,
+               p99_ms: float | None = None, memory_mb: float | None = None, shard: Shard = WHOLE) -> int:
     prof = load_profile(profile)
-    cells = prof.select(parse_only(only))
+    selection = parse_only(only)
+    cells = prof.select(selection)
     if not cells:
         raise ConfigError(f"--only {' '.join(only)} selects no cell of profile {prof.name!r}")
+    if shard != WHOLE:  # split before skipping gpu cells: every host computes the same split
+        selected = len(cells)
+        cells = shard_cells(cells, prof, shard)
+        print(f"forkwise: shard {shard} of profile {prof.name!r}: {len(cells)} of {selected} cells", file=sys.stderr)
     cells, skipped = skip_gpu_cells(cells)
+    cells, skipped_database = skip_database_cells(cells)
     if not cells:
         print(f"forkwise: no cell of profile {prof.name!r} left to run; nothing written", file=sys.stderr)
         return 0
@@ -399,17 +535,26 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
         "command": " ".join(["forkwise", *sys.argv[1:]]) if "matrix" in sys.argv[1:] else "forkwise matrix",
         "cells": len(cells), "load": dataclasses.asdict(prof.load) | {"levels": list(prof.load.levels)},
         "limits": dataclasses.asdict(prof.limits), "gpu_policy": prof.gpu_policy,
+        "recommend": prof.recommend.overridden(p99_ms, memory_mb, "command line").to_dict(),
+        # What `forkwise merge` checks: shards of one profile, one schema, every shard present.
+        "shard": shard.to_dict(), "only": {axis: sorted(values) for axis, values in sorted(selection.items())},
+        "schema_version": SCHEMA_VERSION,
     }
     if skipped:
         run_info["skipped"] = skipped
-    repeats = prof.load.repeats
+    if skipped_database:
+        run_info["skipped_database"] = skipped_database
+    repeats = prof.load.repeats + prof.load.top_level_repeats
+    top_level_only = dataclasses.replace(prof, load=dataclasses.replace(prof.load, levels=(max(prof.load.levels),)))
     host = HostWatch(prof.load.quiet_budget_s)
     progress = Progress(len(cells) * repeats, plain, repeats)
     for number in range(1, repeats + 1):
+        plan = prof if number <= prof.load.repeats else top_level_only
         # Every pass in the same order: each cell's launches lie one pass apart. (Reversing
         # alternate passes puts the last cells' launches back to back, in the same slow
-        # spell of the machine, where they agree by chance.)
-        for cell in cells:
+        # spell of the machine, where they agree by chance.) Each strategy's cells are spread
+        # over the pass (launches.pass_order), so they do not share one slow spell.
+        for cell in pass_order(cells, lambda c: c.strategy):
             done = launches.get(cell.id, [])
             if len(done) >= number:
                 progress.finished(done[number - 1], skipped=True, number=number)
@@ -418,15 +563,13 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
                 progress.dropped(1)
                 continue
             progress.starting(cell, number)
-            record = run_cell_process(cell, prof, home, host)
+            record = run_cell_process(cell, plan, home, host)
             host.after_cell(record)
             append_record(records_path, record)
             launches.setdefault(cell.id, []).append(record)
             progress.finished(record, number=number)
     run_info["duration_s"] = round(time.monotonic() - started, 1)
-    if host.calibrated_ms is not None:
-        run_info["probe_reference_ms"] = round(host.calibrated_ms, 3)
-        run_info["quiet_wait_s"] = round(prof.load.quiet_budget_s - host.budget_left_s, 1)
+    run_info.update(host.run_info(prof.load.quiet_budget_s))
     run_info["launches"] = progress.done
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
     paths = report_dir(out, run_info)

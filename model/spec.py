@@ -31,6 +31,13 @@ BUILTIN_MODELS: dict[str, tuple[int, ...]] = {
     "large": (1024, 4096, 4096, 1),
     "tiny": (8, 10, 1),
 }
+# Small seeded models of other input ranks and output widths than the MLPs above: the
+# instance's input shape and the output width. They stand for a user's own `.keras` file
+# (tests serve them under every strategy); rank 3 is a small convolutional network.
+SHAPED_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
+    "rank2": ((4, 8), 3),
+    "conv": ((8, 8, 1), 2),
+}
 REFERENCE_ROWS = 64
 SEED = 20261126
 # Building and computing the reference import TensorFlow in a fresh process: 2 s and up.
@@ -111,6 +118,17 @@ def _run_clean(args: list[str], what: str, backend: str = gpu.DEFAULT_BACKEND) -
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
         raise ModelError(f"{what} failed:\n{tail}")
     return proc.stdout
+
+
+def build_shaped_model(home: Path, name: str, rebuild: bool = False) -> Path:
+    """The `.keras` file of a SHAPED_MODELS model, built on first use; serve it as a user's own
+    model (``ensure_spec(home, path)`` computes its reference set)."""
+    if name not in SHAPED_MODELS:
+        raise ModelError(f"{name!r}: not a shaped model ({', '.join(SHAPED_MODELS)})")
+    model_path = Path(home) / "models" / f"shaped-{name}" / f"{name}.keras"
+    if rebuild or not model_path.exists():
+        _run_clean(["--write-shaped", name, str(model_path)], f"building the {name!r} shaped model")
+    return model_path
 
 
 def ensure_spec(home: Path, model: str | Path = "default", rebuild: bool = False,

@@ -45,10 +45,14 @@ class ModelClient:
         kind, payload = protocol.recv_frame(sock)
         if kind == protocol.FAILURE:
             raise ModelUnavailable(f"model server failed: {payload}")
+        if kind != protocol.ANSWER or len(payload) != len(batch):
+            raise protocol.ProtocolError(f"expected an answer of {len(batch)} rows, got {kind!r} of {len(payload)}")
         return payload
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Send rows, get rows back. Retries once on a stale connection (inference has no side effects)."""
+        """Send instances (any shape; they travel flat), get one flat row per instance back.
+
+        Retries once on a stale connection (inference has no side effects)."""
         for attempt in (1, 2):
             try:
                 out = self._round_trip(batch)

@@ -3,7 +3,8 @@
 # wheels that the GPU host lacks (it has Python 3.12, numpy, psutil, JAX, PyTorch, nvidia-ml-py,
 # h5py, ml-dtypes, rich, absl-py, click, jinja2, markupsafe, werkzeug, filelock, matplotlib,
 # typing-extensions, packaging: see the host's package list). TensorFlow is not carried: the GPU
-# profile runs Keras 3 on JAX and torch. Then carry .whl/ with the working tree and run
+# profile runs Keras 3 on JAX and torch. Also the Debian packages of wrk and its LuaJIT into
+# .whl/deb/. Then carry .whl/ with the working tree and run
 # scripts/gpu-run.sh there. Override the interpreter with PYTHON=... (it needs pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,12 @@ rm -f .whl/*.whl
 mv "$tmp"/*.whl .whl/
 ls -1 .whl
 du -cb .whl/*.whl | awk 'END { printf "%d wheels, %.1f MiB in .whl/\n", NR - 1, $1 / 1048576 }'
+
+# wrk, so that GPU runs use the same load driver as CPU runs: Debian's packages (the GPU host runs
+# Debian/Ubuntu with glibc; it unpacks them with dpkg -x, no install). Needs apt's package lists.
+DEBS=(wrk libluajit-5.1-2 libluajit-5.1-common)
+mkdir -p "$tmp/deb"
+(cd "$tmp/deb" && apt-get download "${DEBS[@]}")
+rm -rf .whl/deb
+mv "$tmp/deb" .whl/deb
+ls -1 .whl/deb

@@ -52,6 +52,24 @@ PY
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$SITE/bin:$PATH"
 
+# wrk from the carried Debian packages (scripts/fetch-gpu-wheels.sh), unpacked, not installed:
+# the matrix then loads GPU cells with the same driver as CPU runs (records say which ran).
+debs=(.whl/deb/*.deb)
+if [ ${#debs[@]} -gt 0 ]; then
+    for deb in "${debs[@]}"; do dpkg -x "$deb" "$SITE/wrk-root"; done
+    export PATH="$SITE/wrk-root/usr/bin:$PATH"
+    export LD_LIBRARY_PATH="$SITE/wrk-root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # wrk has no --version that exits 0: its usage names it, and a missing library fails here.
+    if ! wrk 2>&1 | grep -q "Usage: wrk"; then
+        echo "error: the carried wrk does not run here:" >&2
+        wrk 2>&1 | head -3 >&2
+        exit 2
+    fi
+    echo "load driver: wrk from .whl/deb"
+else
+    echo "load driver: builtin (no .whl/deb/*.deb carried; scripts/fetch-gpu-wheels.sh fetches wrk)"
+fi
+
 # Preflight: every import the matrix needs, and what this host is; a failure stops here.
 # Keras is imported with each installed backend in turn (its default, TensorFlow, is not here).
 "$PYTHON" - <<'PY'

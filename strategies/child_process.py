@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from forkwise.config import allowed_batch_sizes
 from forkwise.modelserver.client import ModelClient
 from forkwise.procs import private_dir, stop_process
 from forkwise.strategies.base import ServerNeeds, Strategy
@@ -44,6 +45,10 @@ class ChildProcess(Strategy):
                 "--spec", str(self.settings.model_spec),
                 "--max-batch", str(self.max_batch(self.settings)),
                 "--max-wait-ms", str(self.settings.max_wait_ms),
+                "--batch-sizes", self.settings.batch_sizes,
+                # A request its worker gave up on (model_timeout_s) is failed, not computed late.
+                "--deadline-s", str(self.settings.model_timeout_s),
+                "--threads", str(self.settings.intra_op_threads),
             ]
         )
 
@@ -58,7 +63,9 @@ class ChildProcess(Strategy):
 
     @classmethod
     def knobs(cls, settings):
-        return {"max_batch": cls.max_batch(settings), "max_wait_ms": settings.max_wait_ms}
+        return {"max_batch": cls.max_batch(settings), "max_wait_ms": settings.max_wait_ms,
+                "batch_sizes": ",".join(map(str, allowed_batch_sizes(settings.batch_sizes, cls.max_batch(settings))))
+                or "any"}
 
     def on_exit(self) -> None:
         """Runs in the master at shutdown (stops the supervisor it started) and in each worker."""
@@ -69,7 +76,8 @@ class ChildProcess(Strategy):
 
 class ChildProcessBatched(ChildProcess):
     name = "child-process-batched"
-    summary = "child-process with dynamic batching: a batch closes at max_batch rows or after max_wait_ms"
+    summary = ("child-process with dynamic batching: queued requests share a call of up to max_batch rows, "
+               "padded to fixed sizes; a lone request runs at once")
 
     @classmethod
     def max_batch(cls, settings) -> int:

@@ -23,5 +23,5 @@ class ImportInRoute(Strategy):
         from forkwise.model.runtime import load_predictor
 
         if self._predictor is None:
-            self._predictor = load_predictor(self.spec.model_path)
+            self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
         return self._predictor(batch)

@@ -17,7 +17,7 @@ class Lazy(Strategy):
 
     def post_fork(self) -> None:
         """Runs in each worker after fork: import the runtime and load the model here."""
-        self._predictor = load_predictor(self.spec.model_path)
+        self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
 
     def predict(self, batch):
         """Runs in a worker, on the request's thread."""

@@ -34,7 +34,7 @@ class LockedSingleton(Strategy):
         with self._lock:
             if self._predictor is None:
                 with self._file_lock:
-                    self._predictor = load_predictor(self.spec.model_path)
+                    self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
             return self._predictor
 
     def predict(self, batch):

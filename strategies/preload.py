@@ -22,7 +22,7 @@ class Preload(Strategy):
 
     def preload(self) -> None:
         """Runs in the master before fork: load the model and call it once."""
-        self._predictor = load_predictor(self.spec.model_path)
+        self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
         self._predictor(np.zeros((1, *self.spec.input_shape), np.float32))
 
     def predict(self, batch):

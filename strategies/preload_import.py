@@ -21,7 +21,7 @@ class PreloadImport(Strategy):
 
     def post_fork(self) -> None:
         """Runs in each worker after fork: load the model here."""
-        self._predictor = load_predictor(self.spec.model_path)
+        self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
 
     def predict(self, batch):
         """Runs in a worker, on the request's thread."""

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
+from forkwise.matrix.launches import combine_all
+from forkwise.matrix.records import read_records
 from forkwise.testing import *  # noqa: F401,F403  (home, spec and settings fixtures)
 from forkwise.testing import live_children
 
@@ -15,3 +21,17 @@ def no_leftover_children():
     yield
     left = [p for pid, p in live_children().items() if pid not in before]
     assert not left, f"processes left behind: {[(p.pid, p.cmdline()[:4]) for p in left if p.is_running()]}"
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, home, default_spec_path):
+    """One unsharded run of the quick profile, shared by test_integration and test_shards:
+    (its folder, its combined records by (strategy, server), when it started, its stderr)."""
+    out = tmp_path_factory.mktemp("quick")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "forkwise", "--home", str(home), "matrix", "--profile", "quick",
+                           "--out", str(out), "--plain"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The quick profile launches each cell twice; the published records combine the launches.
+    records = {(r.strategy, r.server): r for r in combine_all(read_records(out / "records.jsonl"))}
+    return out, records, t0, proc.stderr

@@ -232,7 +232,7 @@ def test_matrix_skips_gpu_cells_without_gpu(no_gpu, tmp_path, capsys):
     out = tmp_path / "out"
     code = runner.run_matrix(profile="gpu", only=[], out=out, resume=False, plain=True, home=tmp_path)
     err = capsys.readouterr().err
-    assert code == 0 and "skipping 16 gpu cells: no GPU found (" in err
+    assert code == 0 and f"skipping {len(runner.load_profile('gpu').cells)} gpu cells: no GPU found (" in err
     assert not out.exists()  # no records, no report
     cells = runner.load_profile("quick").cells + runner.load_profile("gpu").cells[:2]
     kept, skipped = runner.skip_gpu_cells(list(cells))
@@ -251,10 +251,11 @@ def test_matrix_keeps_gpu_cells_with_a_gpu(monkeypatch):
 
 def test_gpu_profile():
     profile = runner.load_profile("gpu")
-    assert len(profile.cells) == 16 and profile.gpu_policy == "grow"
+    assert len(profile.cells) == 28 and profile.gpu_policy == "grow"
     assert {c.backend for c in profile.cells} == {"jax", "torch"} and {c.device for c in profile.cells} == {"gpu"}
-    assert {c.strategy for c in profile.cells} == {"preload", "lazy", "child-process-batched", "control"}
-    assert profile.load.levels == (1, 8, 32)
+    assert {c.strategy for c in profile.cells} == {"lazy", "child-process-batched", "control"}
+    assert {c.workers for c in profile.cells} == {2, 8} and {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
+    assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
     cell = profile.cells[0]
     argv = runner.cell_command(cell, profile, Path("/h"))
     assert argv[argv.index("--device") + 1] == "gpu" and argv[argv.index("--backend") + 1] == cell.backend
@@ -315,7 +316,8 @@ def test_tolerance_per_device(tmp_path):
     outputs = np.array([[0.5], [1.0]], np.float32)
     np.savez(ref, inputs=np.zeros((2, 8), np.float32), outputs=outputs)
     spec = ModelSpec("m", tmp_path / "m.keras", ref, "0" * 64, (8,), (1,))
-    body = {"predictions": (outputs * (1 + 3e-3)).tolist(), "ids": [1, 2], "worker": 5}
+    digests = [Verification(spec, True, None).digest(i) for i in (0, 1)]
+    body = {"predictions": (outputs * (1 + 3e-3)).tolist(), "ids": [1, 2], "digests": digests, "worker": 5}
     assert not Verification(spec, True, None, gpu.tolerance("cpu")).compare(body, [0, 1])[0]
     assert Verification(spec, True, None, gpu.tolerance("gpu")).compare(body, [0, 1])[0]
     far = {**body, "predictions": (outputs + 0.05).tolist()}

@@ -13,7 +13,8 @@ import pytest
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.cell import Verification
-from forkwise.matrix.compare import compare, render_comparison
+from forkwise.matrix.compare import compare
+from forkwise.matrix.compare_report import render_comparison
 from forkwise.matrix.launches import combine, combine_all, launch_noise
 from forkwise.matrix.records import Evidence, Latency, Verdict
 from forkwise.matrix.runner import Cell, LoadSettings, load_profile, wants_launch
@@ -111,18 +112,15 @@ def _run(lazy_rps: tuple[float, float], gaps: list[float]):
 
 
 def test_compare_applies_the_runs_launch_noise_as_a_floor():
-    from forkwise.matrix.compare import judgement_for
-
     # lazy's own two launches agree to 0.2%, but launches of this run's cells differ by ~10%.
     noisy_a, noisy_b = _run((1000.0, 1002.0), [0.10] * 9), _run((1150.0, 1152.0), [0.10] * 9)
-    lazy = [c for c in compare(noisy_a, noisy_b) if c.cell_id.startswith("lazy/")][0]
+    lazy = [c for c in compare(noisy_a, noisy_b).levels if c.cell_id.startswith("lazy/")][0]
     assert lazy.delta_pct == pytest.approx(15.0, abs=0.1) and not lazy.significant
     # The same change in runs whose launches agree to 1% is more than the noise.
     calm_a, calm_b = _run((1000.0, 1002.0), [0.01] * 9), _run((1150.0, 1152.0), [0.01] * 9)
-    judgement = judgement_for(calm_a, calm_b)
-    lazy = [c for c in compare(calm_a, calm_b, judgement) if c.cell_id.startswith("lazy/")][0]
+    lazy = [c for c in compare(calm_a, calm_b).levels if c.cell_id.startswith("lazy/")][0]
     assert lazy.significant
-    text = render_comparison(compare(calm_a, calm_b, judgement), judgement)
+    text = render_comparison(compare(calm_a, calm_b))
     assert "Launch-to-launch noise" in text and f"c8 {launch_noise(calm_a)[8] * 100:.1f}%" in text
 
 
@@ -209,7 +207,44 @@ def test_in_a_big_comparison_only_a_difference_far_beyond_the_noise_is_flagged()
     base = _two_launch_cells([0.10] * 60)
     moved = [combine([launch(r.strategy, {8: lv * 1.14}) for lv in r.load[0].launch_rps]) if i % 3 == 0 else r
              for i, r in enumerate(_two_launch_cells([0.10] * 60))]
-    assert not any(c.significant for c in compare(base, moved))
+    assert not any(c.significant for c in compare(base, moved).levels)
     moved[1] = combine([launch(moved[1].strategy, {8: lv * 1.8}) for lv in moved[1].load[0].launch_rps])
-    flagged = [c for c in compare(base, moved) if c.significant]
+    flagged = [c for c in compare(base, moved).levels if c.significant]
     assert [c.cell_id.split("/")[0] for c in flagged] == [moved[1].strategy]
+
+
+def test_top_level_passes_measure_the_highest_level_of_the_ok_cells_only(tmp_path, monkeypatch):
+    from forkwise.matrix import runner
+
+    profile = tmp_path / "three.toml"
+    profile.write_text('[axes]\nstrategy = ["control", "lazy", "preload"]\nserver = ["uwsgi"]\nworkers = [2]\n'
+                       'model = ["default"]\n[load]\nlevels = [1, 8]\nrepeats = 2\ntop_level_repeats = 1\n')
+    calls = []
+
+    def fake_cell(cell, prof, home, host=None):
+        calls.append((cell.strategy, prof.load.levels))
+        if cell.strategy == "preload":
+            return launch("preload", {}, verdict=Verdict.HANG, model=cell.model)
+        return launch(cell.strategy, {c: 1000.0 + len(calls) for c in prof.load.levels}, model=cell.model)
+
+    monkeypatch.setattr(runner, "run_cell_process", fake_cell)
+    monkeypatch.setattr(runner, "ensure_spec", lambda *args, **kwargs: None)
+    assert runner.run_matrix(str(profile), [], tmp_path / "out", resume=False, plain=True, home=tmp_path) == 0
+    assert calls[-2:] == [("control", (8,)), ("lazy", (8,))]  # pass 3: the OK cells, at the top level
+    assert [levels for _, levels in calls[:5]] == [(1, 8)] * 5
+    published = {r["strategy"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["records"]}
+    lazy = {lv["concurrency"]: lv for lv in published["lazy"]["load"]}
+    assert len(lazy[8]["launch_rps"]) == 3 and len(lazy[1]["launch_rps"]) == 2
+    with pytest.raises(ConfigError, match="top_level_repeats"):
+        LoadSettings(top_level_repeats=-1)
+
+
+def test_a_pass_spreads_each_strategys_cells_over_it():
+    from forkwise.matrix.launches import pass_order
+
+    cells = [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("b", 2), ("c", 1)]
+    order = pass_order(cells, lambda c: c[0])
+    assert sorted(order) == sorted(cells)
+    assert order == [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3), ("b", 2), ("a", 4)]
+    assert all(x[0] != y[0] for x, y in zip(order, order[1:]))  # no strategy twice in a row
+    assert pass_order([("x", 1), ("y", 1)], lambda c: c[0]) == [("x", 1), ("y", 1)]  # profile order kept on ties

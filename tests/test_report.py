@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import pytest
 
-from forkwise.matrix.compare import Comparison, compare, load_run, render_comparison
 from forkwise.matrix.records import (
     SCHEMA_VERSION,
     CellRecord,
@@ -346,7 +344,7 @@ def test_md_article_cases_report_observed_verdicts(out):
     assert "answered correctly under all 2 server settings (OK x2)" in case1
     assert "was not observed" in case1
     case3 = text[text.index("### Case 3"):]
-    assert "not run in this profile" in case3
+    assert "not run in the steady scenario in this profile" in case3
 
 
 def test_md_article_sentence_follows_the_data(tmp_path, records):
@@ -360,27 +358,228 @@ def test_md_article_sentence_follows_the_data(tmp_path, records):
     assert "HANG" not in case2
 
 
-def test_md_recommendation_names_the_fastest_cell(out, records):
-    candidates = [r for r in records if r.verdict.ok and r.strategy != "control" and r.load]
-    top = max(candidates, key=lambda r: next(lv.rps for lv in r.load if lv.concurrency == max(CONCURRENCY)))
-    fastest_p99 = min(candidates, key=lambda r: next(lv.latency.p99_ms for lv in r.load if lv.concurrency == 8))
-    ok_models = [r for r in records if r.verdict.ok and r.strategy != "control"]
-    leanest = min(ok_models, key=lambda r: r.memory.total_pss_mb)
-    (table,) = md_tables(section(read_md(out), "Recommendation"))
-    rows = {row[0]: row for row in table[1:]}
-    assert top.cell_id == "child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady"
-    assert rows["throughput matters most"][1] == top.cell_id
-    assert "870.0" in rows["throughput matters most"][2]
-    assert rows["throughput matters most"][3] == "lazy/gunicorn-sync/w2/mlp-small/cpu/steady"  # runner-up
-    assert rows["latency matters most"][1] == fastest_p99.cell_id
-    assert rows["memory matters most"][1] == leanest.cell_id
+def test_md_article_cases_count_only_first_request_evidence(tmp_path, records):
+    # Recycling stalls locked-singleton while the new worker loads: a reliability result, not
+    # evidence of a race between workers on their first requests (the article's case 3).
+    singleton = [record("locked-singleton", server, load=(level(8, 700.0),)) for server in SERVERS]
+    recycled = record("locked-singleton", "uwsgi", Verdict.CRASH, scenario="recycle",
+                      evidence=Evidence(findings=("throughput did not recover after the event",)))
+    write_report(records + singleton + [recycled], tmp_path, "test", RUN_INFO)
+    text = section(read_md(tmp_path), "The article's three cases, answered")
+    case3 = text[text.index("### Case 3"):]
+    assert "answered correctly under all 2 server settings (OK x2)" in case3
+    assert "was not observed" in case3
+    assert "**Not counted:** recycle (CRASH x1)" in case3
+    assert "locked-singleton/uwsgi/w2/mlp-small/cpu/recycle" not in md_tables(case3)[0][1:][0]
 
 
-def test_md_recommendation_without_load(tmp_path):
-    write_report([crash_record(), hang_record()], tmp_path, "test", RUN_INFO)
+def test_article_cases_name_strategies_that_exist():
+    from forkwise.matrix.article import ARTICLE_CASES
+    from forkwise.strategies import registry
+
+    for case in ARTICLE_CASES:
+        for name in (case.strategy, *case.related):
+            assert registry.get(name).name == name
+
+
+def test_md_header_summarises_every_record(tmp_path, records):
+    env = environment()
+    other = dataclasses.replace(env, git_commit="0123456789abcdef0123456789abcdef01234567+modified",
+                                packages={**env.packages, "tensorflow-cpu": "2.20.0"})
+    launches = records + [dataclasses.replace(records[0], environment=other)]  # a second launch of one cell
+    write_report(launches, tmp_path, "test", RUN_INFO)
+    facts = dict(md_tables(read_md(tmp_path).split("## Verdict matrix")[0])[0][1:])
+    n = len(records)
+    assert facts["git commit"] == f"4936e01 ({n} records), 0123456+modified (1 records)"
+    assert f"tensorflow-cpu 2.21.0 ({n} records), 2.20.0 (1 records)" in facts["packages"]
+    assert "gunicorn 27.0.1," in facts["packages"]  # the same in every record: once, no count
+    assert facts["cells"] == str(n)
+
+
+def test_md_single_sample_is_not_published_as_zero_spread(tmp_path):
+    one = dataclasses.replace(level(8, 900.0), rps_stdev=0.0, rps_samples=(900.0,))
+    write_report([record("lazy", "uwsgi", load=(one,))], tmp_path, "test", RUN_INFO)
+    text = section(read_md(tmp_path), "Throughput and latency per cell")
+    assert "900.0 (one sample)" in text and "± 0.0" not in text
+
+
+def recommended(md: str) -> list[str]:
+    """The cells of the recommendation's answer table."""
+    (table,) = md_tables(section(md, "Recommendation"))
+    return [row[0] for row in table[1:]]
+
+
+def test_md_recommendation_states_the_question_and_its_default_budgets(out):
+    text = section(read_md(out), "Recommendation")
+    assert "p99 latency at most 100 ms (set by: default) and no memory budget (set by: default)" in text
+    # Every level within 100 ms: each cell at its most throughput (c8); batched leads lazy by 40
+    # req/s, 5.7 standard errors of the difference: nothing else is in the set.
+    assert recommended(read_md(out)) == ["child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady"]
+    assert "1 of 5 cells serving model mlp-small on cpu cannot be told apart" in text
+    assert "| 870.0 ± 5.0 | best |" in text
+
+
+def noisy(rec: CellRecord, stdev: float) -> CellRecord:
+    return dataclasses.replace(rec, load=tuple(dataclasses.replace(lv, rps_stdev=stdev) for lv in rec.load))
+
+
+def test_md_recommendation_keeps_every_cell_the_noise_cannot_tell_apart(tmp_path, records):
+    # batched 870 and lazy 830 with a spread of 40 each: 40 apart is 0.7 standard errors of their
+    # difference. import-in-route's 760 (spread 5) is 110 behind: 2.7 standard errors, beyond
+    # the 2.24 that 4 comparisons need.
+    widened = [noisy(r, 40.0) if (r.strategy, r.server) in (("lazy", "gunicorn-sync"),
+                                                           ("child-process-batched", "gunicorn-sync")) else r
+               for r in records]
+    write_report(widened, tmp_path, "test", RUN_INFO)
+    assert recommended(read_md(tmp_path)) == ["child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady",
+                                              "lazy/gunicorn-sync/w2/mlp-small/cpu/steady"]
+    assert "-4.6%" in section(read_md(tmp_path), "Recommendation")  # lazy behind the best
+
+
+def test_md_recommendation_within_budgets(tmp_path, records):
+    from forkwise.matrix.recommend import Budgets
+
+    # p99 within 5 ms: only the c1 levels (2 ms) qualify; lazy 300 and import-in-route 290 under
+    # gunicorn-sync are 1.4 standard errors apart; lazy under uwsgi (280) is 2.8 behind.
+    tight = {**RUN_INFO, "recommend": Budgets(p99_ms=5.0, p99_from="command line").to_dict()}
+    write_report(records, tmp_path / "p99", "test", tight)
+    md = read_md(tmp_path / "p99")
+    assert recommended(md) == ["lazy/gunicorn-sync/w2/mlp-small/cpu/steady",
+                               "import-in-route/gunicorn-sync/w2/mlp-small/cpu/steady"]
+    assert "| lazy/gunicorn-sync/w2/mlp-small/cpu/steady | 1 |" in md
+    assert "at most 5 ms (set by: command line)" in md
+    # Memory within 1000 MB total PSS: the model-in-worker cells (1250-1300 MB) are out.
+    lean = {**RUN_INFO, "recommend": Budgets(memory_mb=1000.0, memory_from="profile x").to_dict()}
+    write_report(records, tmp_path / "mem", "test", lean)
+    md = read_md(tmp_path / "mem")
+    assert recommended(md) == ["child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady"]
+    assert "1 cells qualify; out: 4 over the memory budget" in md
+    assert "total PSS at most 1,000 MB (set by: profile x)" in md
+
+
+def test_md_recommendation_without_a_candidate(tmp_path, records):
+    from forkwise.matrix.recommend import Budgets
+
+    write_report([crash_record(), hang_record()], tmp_path / "none", "test", RUN_INFO)
+    assert "this run recommends nothing" in section(read_md(tmp_path / "none"), "Recommendation")
+    impossible = {**RUN_INFO, "recommend": Budgets(p99_ms=1.0).to_dict()}
+    write_report(records, tmp_path / "tight", "test", impossible)
+    text = section(read_md(tmp_path / "tight"), "Recommendation")
+    assert "out: 5 with no level within the p99 budget: this run recommends nothing" in text
+
+
+def test_md_recommendation_answers_each_model_apart(tmp_path, records):
+    # A large model's cells are slower: compared with the small model's, they would never be in
+    # its set; they answer their own question.
+    large = [dataclasses.replace(with_level_rps(r, 0.3), model="large") for r in records
+             if r.verdict.ok and r.strategy in ("control", "lazy")]
+    write_report(records + large, tmp_path, "test", RUN_INFO)
     text = section(read_md(tmp_path), "Recommendation")
-    assert "No OK cell other than control has load data" in text
+    assert "### model mlp-small on cpu" in text and "### model large on cpu" in text
+    large_part = text[text.index("### model large on cpu"):]
+    assert "1 of 2 cells serving model large on cpu" in large_part
+    assert "lazy/gunicorn-sync/w2/large/cpu/steady" in large_part
 
+
+def point(rps: float, stderr: float, name: str = "x"):
+    from forkwise.matrix.recommend import Point
+
+    return Point(record(name, "uwsgi"), level(8, rps), stderr)
+
+
+def test_contenders_follow_the_standard_errors():
+    from forkwise.matrix.recommend import contenders, critical_z
+
+    assert critical_z(0) == 0.0 and critical_z(1) == pytest.approx(1.645, abs=1e-3)
+    best, close, far = point(1000.0, 30.0), point(950.0, 30.0), point(700.0, 30.0)
+    assert contenders([best, close, far]) == [best, close]
+    # No spread measured anywhere: nothing tells the cells apart.
+    flat = [point(1000.0, 0.0), point(500.0, 0.0)]
+    assert contenders(flat) == flat
+
+
+def test_budgets_from_the_profile_and_the_command_line(tmp_path):
+    from forkwise.errors import ConfigError
+    from forkwise.matrix.recommend import Budgets
+    from forkwise.matrix.runner import load_profile
+
+    toml = tmp_path / "mine.toml"
+    toml.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["uwsgi"]\nworkers = [2]\nmodel = ["default"]\n'
+                    "[recommend]\np99_ms = 50\nmemory_mb = 900\n")
+    budgets = load_profile(str(toml)).recommend
+    assert (budgets.p99_ms, budgets.memory_mb, budgets.p99_from) == (50, 900, "profile mine")
+    assert load_profile("quick").recommend == Budgets()
+    mixed = budgets.overridden(None, 1200.0, "command line")
+    assert (mixed.p99_ms, mixed.p99_from, mixed.memory_mb, mixed.memory_from) == (50, "profile mine", 1200.0,
+                                                                                 "command line")
+    assert Budgets.from_dict(mixed.to_dict()) == mixed
+    for bad in ({"p99": 50}, {"p99_ms": 0}, {"memory_mb": -1}, {"p99_ms": True}, {"p99_ms": "50"}):
+        with pytest.raises(ConfigError):
+            Budgets.from_table(bad, "profile x")
+
+
+def test_report_dir_takes_budgets_from_the_command_line(tmp_path, records):
+    from forkwise.matrix.recommend import Budgets
+    from forkwise.matrix.runner import report_dir
+
+    for rec in records:
+        append_record(tmp_path / "records.jsonl", rec)
+    budgets = Budgets(p99_ms=50.0, p99_from="profile mine")
+    (tmp_path / "run.json").write_text(json.dumps({**RUN_INFO, "recommend": budgets.to_dict()}))
+    report_dir(tmp_path, memory_mb=1000.0)
+    text = section(read_md(tmp_path), "Recommendation")
+    assert "at most 50 ms (set by: profile mine) and total PSS at most 1,000 MB (set by: command line)" in text
+    report_dir(tmp_path)  # the run's own budgets again
+    assert "no memory budget" in section(read_md(tmp_path), "Recommendation")
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_two_committed_runs_of_the_same_code_agree_on_the_answer():
+    from forkwise.matrix.launches import combine_all
+    from forkwise.matrix.recommend import Budgets, candidates, contenders, disagreements, questions
+
+    a = combine_all(read_records(COMMITTED / "default" / "records.jsonl"))
+    b = combine_all(read_records(COMMITTED / "default-run1" / "records.jsonl"))
+    assert disagreements(a, b, Budgets()) == []
+    assert questions(a) == questions(b) and len(questions(a)) == 2  # the default and the large model
+    for what in questions(a):
+        found_a, found_b = candidates(a, Budgets(), what), candidates(b, Budgets(), what)
+        set_a = {p.record.cell_id for p in contenders(found_a.points)}
+        set_b = {p.record.cell_id for p in contenders(found_b.points)}
+        assert found_a.points[0].record.cell_id in set_b and found_b.points[0].record.cell_id in set_a
+
+
+def test_a_contradiction_between_runs_is_found(records):
+    from forkwise.matrix.recommend import Budgets, disagreements
+
+    assert disagreements(records, run_records(), Budgets()) == []
+    # Run b: batched, run a's answer, far behind lazy and import-in-route, which it led in run a.
+    slow = [with_level_rps(r, 0.5) if r.strategy == "child-process-batched" else r for r in run_records()]
+    found = disagreements(records, slow, Budgets())
+    assert "model mlp-small on cpu: the two runs' sets have no cell in common" in found
+    assert ("child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady clearly ahead of "
+            "lazy/gunicorn-sync/w2/mlp-small/cpu/steady in run a, clearly behind in run b") in found
+    failed = [dataclasses.replace(r, verdict=Verdict.CRASH) if r.strategy == "child-process-batched" else r
+              for r in run_records()]
+    assert ("child-process-batched/gunicorn-sync/w2/mlp-small/cpu/steady: recommended by run a, not a candidate "
+            "in run b") in disagreements(records, failed, Budgets())
+
+
+def test_a_cell_at_the_edge_of_one_set_is_no_contradiction(records):
+    from forkwise.matrix.recommend import Budgets, disagreements
+
+    # Run a cannot tell lazy (830) from batched (870): both spread widely. Run b can: it is in
+    # a's set and not in b's, and nothing contradicts.
+    wide = [noisy(r, 40.0) if (r.strategy, r.server) in (("lazy", "gunicorn-sync"),
+                                                        ("child-process-batched", "gunicorn-sync")) else r
+            for r in records]
+    assert disagreements(wide, run_records(), Budgets()) == []
+
+
+def with_level_rps(rec: CellRecord, factor: float) -> CellRecord:
+    return dataclasses.replace(rec, load=tuple(dataclasses.replace(lv, rps=lv.rps * factor) for lv in rec.load))
 
 # --- results.html --------------------------------------------------------------------------
 
@@ -393,92 +592,8 @@ def test_html_has_plots_and_escapes_text(out):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert '<td class="v-HANG">HANG</td>' in page
     assert "830.0 ± 5.0" in page  # the per-cell table
+    assert "Throughput against p99 latency of the candidates" in page  # the recommendation's plot
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # self-contained
-
-
-# --- compare -------------------------------------------------------------------------------
-
-
-def with_rps(rec: CellRecord, factor: float, stdev: float) -> CellRecord:
-    load = tuple(dataclasses.replace(lv, rps=lv.rps * factor, rps_stdev=stdev) for lv in rec.load)
-    return dataclasses.replace(rec, load=load)
-
-
-def lazy_cell() -> CellRecord:
-    return ok_record("lazy", "gunicorn-sync")
-
-
-def test_compare_identical_runs_is_quiet(records):
-    comps = compare(records, run_records())
-    assert comps and not any(c.significant for c in comps)
-    assert all(c.delta_pct in (0.0, None) for c in comps)
-    assert len(comps) == sum(max(1, len(r.load)) for r in records)
-
-
-def test_compare_large_change_is_significant():
-    (c1, c8) = compare([with_rps(lazy_cell(), 1.0, 2.0)], [with_rps(lazy_cell(), 1.5, 2.0)])
-    assert c8.concurrency == 8 and c8.significant and c8.delta_pct == pytest.approx(50.0)
-    assert c1.significant
-
-
-def test_compare_small_change_within_noise_is_not_significant():
-    (_, c8) = compare([with_rps(lazy_cell(), 1.0, 40.0)], [with_rps(lazy_cell(), 1.03, 40.0)])
-    assert not c8.significant and c8.delta_pct == pytest.approx(3.0)
-    assert "n.s." in render_comparison([c8])
-
-
-def test_compare_zero_stdev_uses_five_percent():
-    (_, small) = compare([with_rps(lazy_cell(), 1.0, 0.0)], [with_rps(lazy_cell(), 1.04, 0.0)])
-    (_, large) = compare([with_rps(lazy_cell(), 1.0, 0.0)], [with_rps(lazy_cell(), 1.06, 0.0)])
-    assert not small.significant and large.significant
-
-
-def test_compare_flags_a_verdict_change():
-    a = [lazy_cell(), crash_record()]
-    b = [lazy_cell(), dataclasses.replace(crash_record(), verdict=Verdict.OK)]
-    changed = [c for c in compare(a, b) if c.cell_id.startswith("preload/")]
-    assert changed == [
-        Comparison(
-            cell_id="preload/uwsgi/w2/mlp-small/cpu/steady",
-            concurrency=None,
-            rps_a=None,
-            rps_b=None,
-            delta_pct=None,
-            significant=True,
-            verdict_a=Verdict.CRASH,
-            verdict_b=Verdict.OK,
-            note="verdict changed: CRASH -> OK",
-            verdict_changed=True,
-        )
-    ]
-    table = render_comparison(compare(a, b))
-    assert re.search(r"\| preload/uwsgi/\S+ \| - \| - \| - \| - \| - \| - \| - \| yes \| CRASH -> OK \|", table)
-    assert table.startswith("0 of 2 measured levels")
-
-
-def test_compare_cells_in_one_run_only():
-    comps = compare([lazy_cell()], [crash_record()])
-    notes = {c.cell_id.split("/")[0]: c.note for c in comps}
-    assert notes == {"lazy": "only in run a", "preload": "only in run b"}
-    summary = render_comparison(comps).splitlines()[0]
-    assert "0 cells changed verdict; 2 cells ran in one run only." in summary  # missing is not a change
-
-
-def test_load_run_prefers_results_json(tmp_path, records):
-    jsonl_only = tmp_path / "partial"
-    jsonl_only.mkdir()
-    for rec in records[:2]:
-        append_record(jsonl_only / "records.jsonl", rec)
-    assert load_run(jsonl_only) == records[:2]
-    write_report(records, jsonl_only, "test", RUN_INFO)
-    assert load_run(jsonl_only) == records
-
-
-def test_load_run_missing(tmp_path):
-    from forkwise.errors import RecordError
-
-    with pytest.raises(RecordError):
-        load_run(tmp_path)
 
 
 # --- performance goals, judged from records ----------------------------------------------------
@@ -500,7 +615,7 @@ def test_goals_are_judged_from_the_numbers():
 
     pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
            ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
-    ceiling, batching, mem, fast = evaluate(_goal_records(1700.0, 900.0, pss), {})
+    ceiling, batching, _, _, _, mem, fast = evaluate(_goal_records(1700.0, 900.0, pss), {})
     assert ceiling.met and ceiling.ratio == pytest.approx(0.85)  # batched 1700 / control 2000
     assert batching.met and batching.ratio == pytest.approx((1700 / 2) / (900 / 4), rel=1e-2)
     assert mem.met and "gap 600" in mem.measured and "gap 1700" in mem.measured
@@ -509,57 +624,80 @@ def test_goals_are_judged_from_the_numbers():
     slow = evaluate(_goal_records(1000.0, 900.0, pss), {"test_locked_singleton_overhead_vs_global": {"overhead_ns": 5.0},
                     "test_model_server_round_trip_1x256": {"round_trip_us": 600.0, "model_call_us": 450.0}})
     assert slow[0].met is False and slow[0].ratio == pytest.approx(0.5)
-    assert slow[3].met is False and "model call 450 us" in slow[3].measured
+    assert slow[6].met is False and "model call 450 us" in slow[6].measured
 
 
-def _machine(factor: float, lazy_rps: float = 500.0) -> list[CellRecord]:
-    """Six cells on one machine: five whose rps scale with the machine, and lazy."""
-    cells = [record(s, "uwsgi", load=(level(8, 1000.0 * factor, stdev=10.0 * factor),))
-             for s in ("control", "import-in-route", "locked-singleton", "child-process", "child-process-batched")]
-    return cells + [record("lazy", "uwsgi", load=(level(8, lazy_rps, stdev=5.0),))]
+PROFILE_TEXT = ("10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n   60.0%  Predictor.__call__ (r.py:1)\n"
+                "   20.0%  Database.record (d.py:1)\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
 
 
-def test_compare_factors_out_a_whole_machine_shift():
-    from forkwise.matrix.compare import judgement_for
-
-    # The whole machine ran 20% faster in run b: every cell alike. Not a difference of any one cell.
-    a, b = _machine(1.0), _machine(1.2, lazy_rps=600.0)
-    judgement = judgement_for(a, b)
-    assert judgement.shift == pytest.approx(1.2) and judgement.shift_levels == 6
-    rows = compare(a, b, judgement)
-    assert not any(c.significant for c in rows)
-    assert all(c.delta_pct == pytest.approx(20.0) and c.adjusted_delta_pct == pytest.approx(0.0) for c in rows)
-    assert "ran at 1.200x run a" in render_comparison(rows, judgement)
-    # lazy fell while the machine sped up: that is lazy's own.
-    b[-1] = record("lazy", "uwsgi", load=(level(8, 400.0, stdev=5.0),))
-    lazy = {c.cell_id.split("/")[0]: c for c in compare(a, b)}["lazy"]
-    assert lazy.significant and lazy.adjusted_delta_pct == pytest.approx(400 / 1.2 / 500 * 100 - 100)
-
-
-def test_compare_of_a_few_cells_is_judged_raw():
-    from forkwise.matrix.compare import judgement_for
-
-    a, b = _machine(1.0)[:2], _machine(1.2)[:2]
-    judgement = judgement_for(a, b)
-    assert judgement.shift is None
-    assert all(c.significant for c in compare(a, b, judgement))
-    assert "judged raw" in render_comparison(compare(a, b, judgement), judgement)
-
-
-def test_missed_goals_show_the_profiles_of_their_cells(tmp_path):
-    from forkwise.matrix.goals import profile_label
-
+def missed_goal_records() -> list[CellRecord]:
     pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
            ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
-    recs = _goal_records(1000.0, 900.0, pss)  # goal 1 missed: 1000 / 2000
+    return _goal_records(1000.0, 900.0, pss)  # goal 1 missed: 1000 / 2000
+
+
+def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_path):
+    from forkwise.matrix.goals import profile_label, write_profile_provenance
+
+    recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
+    control = next(r for r in recs if r.strategy == "control" and r.model == "default" and r.workers == 2)
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / f"{profile_label(best)}.worker-42.txt").write_text(
-        "10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n   60.0%  Predictor.__call__ (r.py:1)\n"
-        "   20.0%  Database.record (d.py:1)\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
+    (profiles / f"{profile_label(best)}.worker-42.txt").write_text(PROFILE_TEXT)
+    write_profile_provenance(profiles, profile_label(best), environment())
+    (profiles / f"{profile_label(control)}.worker-43.txt").write_text(PROFILE_TEXT)  # no provenance
     write_report(recs, tmp_path / "run", "test", RUN_INFO)
     text = (tmp_path / "run" / "RESULTS.md").read_text()
     assert "### Goal 1 missed: where the time goes" in text
+    assert f"**Profiled:** {profile_label(best)}, commit 4936e01, 2026-11-26T10:00:00Z, on Test CPU @ 3.0GHz" in text
     assert "worker-42: 10 samples" in text and "    70.0%  quick_execute (x.py:1)" in text
     assert "model call 60%, database write 20% of the busy samples" in text
+    assert f"the profile of {profile_label(control)} is not shown: it says nothing of where it was taken" in text
+    assert "worker-43" not in text
+
+
+def test_profiles_from_another_machine_are_left_out(tmp_path):
+    from forkwise.matrix.goals import profile_label, write_profile_provenance
+
+    recs = missed_goal_records()
+    best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / f"{profile_label(best)}.worker-42.txt").write_text(PROFILE_TEXT)
+    write_profile_provenance(profiles, profile_label(best), dataclasses.replace(environment(), cores=16))
+    write_report(recs, tmp_path / "run", "test", RUN_INFO)
+    text = (tmp_path / "run" / "RESULTS.md").read_text()
+    assert "it was taken on another machine (commit 4936e01, 2026-11-26T10:00:00Z, on Test CPU @ 3.0GHz, 16 cores" in text
+    assert "worker-42" not in text
+
+
+def bench_json(cpu: str, cores: int) -> dict:
+    return {
+        "machine_info": {"cpu": {"brand_raw": cpu, "count": cores}, "python_version": "3.11.9"},
+        "commit_info": {"id": "0211d461e790cdca5fb86858c8b535a83e88b1d3", "dirty": False},
+        "datetime": "2026-11-26T05:31:24+00:00",
+        "benchmarks": [
+            {"name": "test_locked_singleton_overhead_vs_global", "extra_info": {"overhead_ns": 5.0}},
+            {"name": "test_model_server_round_trip_1x256", "extra_info": {"round_trip_us": 120.0, "model_call_us": 80.0}},
+        ],
+    }
+
+
+def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "benchmarks.json").write_text(json.dumps(bench_json("Test CPU @ 3.0GHz", 2)))
+    write_report(records, tmp_path / "mine", "test", RUN_INFO)
+    goals = section(read_md(tmp_path / "mine"), "Performance goals")
+    assert ("**Micro-benchmarks:** results/bench/benchmarks.json, commit 0211d461e790, 2026-11-26T05:31:24+00:00, "
+            "on Test CPU @ 3.0GHz, 2 cores, Python 3.11.9.") in goals
+    assert "round trip 120 us" in goals and "| met |" in goals.split("| 7 |")[1]
+
+    (bench / "benchmarks.json").write_text(json.dumps(bench_json("Other CPU", 8)))
+    write_report(records, tmp_path / "theirs", "test", RUN_INFO)
+    goals = section(read_md(tmp_path / "theirs"), "Performance goals")
+    assert "was measured on another machine (commit 0211d461e790, 2026-11-26T05:31:24+00:00, on Other CPU" in goals
+    assert "round trip 120 us" not in goals
+    assert "not measured in this run" in goals.split("| 7 |")[1]

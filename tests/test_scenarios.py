@@ -17,12 +17,39 @@ from forkwise.webapp.validation import BadRequest, instances_from, parse_body
 
 def test_recovery_is_measured_from_the_event():
     samples = (100, 100, 100, 100, 0, 0, 40, 90, 100)  # 0.25 s intervals; event at 1.0 s
-    recovery, recovered = scenarios._recovery(samples, 1.0)
+    recovery, recovered = scenarios._recovery(samples, 1.0, allowance_s=5.0)
     assert recovered and recovery == pytest.approx(1.0)  # interval 7 ends at 2.0 s
-    assert scenarios._recovery((100, 100, 100, 100, 0, 0, 0), 1.0) == (None, False)
-    assert scenarios._recovery((100, 0, 0, 110, 100, 95, 105), None) == (None, True)  # a short dip
-    assert scenarios._recovery((100, 90, 110, 100, 0, 0, 0, 0), None) == (None, False)  # stopped answering
-    assert scenarios._recovery((100,) + (0,) * 8 + (100,) * 4, None) == (None, False)  # stalled 2 s
+    assert scenarios._recovery(samples, 1.0, allowance_s=0.5) == (1.0, False)  # back, but past the allowance
+    assert scenarios._recovery((100, 100, 100, 100, 0, 0, 0), 1.0, 5.0) == (None, False)
+
+
+def test_a_stall_without_an_event_is_measured_and_judged_against_the_allowance():
+    assert scenarios._recovery((100, 0, 0, 110, 100, 95, 105), None, 1.0) == (None, True)  # a short dip
+    stalled_2s = (100,) + (0,) * 8 + (100,) * 4
+    assert scenarios.longest_stall_s(stalled_2s) == (2.0, 0.0)
+    assert scenarios._recovery(stalled_2s, None, allowance_s=3.0) == (None, True)  # recycling: a measured stall
+    assert scenarios._recovery(stalled_2s, None, allowance_s=1.5) == (None, False)  # longer than allowed
+    assert scenarios.longest_stall_s((100, 90, 0, 0, 0)) == (0.75, 0.75)  # still stalled at the end
+    assert scenarios._recovery((0, 0, 0), None, 5.0) == (None, False)  # never answered
+
+
+@pytest.mark.parametrize("slower", [1, 2, 3, 5])
+def test_recovery_verdicts_do_not_follow_the_hosts_speed(slower):
+    """A host k times slower stretches the cold start and every stretch of the samples k times:
+    the allowance and the window stretch with them, so the verdict stays."""
+    cold_start = 2.0
+    allowance = scenarios.recovery_allowance_s(cold_start * slower)
+    event_at, window = scenarios.window_s(9.0, allowance)
+    assert window >= event_at + allowance  # the window holds the allowance after the event
+    # Recovery takes 2 cold starts after the event (a worker respawned and loaded the model).
+    per_s = int(1 / scenarios.INTERVAL_S)
+    before = (100,) * int(event_at * per_s)
+    dip = (0,) * int(2 * cold_start * slower * per_s)
+    samples = before + dip + (100,) * int((window - event_at) * per_s)
+    recovery, recovered = scenarios._recovery(samples, event_at, allowance)
+    assert recovered and recovery == pytest.approx(2 * cold_start * slower + scenarios.INTERVAL_S, abs=0.3)
+    stalled_too_long = before + (0,) * int((allowance + 1) * per_s) + (100,) * 8
+    assert scenarios._recovery(stalled_too_long, event_at, allowance)[1] is False
 
 
 def test_generated_corpus_is_seeded_and_never_valid():

@@ -49,11 +49,12 @@ def test_the_gate_waits_at_most_its_caps_and_still_says_how_slow(monkeypatch):
     assert gate.waited_s == pytest.approx(2.0, abs=stability.POLL_S)  # spent: no more waiting
 
 
-def test_the_reference_only_falls(monkeypatch):
+def test_the_cells_reference_stays_put(monkeypatch):
+    # A faster probe is no new reference: the run's (stability.RunReference) describes the host.
     FakeHost(monkeypatch, [4.0, 8.0])
     gate = stability.QuietGate(reference_ms=5.0, budget_s=0.0)
-    assert gate.before() == 1.0 and gate.reference_ms == 4.0
-    assert gate.after() == 2.0 and gate.reference_ms == 4.0
+    assert gate.before() == 0.8 and gate.reference_ms == 5.0
+    assert gate.after() == 1.6 and gate.reference_ms == 5.0
 
 
 def test_a_real_probe_takes_milliseconds():

@@ -45,9 +45,9 @@ def test_locked_singleton_loads_once_under_concurrent_first_use(settings_for, ti
     calls = []
     real = locked_singleton.load_predictor
 
-    def counting(path):
+    def counting(path, threads=0):
         calls.append(threading.get_ident())
-        return real(path)
+        return real(path, threads)
 
     monkeypatch.setattr(locked_singleton, "load_predictor", counting)
     strategy = registry.get("locked-singleton")(settings_for("locked-singleton", tiny_spec_path), tiny_spec)

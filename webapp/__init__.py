@@ -10,6 +10,7 @@ from flask import Flask
 
 from forkwise.config import AppSettings
 from forkwise.model.spec import ModelSpec
+from forkwise.postgres import APP_NAME
 from forkwise.strategies import registry
 from forkwise.webapp.db import Database
 from forkwise.webapp.process import AppProcess, install
@@ -24,7 +25,8 @@ def create_app(settings: AppSettings | None = None) -> Flask:
 
     app = Flask("forkwise")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    db = Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir)
+    db = Database(settings.database_url, settings.db_busy_timeout_s, lock_dir=settings.run_dir,
+                  reset=settings.db_reset, application_name=APP_NAME)
     db.init_app(app)
     state = AppProcess(settings, spec, strategy, db)
     app.extensions["forkwise"] = state
@@ -35,5 +37,6 @@ def create_app(settings: AppSettings | None = None) -> Flask:
     if settings.preload_app:
         state.master_preload()  # we are the master; workers run post_fork via the server's hook
     else:
+        db.create_schema()  # the launcher made it; a worker only finds it (under a lock)
         state.worker_started()  # we are already a worker
     return app

@@ -18,6 +18,10 @@ import numpy as np
 from forkwise.errors import ModelUnavailable
 
 log = logging.getLogger("forkwise.webapp")
+# A worker whose warm-up found no model server tries again after this, doubling up to the most:
+# it is ready within about WARM_UP_RETRY_MAX_S of the model server answering, with no traffic.
+WARM_UP_RETRY_FIRST_S = 0.05
+WARM_UP_RETRY_MAX_S = 1.0
 
 
 class AppProcess:
@@ -28,6 +32,8 @@ class AppProcess:
         self._initialised_pid: int | None = None
         self._ready_pid: int | None = None
         self._lock = threading.Lock()
+        self.not_ready_because = "the model has not answered in this process yet"
+        self.stopping = threading.Event()  # set as the worker exits: background warm-ups end
 
     @property
     def ready(self) -> bool:
@@ -43,6 +49,8 @@ class AppProcess:
 
     def master_preload(self) -> None:
         """Runs in the master, before fork."""
+        if self.settings.db_touch_in_master:
+            self.db.touch()  # as apps that preload do: the engine's pool now holds a connection
         self.strategy.preload()
         if self.strategy.freeze_gc_before_fork:
             gc.collect()
@@ -55,12 +63,30 @@ class AppProcess:
                 return
             self._initialised_pid = os.getpid()
         self.strategy.post_fork()
-        if self.strategy.warm_after_fork:
-            try:
-                self.predict(np.zeros((1, *self.spec.input_shape), np.float32))
-            except ModelUnavailable as exc:
-                # Not fatal: /readyz stays 503 until the model answers a request.
-                log.warning("worker %d: warm-up inference failed: %s", os.getpid(), exc)
+        if self.strategy.warm_after_fork and not self.warm_up():
+            # The model server may still be starting: keep trying in the background, so the
+            # worker becomes ready (/readyz) without waiting for a request to reach it.
+            log.warning("worker %d: %s; retrying in the background", os.getpid(), self.not_ready_because)
+            threading.Thread(target=self._retry_warm_up, name="forkwise-warm-up", daemon=True).start()
+
+    def warm_up(self) -> bool:
+        """One inference on zeros; False, with the reason kept for /readyz, when the model cannot answer now."""
+        try:
+            self.predict(np.zeros((1, *self.spec.input_shape), np.float32))
+            return True
+        except ModelUnavailable as exc:
+            self.not_ready_because = f"warm-up inference failed: {exc}"
+            return False
+
+    def _retry_warm_up(self) -> None:
+        """A worker's background thread: warm up again, backing off, until the model answered once
+        (a request may get there first) or the worker is stopping."""
+        pause = WARM_UP_RETRY_FIRST_S
+        while not self.ready and not self.stopping.wait(pause):
+            if self.warm_up():
+                log.warning("worker %d: the warm-up inference answered: ready", os.getpid())
+                return
+            pause = min(2 * pause, WARM_UP_RETRY_MAX_S)
 
 
 _current: AppProcess | None = None
@@ -80,6 +106,7 @@ def worker_started() -> None:
 def worker_exit() -> None:
     """The server's worker-exit hook calls this in each worker."""
     if _current is not None:
+        _current.stopping.set()
         _current.strategy.on_exit()
 
 

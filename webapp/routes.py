@@ -7,7 +7,10 @@ import os
 
 from flask import Blueprint, current_app, jsonify, request
 
-from forkwise.errors import DatabaseBusy, ModelUnavailable
+from sqlalchemy.exc import SQLAlchemyError
+
+from forkwise.errors import DatabaseBusy, DatabaseUnavailable, ModelUnavailable
+from forkwise.webapp.db import first_line
 from forkwise.webapp.validation import BadRequest, instances_from, parse_body
 
 bp = Blueprint("forkwise", __name__)
@@ -33,8 +36,10 @@ def predict():
     digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in batch]
     values = outputs.reshape(len(batch), -1).tolist() if outputs.ndim > 1 else [[v] for v in outputs.tolist()]
     pid = os.getpid()
-    ids = state.db.record(digests, values, pid, state.strategy.name)
-    return jsonify(predictions=outputs.tolist(), ids=ids, worker=pid, strategy=state.strategy.name)
+    written = state.db.record(digests, values, pid, state.strategy.name)
+    # The digests come back from the database: a client can check that the rows are its own.
+    return jsonify(predictions=outputs.tolist(), ids=[i for i, _ in written], digests=[d for _, d in written],
+                   worker=pid, strategy=state.strategy.name)
 
 
 @bp.get("/healthz")
@@ -47,7 +52,7 @@ def readyz():
     state = _state()
     if state.ready:
         return jsonify(status="ready", pid=os.getpid())
-    return jsonify(status="not ready: the model has not answered in this process yet", pid=os.getpid()), 503
+    return jsonify(status=f"not ready: {state.not_ready_because}", pid=os.getpid()), 503
 
 
 @bp.get("/stats")
@@ -82,6 +87,17 @@ def register_error_handlers(app) -> None:
     @app.errorhandler(DatabaseBusy)
     def database_busy(exc: DatabaseBusy):
         return _error(503, "database_busy", str(exc), retry_after=exc.retry_after_s)
+
+    @app.errorhandler(DatabaseUnavailable)
+    def database_unavailable(exc: DatabaseUnavailable):
+        app.logger.warning("503: %s", exc)
+        return _error(503, "database_unavailable", str(exc), retry_after=exc.retry_after_s)
+
+    @app.errorhandler(SQLAlchemyError)
+    def database_error(exc: SQLAlchemyError):
+        # A broken connection or a bug: a 500 whose body says what the database driver said.
+        app.logger.error("500: database error", exc_info=exc)
+        return _error(500, "database_error", f"database error: {first_line(exc)}")
 
     # Werkzeug's own HTTP errors (404, 405, 413 from MAX_CONTENT_LENGTH...) as JSON too.
     from werkzeug.exceptions import HTTPException

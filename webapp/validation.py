@@ -43,11 +43,17 @@ def parse_body(body: bytes) -> object:
         raise BadRequest(400, "invalid_json", "the JSON is nested too deeply") from None
 
 
-def _check_leaf_row(row: object, width: int, where: str) -> None:
+def _shape_note(instance_shape: tuple[int, ...]) -> str:
+    """For a model of rank > 1, where a row sits is not obvious: name the whole shape."""
+    return f" (instance shape {list(instance_shape)})" if len(instance_shape) > 1 else ""
+
+
+def _check_leaf_row(row: object, width: int, where: str, instance_shape: tuple[int, ...]) -> None:
     if not isinstance(row, list):
-        raise BadRequest(422, "wrong_shape", f"{where} must be a list of {width} numbers")
+        raise BadRequest(422, "wrong_shape", f"{where} must be a list of {width} numbers{_shape_note(instance_shape)}")
     if len(row) != width:
-        raise BadRequest(422, "wrong_shape", f"{where} has {len(row)} values; the model takes {width}")
+        raise BadRequest(422, "wrong_shape",
+                         f"{where} has {len(row)} values; the model takes {width}{_shape_note(instance_shape)}")
     for j, value in enumerate(row):
         # bool is an int subclass: refuse it explicitly, as well as strings and null.
         if type(value) not in _NUMBER_TYPES:
@@ -56,14 +62,14 @@ def _check_leaf_row(row: object, width: int, where: str) -> None:
             raise BadRequest(422, "not_finite", f"{where}[{j}] is not a finite number")
 
 
-def _check_instance(value: object, shape: tuple[int, ...], where: str) -> None:
+def _check_instance(value: object, shape: tuple[int, ...], where: str, instance_shape: tuple[int, ...]) -> None:
     if len(shape) == 1:
-        _check_leaf_row(value, shape[0], where)
+        _check_leaf_row(value, shape[0], where, instance_shape)
         return
     if not isinstance(value, list) or len(value) != shape[0]:
-        raise BadRequest(422, "wrong_shape", f"{where} must be a list of {shape[0]} items (instance shape {list(shape)})")
+        raise BadRequest(422, "wrong_shape", f"{where} must be a list of {shape[0]} items{_shape_note(instance_shape)}")
     for i, item in enumerate(value):
-        _check_instance(item, shape[1:], f"{where}[{i}]")
+        _check_instance(item, shape[1:], f"{where}[{i}]", instance_shape)
 
 
 def instances_from(payload: object, input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
@@ -80,7 +86,7 @@ def instances_from(payload: object, input_shape: tuple[int, ...], max_instances:
     if len(instances) > max_instances:
         raise BadRequest(413, "too_many_instances", f"{len(instances)} instances; at most {max_instances} per request")
     for i, instance in enumerate(instances):
-        _check_instance(instance, input_shape, f"instances[{i}]")
+        _check_instance(instance, input_shape, f"instances[{i}]", input_shape)
     try:
         batch = np.asarray(instances, dtype=np.float64)
     except OverflowError:

@@ -1,0 +1,134 @@
+"""The article's three cases, answered from a run's records.
+
+Each case is a claim about what happens when forked workers meet the model on their first
+requests: the article's strategy, run under every server setting, either answers correctly or
+fails. Only cells that put that claim to the test count as its evidence: the steady scenario,
+where a fresh deployment's workers take their first requests concurrently. A reliability
+scenario tests something else (a worker recycled every N requests stalls while its successor
+loads the model: a measured stall, not a race between workers), so its cells are listed apart
+and never decide a case.
+
+Strategies are named through their classes, so a renamed strategy cannot silently leave a case
+without cells.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from forkwise.matrix.document import (
+    MISSING, SERVER_ORDER, Block, Heading, Para, Table, latest_by_cell, ordered, rank,
+)
+from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.strategies.import_in_route import ImportInRoute
+from forkwise.strategies.lazy import Lazy
+from forkwise.strategies.locked_singleton import LockedSingleton
+from forkwise.strategies.preload import Preload
+from forkwise.strategies.preload_import import PreloadImport
+
+# The scenario whose cells test the article's claims: workers of a fresh deployment on their
+# first, concurrent requests.
+EVIDENCE_SCENARIO = "steady"
+
+
+@dataclass(frozen=True)
+class ArticleCase:
+    number: int
+    title: str
+    strategy: str
+    claim: str  # what the article asserts; the run decides whether it was observed
+    related: tuple[str, ...] = ()
+
+
+ARTICLE_CASES = (
+    ArticleCase(1, "import TensorFlow inside the route", ImportInRoute.name,
+                "concurrent first imports of TensorFlow inside a route fail"),
+    ArticleCase(2, "load at module level, before the fork", Preload.name,
+                "loading TensorFlow at module level before the fork is still problematic",
+                related=(PreloadImport.name,)),
+    ArticleCase(3, "a singleton loader (done properly: locked)", LockedSingleton.name,
+                "a singleton loader cannot avoid races between forked workers on their first requests",
+                related=(Lazy.name,)),
+)
+
+
+def verdict_summary(verdicts: Sequence[Verdict]) -> str:
+    counts = Counter(verdicts)
+    return ", ".join(f"{v.value} x{counts[v]}" for v in Verdict if counts[v])
+
+
+def cells_of(records: Iterable[CellRecord], strategy: str) -> list[CellRecord]:
+    return [r for r in latest_by_cell(records).values() if r.strategy == strategy]
+
+
+def evidence_of(cells: Iterable[CellRecord]) -> list[CellRecord]:
+    """The cells that test a case's claim."""
+    return [r for r in cells if r.scenario == EVIDENCE_SCENARIO]
+
+
+def case_sentence(case: ArticleCase, cells: Sequence[CellRecord]) -> str:
+    """One sentence, generated from the verdicts of the case's evidence in this run."""
+    if not cells:
+        return (f"{case.strategy} was not run in the {EVIDENCE_SCENARIO} scenario in this profile, so the "
+                f"article's claim that {case.claim} was neither confirmed nor refuted.")
+    n = len(cells)
+    ok = sum(1 for r in cells if r.verdict.ok)
+    summary = verdict_summary([r.verdict for r in cells])
+    servers = {r.server for r in cells}
+    unit = "server settings" if len(servers) == n else "cells"
+    every = f"all {n} {unit}" if n > 1 else f"its only {unit[:-1]}, {cells[0].server}"
+    if ok == n:
+        return (f"{case.strategy} answered correctly under {every} ({summary}): "
+                f"the article's claim that {case.claim} was not observed.")
+    if ok == 0:
+        return (f"{case.strategy} failed under {every} ({summary}): "
+                f"the article's claim that {case.claim} was observed.")
+    failing = ", ".join(ordered({r.server for r in cells if not r.verdict.ok}, SERVER_ORDER))
+    return (f"{case.strategy} answered correctly under {ok} of {n} {unit} ({summary}) and failed on "
+            f"{failing}: the article's claim that {case.claim} was observed there only.")
+
+
+def other_scenarios_sentence(cells: Sequence[CellRecord]) -> str:
+    scenarios = ordered({r.scenario for r in cells}, ())
+    parts = [f"{s} ({verdict_summary([r.verdict for r in cells if r.scenario == s])})" for s in scenarios]
+    return (f"{'; '.join(parts)}. They test how a running deployment takes a disruption, not its workers' "
+            "first requests, so they are not evidence for this case (see Reliability).")
+
+
+def case_table(cells: Sequence[CellRecord]) -> Table:
+    rows = tuple(
+        (r.cell_id, r.verdict.value, r.evidence.findings[0] if r.evidence.findings else MISSING)
+        for r in sorted(cells, key=lambda r: (rank(r.server, SERVER_ORDER), r.cell_id))
+    )
+    return Table(("cell", "verdict", "first finding"), rows)
+
+
+def related_sentence(strategy: str, records: Sequence[CellRecord]) -> str:
+    cells = evidence_of(cells_of(records, strategy))
+    if not cells:
+        return f"{strategy}: not run in the {EVIDENCE_SCENARIO} scenario in this profile."
+    return f"{strategy}: {verdict_summary([r.verdict for r in cells])} over {len(cells)} cells."
+
+
+def article_section(records: Sequence[CellRecord]) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("The article's three cases, answered"),
+        Para(f"Each case is judged by its strategy's cells in the {EVIDENCE_SCENARIO} scenario: a fresh "
+             "deployment whose workers take their first requests concurrently, which is what the article's "
+             "claims are about."),
+    ]
+    for case in ARTICLE_CASES:
+        all_cells = cells_of(records, case.strategy)
+        cells = evidence_of(all_cells)
+        others = [r for r in all_cells if r not in cells]
+        blocks.append(Heading(f"Case {case.number}: {case.title} (strategy {case.strategy})", 3))
+        blocks.append(Para(case_sentence(case, cells), "Observed:"))
+        if cells:
+            blocks.append(case_table(cells))
+        if others:
+            blocks.append(Para(other_scenarios_sentence(others), "Not counted:"))
+        for strategy in case.related:
+            blocks.append(Para(related_sentence(strategy, records), "For comparison,"))
+    return blocks

@@ -1,0 +1,280 @@
+"""How a report presents things: blocks of a document, rendered to Markdown and to HTML, the
+formatting of numbers in them, the order strategies and servers are shown in, and figures.
+
+``report``, ``article``, ``recommend``, ``goals`` and ``plots`` build lists of blocks from a
+run's records; ``render_markdown`` and ``render_html`` render the one document.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from forkwise.matrix.records import CellRecord, LoadLevel, Verdict
+
+STRATEGY_ORDER = (
+    "import-in-route",
+    "preload",
+    "preload-import",
+    "lazy",
+    "locked-singleton",
+    "child-process",
+    "child-process-batched",
+    "control",
+)
+SERVER_ORDER = ("gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads")
+MISSING = "-"
+
+
+# --- ordering ------------------------------------------------------------------------------
+
+
+def ordered(names: Iterable[str], canonical: Sequence[str]) -> list[str]:
+    names = set(names)
+    known = [n for n in canonical if n in names]
+    return known + sorted(names - set(canonical))
+
+
+def rank(name: str, canonical: Sequence[str]) -> int:
+    return canonical.index(name) if name in canonical else len(canonical)
+
+
+def strategies_of(records: Iterable[CellRecord]) -> list[str]:
+    return ordered((r.strategy for r in records), STRATEGY_ORDER)
+
+
+def servers_of(records: Iterable[CellRecord]) -> list[str]:
+    return ordered((r.server for r in records), SERVER_ORDER)
+
+
+def latest_by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
+    """One record per cell_id (the last one, should a cell appear twice)."""
+    return {r.cell_id: r for r in records}
+
+
+def level_at(record: CellRecord | None, concurrency: int) -> LoadLevel | None:
+    if record is None:
+        return None
+    return next((lv for lv in record.load if lv.concurrency == concurrency), None)
+
+
+def highest_level(record: CellRecord) -> LoadLevel | None:
+    return max(record.load, key=lambda lv: lv.concurrency, default=None)
+
+
+Combination = tuple[int, str, str, str, str, str, str]
+
+
+def combination(record: CellRecord) -> Combination:
+    """What a verdict matrix holds fixed: workers, model, device, scenario, backend, database settings,
+    the runtime's threads."""
+    return (record.workers, record.model, record.device, record.scenario, record.backend, record.database_setting,
+            record.runtime_threads)
+
+
+def combination_label(combo: Combination) -> str:
+    workers, model, device, scenario, backend, database, threads = combo
+    backend_part = "" if backend == "tensorflow" else f", backend {backend}"
+    database_part = f", database {database}" if database else ""
+    threads_part = "" if threads == "default" else f", runtime threads {threads}"
+    return (f"{workers} workers, model {model}, device {device}{backend_part}{database_part}{threads_part}, "
+            f"scenario {scenario}")
+
+
+def combinations(records: Sequence[CellRecord]) -> list[Combination]:
+    """Distinct combinations, the most common first (ties in first-seen order)."""
+    counts = Counter(combination(r) for r in records)
+    first_seen = {c: i for i, c in reversed(list(enumerate(combination(r) for r in records)))}
+    return sorted(counts, key=lambda c: (-counts[c], first_seen[c]))
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def fmt_text(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, Verdict):
+        return value.value
+    return str(value)
+
+
+def fmt_fixed(digits: int) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return MISSING
+        return f"{value:,.{digits}f}"
+
+    return fmt
+
+
+def fmt_ms(value: Any) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_ratio(value: Any) -> str:
+    return MISSING if value is None else f"{value:.2f}x"
+
+
+def fmt_int(value: Any) -> str:
+    return MISSING if value is None else f"{value:d}"
+
+
+fmt_mib = fmt_fixed(0)
+
+
+def fmt_spread(value: float, spread: float, samples: int) -> str:
+    """'1,624.6 ± 56.3', or what stands for a spread that was not measured: one sample has none,
+    and '± 0.0' would claim a measurement that never happened."""
+    if samples <= 1:
+        return f"{fmt_fixed(1)(value)} (one sample)"
+    return f"{fmt_fixed(1)(value)} ± {fmt_fixed(1)(spread)}"
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    lead: str = ""  # shown in bold before the text
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Plot:
+    caption: str
+    png: bytes
+
+
+Block = Heading | Para | Table | Code | Plot
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def strategy_colors(records: Sequence[CellRecord]) -> dict[str, str]:
+    """One colour per strategy, the same in every panel and plot."""
+    return {strategy: f"C{i % 10}" for i, strategy in enumerate(strategies_of(records))}
+
+
+# --- renderers -----------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_fence(text: str) -> str:
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
+def markdown_block(block: Block) -> str | None:
+    if isinstance(block, Heading):
+        return f"{'#' * block.level} {block.text}"
+    if isinstance(block, Para):
+        return f"**{block.lead}** {block.text}" if block.lead else block.text
+    if isinstance(block, Table):
+        header = "| " + " | ".join(_md_cell(h) for h in block.headers) + " |"
+        rule = "|" + "|".join(" --- " for _ in block.headers) + "|"
+        body = ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+        return "\n".join([header, rule, *body])
+    if isinstance(block, Code):
+        fence = _md_fence(block.text)
+        return f"{fence}text\n{block.text}\n{fence}"
+    return None  # plots live in the HTML page only
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    parts = [text for text in (markdown_block(b) for b in blocks) if text is not None]
+    return "\n\n".join(parts) + "\n"
+
+
+_VERDICT_VALUES = {v.value for v in Verdict}
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
+img { max-width: 100%; }
+td.v-OK { background: #d9f2d9; } td.v-HANG, td.v-CRASH, td.v-BOOT { background: #f7d4d4; }
+td.v-ERROR, td.v-WRONG, td.v-LOST { background: #fbe7c6; }
+"""
+
+
+def _html_td(text: str) -> str:
+    cls = f' class="v-{text}"' if text in _VERDICT_VALUES else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
+
+
+def html_block(block: Block) -> str:
+    e = html.escape
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{e(block.text)}</h{block.level}>"
+    if isinstance(block, Para):
+        lead = f"<strong>{e(block.lead)}</strong> " if block.lead else ""
+        return f"<p>{lead}{e(block.text)}</p>"
+    if isinstance(block, Table):
+        head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
+        body = "".join("<tr>" + "".join(_html_td(c) for c in row) + "</tr>" for row in block.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(block, Code):
+        return f"<pre>{e(block.text)}</pre>"
+    if isinstance(block, Plot):
+        data = base64.b64encode(block.png).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(block.caption)}">'
+                f"<figcaption>{e(block.caption)}</figcaption></figure>")
+    raise TypeError(f"unknown block {block!r}")
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    body = "\n".join(html_block(b) for b in blocks)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,341 @@
+"""The recommendation: the most throughput within a p99 budget and a memory budget, answered
+with the set of cells that cannot be told apart from the best.
+
+Teams ask what Triton's Model Analyzer answers: which deployment serves the most requests a
+second while its p99 latency stays within one budget and its memory within another. Each OK
+cell other than a control is taken at its operating point, its load level with the most
+throughput whose p99 is within the budget; a cell whose total PSS is over the memory budget, or
+that has no level within the p99 budget, is out.
+
+One name would not survive a second run: on a shared 2-core host a level's throughput moves
+10-15% from one launch to the next, and the leader of one run was the runner-up of the next.
+So the answer is a set, chosen by subset selection (Gupta's procedure): a cell is in it unless
+another cell is ahead of it by more than z standard errors of their difference, z the one-sided
+Bonferroni quantile over its k - 1 comparisons at FAMILY_ALPHA. The set then holds the cell
+with the truly most throughput with at least 95% confidence. A level's standard error is its
+spread across launches (its own, or its run's pooled launch noise at that concurrency when that
+is larger: a level whose two launches agreed by chance is not taken as more precise than the
+run's cells are) over the square root of its timed launches. Where no spread was measured at all,
+two cells cannot be told apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Sequence
+
+from forkwise.errors import ConfigError
+from forkwise.matrix.controls import is_control
+from forkwise.matrix.document import (
+    MISSING, Block, Heading, Para, Plot, Table, fmt_fixed, fmt_ms, latest_by_cell, new_figure, png,
+    strategy_colors,
+)
+from forkwise.matrix.launches import describe_noise, launch_noise
+from forkwise.matrix.records import CellRecord, LoadLevel
+
+FAMILY_ALPHA = 0.05  # the chance that the set misses the truly best cell
+DEFAULT_P99_MS = 100.0  # a common service-level objective for an interactive endpoint
+DEFAULT_MEMORY_MB: float | None = None  # no memory budget unless one is set
+DEFAULT = "default"
+
+
+# --- the budgets ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What a team asks of a deployment, and where each budget was set (default, profile or
+    command line), so the report can say it."""
+
+    p99_ms: float = DEFAULT_P99_MS
+    memory_mb: float | None = DEFAULT_MEMORY_MB  # total PSS of the deployment; None: no budget
+    p99_from: str = DEFAULT
+    memory_from: str = DEFAULT
+
+    def __post_init__(self) -> None:
+        for name in ("p99_ms", "memory_mb"):
+            value = getattr(self, name)
+            if value is None and name == "memory_mb":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"recommend.{name} must be a number > 0; got {value!r}")
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> "Budgets":
+        """A profile's [recommend] table: p99_ms and memory_mb, each optional."""
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [recommend] must be a table")
+        unknown = set(table) - {"p99_ms", "memory_mb"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown [recommend] keys {sorted(unknown)}; keys are p99_ms, memory_mb")
+        return cls().overridden(table.get("p99_ms"), table.get("memory_mb"), where)
+
+    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> "Budgets":
+        """These budgets with the ones given (not None) set by `source`."""
+        return Budgets(
+            p99_ms=self.p99_ms if p99_ms is None else p99_ms,
+            memory_mb=self.memory_mb if memory_mb is None else memory_mb,
+            p99_from=self.p99_from if p99_ms is None else source,
+            memory_from=self.memory_from if memory_mb is None else source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p99_ms": self.p99_ms, "memory_mb": self.memory_mb, "p99_from": self.p99_from,
+                "memory_from": self.memory_from}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Budgets":
+        """What a run.json says (an older run says nothing: the defaults)."""
+        return cls(**(data or {}))
+
+    def describe(self) -> str:
+        memory = ("no memory budget" if self.memory_mb is None
+                  else f"total PSS at most {self.memory_mb:,g} MB")
+        return (f"p99 latency at most {self.p99_ms:,g} ms (set by: {self.p99_from}) and {memory} "
+                f"(set by: {self.memory_from})")
+
+
+# --- operating points and the set that cannot be told apart ----------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """A cell at its operating point: the level it is recommended at."""
+
+    record: CellRecord
+    level: LoadLevel
+    stderr: float  # of level.rps
+
+
+@dataclass(frozen=True)
+class Candidates:
+    points: list[Point]  # within both budgets, most throughput first
+    over_memory: list[CellRecord] = field(default_factory=list)
+    memory_unknown: list[CellRecord] = field(default_factory=list)  # a memory budget is set, no memory measured
+    over_p99: list[CellRecord] = field(default_factory=list)  # no level within the p99 budget
+
+
+def stderr_of(level: LoadLevel, noise: dict[int, float]) -> float:
+    """The standard error of a level's rps: its spread (see the module's docstring) over the
+    square root of the launches it was timed in."""
+    spread = max(level.rps_stdev, noise.get(level.concurrency, 0.0) * level.rps)
+    return spread / math.sqrt(max(1, len(level.launch_rps)))
+
+
+def operating_level(record: CellRecord, budgets: Budgets) -> LoadLevel | None:
+    """The level with the most throughput whose p99 is within the budget; None when none is."""
+    within = [lv for lv in record.load if lv.latency.p99_ms <= budgets.p99_ms and lv.rps > 0]
+    return max(within, key=lambda lv: (lv.rps, -lv.concurrency), default=None)
+
+
+Served = tuple[str, str, str]  # model, device, backend: what a team serves, so what its question is about
+
+
+def served(record: CellRecord) -> Served:
+    return (record.model, record.device, record.backend)
+
+
+def served_label(what: Served) -> str:
+    model, device, backend = what
+    return f"model {model} on {device}" + ("" if backend == "tensorflow" else f", backend {backend}")
+
+
+def _measured(records: Sequence[CellRecord]) -> list[CellRecord]:
+    """The OK cells other than a control with load: what a recommendation chooses from."""
+    return [r for r in latest_by_cell(records).values()
+            if r.verdict.ok and not is_control(r.strategy) and r.load]
+
+
+def questions(records: Sequence[CellRecord]) -> list[Served]:
+    """One question per model, device and backend the run loaded; the most cells first."""
+    counts = Counter(served(r) for r in _measured(records))
+    return sorted(counts, key=lambda what: (-counts[what], what))
+
+
+def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) -> Candidates:
+    """The cells serving `what`, sorted into the budgets' verdicts; the standard errors use the
+    launch noise of the whole run."""
+    noise = launch_noise(records)
+    found = Candidates(points=[])
+    for record in _measured(records):
+        if served(record) != what:
+            continue
+        if budgets.memory_mb is not None and record.memory is None:
+            found.memory_unknown.append(record)
+        elif budgets.memory_mb is not None and record.memory.total_pss_mb > budgets.memory_mb:
+            found.over_memory.append(record)
+        elif (level := operating_level(record, budgets)) is None:
+            found.over_p99.append(record)
+        else:
+            found.points.append(Point(record, level, stderr_of(level, noise)))
+    found.points.sort(key=lambda p: (-p.level.rps, p.record.cell_id))
+    return found
+
+
+def critical_z(comparisons: int, alpha: float = FAMILY_ALPHA) -> float:
+    """One-sided Bonferroni quantile over `comparisons` comparisons (0 when there are none)."""
+    return NormalDist().inv_cdf(1 - alpha / comparisons) if comparisons > 0 else 0.0
+
+
+def clearly_ahead(a: Point, b: Point, z: float) -> bool:
+    """Is a's throughput ahead of b's by more than the noise lets two cells differ by chance?
+    Never when neither has a measured spread: nothing says how far apart chance puts them."""
+    se = math.hypot(a.stderr, b.stderr)
+    return se > 0 and a.level.rps - b.level.rps > z * se
+
+
+def contenders(points: Sequence[Point], alpha: float = FAMILY_ALPHA) -> list[Point]:
+    """The points no other point is clearly ahead of, in the order given."""
+    z = critical_z(len(points) - 1, alpha)
+    return [p for p in points if not any(clearly_ahead(q, p, z) for q in points if q is not p)]
+
+
+def disagreements(run_a: Sequence[CellRecord], run_b: Sequence[CellRecord], budgets: Budgets) -> list[str]:
+    """Where two runs' answers contradict each other; empty when they agree.
+
+    Two runs of the same code draw different noise, so a cell near the edge of one run's set may
+    fall just outside the other's: one run could not tell it from the best, the other could. That
+    is no contradiction. These are: sets with no cell in common; two cells that one run puts
+    clearly in one order and the other clearly in the other; a cell one run recommends that the
+    other does not consider (not OK, or out of the budgets)."""
+    found = []
+    for what in dict.fromkeys(questions(run_a) + questions(run_b)):
+        cand = {"a": candidates(run_a, budgets, what), "b": candidates(run_b, budgets, what)}
+        sets = {name: contenders(c.points) for name, c in cand.items()}
+        cells = {name: {p.record.cell_id: p for p in c.points} for name, c in cand.items()}
+        if sets["a"] and sets["b"] and not {p.record.cell_id for p in sets["a"]} & {p.record.cell_id for p in sets["b"]}:
+            found.append(f"{served_label(what)}: the two runs' sets have no cell in common")
+        for name, other in (("a", "b"), ("b", "a")):
+            found += [f"{p.record.cell_id}: recommended by run {name}, not a candidate in run {other}"
+                      for p in sets[name] if p.record.cell_id not in cells[other]]
+        found += reversed_orders(cand["a"].points, cand["b"].points)
+    return found
+
+
+def reversed_orders(points_a: Sequence[Point], points_b: Sequence[Point]) -> list[str]:
+    """Pairs of cells that run a puts clearly in one order and run b clearly in the other."""
+    z_a, z_b = critical_z(len(points_a) - 1), critical_z(len(points_b) - 1)
+    in_b = {p.record.cell_id: p for p in points_b}
+    found = []
+    for x in points_a:
+        for y in points_a:
+            bx, by = in_b.get(x.record.cell_id), in_b.get(y.record.cell_id)
+            if bx is not None and by is not None and clearly_ahead(x, y, z_a) and clearly_ahead(by, bx, z_b):
+                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, clearly behind in run b")
+    return found
+
+
+# --- the section -----------------------------------------------------------------------------
+
+
+def _pss(record: CellRecord) -> str:
+    return MISSING if record.memory is None else fmt_fixed(1)(record.memory.total_pss_mb)
+
+
+def contender_row(point: Point, best: Point) -> tuple[str, ...]:
+    level, record = point.level, point.record
+    behind = (best.level.rps - level.rps) / best.level.rps if best.level.rps else 0.0
+    return (
+        record.cell_id, str(level.concurrency),
+        f"{fmt_fixed(1)(level.rps)} ± {fmt_fixed(1)(point.stderr)}" if point.stderr else
+        f"{fmt_fixed(1)(level.rps)} (no spread measured)",
+        "best" if point is best else f"-{behind:.1%}",
+        fmt_ms(level.latency.p99_ms), _pss(record),
+        MISSING if record.cold_start_s is None else fmt_fixed(2)(record.cold_start_s),
+    )
+
+
+def _excluded_sentence(found: Candidates) -> str:
+    parts = [f"{len(cells)} {why}" for cells, why in (
+        (found.over_memory, "over the memory budget"),
+        (found.memory_unknown, "without a memory measurement"),
+        (found.over_p99, "with no level within the p99 budget"),
+    ) if cells]
+    return ("; out: " + ", ".join(parts)) if parts else ""
+
+
+def method_sentence(found: Candidates, chosen: Sequence[Point], noise: dict[int, float]) -> str:
+    k = len(found.points)
+    z = critical_z(k - 1)
+    noise_text = describe_noise(noise)
+    return (f"Each OK cell other than a control is taken at its load level with the most throughput whose p99 is "
+            f"within the budget; {k} cells qualify{_excluded_sentence(found)}. A cell is in the set unless another "
+            f"is ahead of it by more than {z:.2f} standard errors of their difference (one-sided, Bonferroni over "
+            f"{max(k - 1, 0)} comparisons): the set holds the cell with the truly most throughput with "
+            f"{1 - FAMILY_ALPHA:.0%} confidence. Standard error: the level's spread, or this run's launch noise "
+            f"({noise_text}) if larger, over the square root of its launches. Any cell of the set is the answer; "
+            f"choose among them by memory, cold start or p99.")
+
+
+def recommendation_section(records: Sequence[CellRecord], budgets: Budgets, with_plots: bool) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Recommendation"),
+        Para(f"The most throughput with {budgets.describe()}, for each model the run served. Set the budgets in "
+             "the profile ([recommend] p99_ms, memory_mb) or with `forkwise matrix`/`forkwise report` --p99-ms "
+             "and --memory-mb.", "The question:"),
+    ]
+    asked = questions(records)
+    if not asked:
+        return blocks + [Para("No OK cell other than a control has load data: this run recommends nothing.",
+                              "Answer:")]
+    noise = launch_noise(records)
+    for what in asked:
+        if len(asked) > 1:
+            blocks.append(Heading(served_label(what), 3))
+        blocks += answer_blocks(candidates(records, budgets, what), budgets, noise, what, with_plots)
+    if not noise:
+        blocks.append(Para("this run measured no launch-to-launch noise (each cell was launched once), so a "
+                           "set reflects only the spread within each launch and is likely too narrow.",
+                           "Caution:"))
+    return blocks
+
+
+def answer_blocks(found: Candidates, budgets: Budgets, noise: dict[int, float], what: Served,
+                  with_plots: bool) -> list[Block]:
+    if not found.points:
+        return [Para(f"No cell serving {served_label(what)} has a load level within the budgets"
+                     f"{_excluded_sentence(found)}: this run recommends nothing for it.", "Answer:")]
+    chosen = contenders(found.points)
+    best = found.points[0]
+    blocks: list[Block] = [
+        Para(f"{len(chosen)} of {len(found.points)} cells serving {served_label(what)} cannot be told apart from "
+             f"the one with the most throughput ({best.record.cell_id}):", "Answer:"),
+        Table(("cell", "concurrency", "rps ± standard error", "behind the best", "p99 ms", "PSS MB", "cold start s"),
+              tuple(contender_row(p, best) for p in chosen)),
+        Para(method_sentence(found, chosen, noise), "How:"),
+    ]
+    if with_plots:
+        blocks.append(candidates_plot(found, chosen, budgets))
+    return blocks
+
+
+def candidates_plot(found: Candidates, chosen: Sequence[Point], budgets: Budgets) -> Plot:
+    """Throughput against p99 of every level of the candidates; their operating points marked,
+    the set filled, the p99 budget a dashed line."""
+    records = [p.record for p in found.points]
+    colors = strategy_colors(records)
+    in_set = {id(p) for p in chosen}
+    fig = new_figure(7.5, 4.8)
+    ax = fig.subplots()
+    for point in found.points:
+        levels = sorted(point.record.load, key=lambda lv: lv.concurrency)
+        color = colors[point.record.strategy]
+        ax.plot([lv.latency.p99_ms for lv in levels], [lv.rps for lv in levels], color=color, alpha=0.25,
+                linewidth=0.8)
+        ax.errorbar([point.level.latency.p99_ms], [point.level.rps], yerr=[point.stderr], color=color,
+                    marker="o", markersize=6, capsize=2,
+                    markerfacecolor=color if id(point) in in_set else "white")
+    for strategy, color in colors.items():
+        ax.plot([], [], color=color, marker="o", linestyle="", label=strategy)
+    ax.axvline(budgets.p99_ms, color="black", linestyle="--", linewidth=1, label=f"p99 budget {budgets.p99_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("p99 latency (ms)")
+    ax.set_ylabel("requests/s")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return Plot("Throughput against p99 latency of the candidates within the memory budget: faint lines join "
+                "each cell's levels; a marker is its operating point (± standard error), filled when it is in "
+                "the recommended set", png(fig))

@@ -1,0 +1,375 @@
+"""Every verdict rule, in one place: observations in, a verdict and its findings out.
+
+Pure: no I/O, no processes, no clock. The cell process (``forkwise cell``) observes a deployment
+and hands what it saw to these functions; the matrix runner and ``launches.combine`` ask them
+too. A rule reads facts only (what requests got, which workers lived, which rows the database
+holds, what the server log says), never a strategy's name, so a team's own strategy is judged
+exactly like a built-in one.
+
+Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST. When several rules fire,
+the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
+failure when the server log shows an out-of-memory error.
+
+A request with no answer is a HANG on evidence: the deployment made no CPU progress while it
+waited (or, where progress is not watched, under load, no answer within the cell's patience). A
+first request still being computed at the boot deadline is a deployment that never became
+ready (BOOT), not a hang: on a slower host it is slow, and the record says so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from forkwise.matrix.records import Disruption, ErrorCounts, LoadLevel, Verdict
+
+SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
+                                 Verdict.LOST)
+MIN_WORKERS_ANSWERING = 2  # answers must come from at least this many workers (or all, if fewer)
+CONNECT_FAILURES_TOLERATED = 0.01  # under load: refused or reset connections, as a share of requests
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict and the findings that say why (notes first, then each fired rule's finding)."""
+
+    verdict: Verdict = Verdict.OK
+    findings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, failures: Iterable[tuple[Verdict, str]], notes: Iterable[str] = ()) -> "Judgement":
+        """The most severe of the fired rules (`failures`), with all their findings."""
+        fired = sorted(failures, key=lambda f: SEVERITY.index(f[0]))
+        verdict = fired[0][0] if fired else Verdict.OK
+        return cls(verdict, (*notes, *(text for _, text in fired)))
+
+    @property
+    def hung(self) -> bool:
+        """A HANG: the workers' stacks are worth reading before the deployment is stopped."""
+        return self.verdict is Verdict.HANG
+
+    def then(self, other: "Judgement") -> "Judgement":
+        """Two phases of one cell: the more severe verdict, the findings of both in order."""
+        return Judgement(most_severe((self.verdict, other.verdict)), self.findings + other.findings)
+
+
+def _fired(judgement: Judgement) -> list[tuple[Verdict, str]]:
+    """A failing judgement's findings as fired rules, to weigh with others."""
+    return [] if judgement.verdict.ok else [(judgement.verdict, text) for text in judgement.findings]
+
+
+def most_severe(verdicts: Iterable[Verdict]) -> Verdict:
+    """The most severe verdict of several (OOM above all), OK when every one is OK."""
+    failed = [v for v in verdicts if not v.ok]
+    if Verdict.OOM in failed:
+        return Verdict.OOM
+    return min(failed, key=SEVERITY.index) if failed else Verdict.OK
+
+
+# --- observations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a phase's requests got, by kind. A timeout is a request given up on without an
+    answer; the cell says why when it watched the deployment's CPU time while waiting."""
+
+    ok: int = 0
+    wrong: int = 0  # 200 answers off the reference
+    timeout: int = 0
+    stalled: int = 0  # of timeout: given up on because the deployment made no CPU progress
+    busy: int = 0  # of timeout: given up on at a ceiling while the deployment kept computing
+    connect: int = 0  # refused or reset connections
+    http_4xx: int = 0
+    http_5xx: int = 0  # 503 included
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.wrong + self.timeout + self.connect + self.http_4xx + self.http_5xx
+
+    @property
+    def unwatched(self) -> int:
+        """Timeouts given up on without watching the deployment's progress."""
+        return max(0, self.timeout - self.stalled - self.busy)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The web workers as the cell's watch saw them (forkwise.matrix.resources.WorkerWatch)."""
+
+    configured: int
+    seen: tuple[int, ...] = ()  # every worker pid ever seen, in order of appearance
+    vanished: tuple[int, ...] = ()  # pids that disappeared while the master lived
+
+    @property
+    def died(self) -> bool:
+        return bool(self.vanished) or len(self.seen) > self.configured
+
+    @property
+    def first(self) -> tuple[int, ...]:
+        """The workers the deployment started with."""
+        return self.seen[: self.configured]
+
+
+@dataclass(frozen=True)
+class VerificationSeen:
+    """What verification saw: readiness, the first answer, every verification reply."""
+
+    healthy: bool  # /healthz answered before the boot deadline
+    first: str  # how the first-answer phase ended: "ok", or the reply kind that stopped it
+    answers: Answers
+    workers_answered: int  # distinct workers that answered correctly
+    workers: Workers
+    server_alive: bool  # the server process still ran when verification ended
+    patience_s: float = 0.0  # how long a request was waited for once the cell answered
+
+
+@dataclass(frozen=True)
+class RowsSeen:
+    """The database against the answers: acknowledged rows must exist with the same outputs,
+    and no other row may exist beyond `slack` (requests whose answers never came back)."""
+
+    acknowledged: int
+    missing: tuple[int, ...] = ()  # acknowledged ids the table lacks
+    differing: tuple[int, ...] = ()  # acknowledged ids stored with another output
+    total: int = 0  # rows the table holds
+    slack: int = 0
+
+    @property
+    def intact(self) -> int:
+        return self.acknowledged - len(self.missing) - len(self.differing)
+
+    @property
+    def extra(self) -> int:
+        return self.total - self.acknowledged
+
+
+@dataclass(frozen=True)
+class DisruptionSeen:
+    """A reliability scenario under load (forkwise.matrix.scenarios) and the workers around it."""
+
+    scenario: str
+    has_event: bool  # one event (a kill, a reload) part-way through, not a whole-window condition
+    disrupts_workers: bool  # worker deaths are the scenario itself, not a crash
+    disruption: Disruption
+    workers: Workers
+
+
+@dataclass(frozen=True)
+class BadInputSeen:
+    """The bad-input campaign and the verification after it."""
+
+    campaign: ErrorCounts  # malformed payloads that got no clean 4xx: timeouts, failed connections, 5xx
+    after: Answers  # verification replies, counted over the whole cell
+    verified_after: int  # verification requests sent after the campaign
+
+
+# --- verification, rows, load, disruption, bad input ---------------------------------------
+
+
+def _timeouts(answers: Answers, answered_once: bool, where: str, patience_s: float) -> list[tuple[Verdict, str]]:
+    """No answer: a HANG on evidence of no progress (or when progress was not watched); a request
+    still computing at the boot deadline before anything answered is a deployment never ready."""
+    failures = []
+    if answers.stalled:
+        failures.append((Verdict.HANG, f"{answers.stalled} requests got no answer {where} while the deployment "
+                                       f"made no CPU progress: blocked, not computing"))
+    if answers.unwatched:
+        failures.append((Verdict.HANG, f"{answers.unwatched} requests timed out {where}"))
+    if answers.busy and not answered_once:
+        failures.append((Verdict.BOOT, "the first request was still being computed at the boot deadline: "
+                                       "the deployment never became ready"))
+    elif answers.busy:
+        failures.append((Verdict.HANG, f"{answers.busy} requests got no answer {where} within the cell's patience "
+                                       f"({patience_s:.1f} s) although the deployment kept computing"))
+    return failures
+
+
+def judge_workers(workers: Workers) -> Judgement:
+    """Workers died or were respawned: CRASH."""
+    if not workers.died:
+        return Judgement()
+    return Judgement.of([(Verdict.CRASH, f"workers died or were respawned: {len(workers.seen)} worker pids seen "
+                                         f"for {workers.configured} workers, vanished {list(workers.vanished[:8])}")])
+
+
+def judge_verification(seen: VerificationSeen) -> Judgement:
+    """Readiness, the first answer and verification -> verdict."""
+    if not seen.healthy:
+        return Judgement.of([(Verdict.BOOT, "the deployment never answered /healthz")])
+    a, answered = seen.answers, seen.first == "ok"
+    failures = _fired(judge_workers(seen.workers))
+    failures += _timeouts(a, answered, "during verification", seen.patience_s)
+    if not seen.server_alive:
+        failures.append((Verdict.CRASH, "the server exited during verification"))
+    if not answered and not (a.timeout or a.http_5xx or a.wrong):
+        failures.append((Verdict.BOOT, f"no correct answer before the boot deadline (the first request ended "
+                                       f"as {seen.first!r})"))
+    if a.http_5xx:
+        failures.append((Verdict.ERROR, f"{a.http_5xx} verification answers were 5xx"))
+    if a.wrong:
+        failures.append((Verdict.WRONG, f"{a.wrong} verification answers were off the reference"))
+    if a.connect or a.http_4xx:
+        failures.append((Verdict.WRONG, f"verification got {a.connect} failed connections and {a.http_4xx} 4xx "
+                                        f"answers to valid requests"))
+    wanted = min(seen.workers.configured, MIN_WORKERS_ANSWERING)
+    if answered and seen.workers_answered < wanted:
+        failures.append((Verdict.WRONG, f"only {seen.workers_answered} of {seen.workers.configured} workers "
+                                        f"answered {a.total} requests"))
+    return Judgement.of(failures)
+
+
+def judge_rows(rows: RowsSeen) -> Judgement:
+    """Acknowledged rows missing or changed, or rows nobody acknowledged: LOST."""
+    failures = []
+    if rows.missing:
+        failures.append((Verdict.LOST, f"{len(rows.missing)} acknowledged rows are missing, "
+                                       f"e.g. ids {list(rows.missing[:5])}"))
+    if rows.differing:
+        failures.append((Verdict.LOST, f"{len(rows.differing)} rows hold other outputs than their answers, "
+                                       f"e.g. ids {list(rows.differing[:5])}"))
+    if not 0 <= rows.extra <= rows.slack:
+        failures.append((Verdict.LOST, f"the table holds {rows.total} rows for {rows.acknowledged} acknowledged "
+                                       f"({rows.slack} requests unanswered)"))
+    return Judgement.of(failures)
+
+
+def _level_failures(level: LoadLevel) -> tuple[list[tuple[Verdict, str]], list[str]]:
+    e, tag = level.errors, f"under load at concurrency {level.concurrency}"
+    failures, notes = [], []
+    if e.timeout:
+        failures.append((Verdict.HANG, f"{e.timeout} requests timed out {tag}"))
+    if e.http_5xx:
+        failures.append((Verdict.ERROR, f"{e.http_5xx} answers were 5xx {tag}"))
+    if level.sampled_wrong:
+        failures.append((Verdict.WRONG, f"{level.sampled_wrong} of {level.sampled} sampled answers were off {tag}"))
+    rows = (f"{level.rows_expected} rows acknowledged, {level.rows_found} written, "
+            f"{level.unacknowledged} requests unanswered {tag}")
+    if level.rows_lost:
+        failures.append((Verdict.LOST, rows))
+    elif level.rows_unexplained:
+        # The built-in driver accounts for every request; wrk's count of requests cut off at the
+        # end of a run is approximate, so surplus rows under wrk are only noted.
+        if level.driver == "builtin":
+            failures.append((Verdict.LOST, rows))
+        else:
+            notes.append(rows + " (wrk: noted, not judged)")
+    if e.connect > CONNECT_FAILURES_TOLERATED * max(1, level.requests):
+        failures.append((Verdict.ERROR, f"{e.connect} connections failed {tag}"))
+    return failures, notes
+
+
+def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
+    """Every load level, and the workers over the whole load -> verdict."""
+    failures: list[tuple[Verdict, str]] = []
+    notes: list[str] = []
+    for level in levels:
+        more, noted = _level_failures(level)
+        failures += more
+        notes += noted
+    failures += _fired(judge_workers(workers))
+    return Judgement.of(failures, notes)
+
+
+def judge_disruption(seen: DisruptionSeen) -> Judgement:
+    """A disruption's facts -> verdict. Failed requests are measured, not failures in themselves;
+    hangs, 500s, wrong answers and no recovery are."""
+    dis, name = seen.disruption, seen.scenario
+    notes = [f"event at {dis.at_s} s: {dis.event}"] if dis.event else []
+    failures: list[tuple[Verdict, str]] = []
+    if dis.failed.timeout:
+        failures.append((Verdict.HANG, f"{dis.failed.timeout} requests timed out during {name}"))
+    other_5xx = dis.failed.http_5xx - dis.http_503
+    if other_5xx:
+        failures.append((Verdict.ERROR, f"{other_5xx} answers were 5xx other than 503 during {name}"))
+    if dis.answers_wrong:
+        failures.append((Verdict.WRONG, f"{dis.answers_wrong} answers were off the reference during {name}"))
+    if not dis.recovered:
+        what = "after the event" if dis.event else "by the end of the window"
+        failures.append((Verdict.CRASH, f"throughput did not recover {what} ({name})"))
+    if seen.disrupts_workers:
+        fresh = set(dis.workers_answering) - set(seen.workers.first)
+        if seen.has_event and not fresh:
+            failures.append((Verdict.CRASH, "no replacement worker answered after the disruption"))
+    else:
+        failures += _fired(judge_workers(seen.workers))
+    return Judgement.of(failures, notes)
+
+
+def judge_bad_input(seen: BadInputSeen) -> Judgement:
+    """The bad-input campaign, then verification again: still correct?"""
+    c, a = seen.campaign, seen.after
+    failures: list[tuple[Verdict, str]] = []
+    if c.timeout:
+        failures.append((Verdict.HANG, f"{c.timeout} malformed requests got no answer"))
+    failures += _timeouts(a, True, "in the verification after bad input", 0.0)
+    if c.http_5xx or c.connect:
+        failures.append((Verdict.ERROR, f"bad input got {c.http_5xx} 5xx and {c.connect} failed connections"))
+    if a.http_5xx:
+        failures.append((Verdict.ERROR, f"{a.http_5xx} verification answers after bad input were 5xx"))
+    if a.wrong:
+        failures.append((Verdict.WRONG, f"{a.wrong} verification answers were off the reference"))
+    if not seen.verified_after:
+        failures.append((Verdict.WRONG, "no verification request was sent after the bad input"))
+    return Judgement.of(failures)
+
+
+# --- out of memory --------------------------------------------------------------------------
+
+# What an out-of-memory error looks like in a server log, whichever runtime raised it: XLA/JAX
+# and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
+# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM.
+OOM_PATTERN = re.compile(
+    r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError",
+    re.IGNORECASE,
+)
+# gunicorn's guess on any SIGKILLed worker, its own WORKER TIMEOUT kills included: not evidence.
+GUNICORN_OOM_GUESS = "Perhaps out of memory?"
+
+
+def oom_evidence(log_text: str) -> str | None:
+    """The first log line showing an out-of-memory error, or None."""
+    for line in log_text.splitlines():
+        if OOM_PATTERN.search(line.replace(GUNICORN_OOM_GUESS, "")):
+            return line.strip()[:300]
+    return None
+
+
+def judge_oom(judgement: Judgement, log_text: str) -> Judgement:
+    """A failure whose server log shows an out-of-memory error is OOM; success stays success."""
+    if judgement.verdict.ok:
+        return judgement
+    line = oom_evidence(log_text)
+    if line is None:
+        return judgement
+    why = f"out of memory (otherwise {judgement.verdict.value}); the server log shows: {line}"
+    return Judgement(Verdict.OOM, (why, *judgement.findings))
+
+
+# --- the matrix runner and combined launches -------------------------------------------------
+
+
+def judge_missed_deadline(deadline_s: float, phase: str, phase_at_s: float | None) -> Judgement:
+    """The cell process did not finish within its deadline. Every wait on the deployment inside it
+    is bounded, and a hung deployment is judged there on evidence; so a missed deadline says that
+    forkwise itself stalled (its load driver, profiler, quiet gate, or a stop), not the deployment.
+    BOOT, in its meaning 'the cell itself failed to produce a record', with what it was doing."""
+    if phase:
+        where = f"it was in phase '{phase}'" + (f" since {phase_at_s:.1f} s" if phase_at_s is not None else "")
+    else:
+        where = "it never reported a phase (it stalled before launching the deployment)"
+    return Judgement.of([(Verdict.BOOT, f"forkwise cell did not finish within its deadline of {deadline_s:g} s: "
+                                        f"{where}; a stall of forkwise, not evidence about the deployment")])
+
+
+def judge_no_record(exit_code: int | None, problem: str = "") -> Judgement:
+    """The cell process ended without a (valid) record: the cell itself failed (BOOT)."""
+    why = f"forkwise cell printed an invalid record: {problem}" if problem else \
+        f"forkwise cell exited with code {exit_code} without a record"
+    return Judgement.of([(Verdict.BOOT, why)])
+
+
+def combined_verdict(launches: Sequence[Verdict]) -> Verdict:
+    """A cell measured in several launches: OK only if every launch was, else the first failure."""
+    return next((v for v in launches if not v.ok), Verdict.OK)

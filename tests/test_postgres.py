@@ -1,0 +1,211 @@
+"""A real PostgreSQL (no mock): its life, the engine reset policies across fork, a server that is down.
+
+One cluster serves the whole module; the lifecycle tests start their own. Skipped, with the reason,
+on a host without PostgreSQL (`.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from forkwise import postgres
+from forkwise.config import DB_RESET_POLICIES
+from forkwise.errors import DatabaseUnavailable, PostgresMissing
+from forkwise.postgres import PostgresServer
+from forkwise.webapp.db import Database
+
+AVAILABLE, WHY_NOT = postgres.available()
+needs_postgres = pytest.mark.skipif(not AVAILABLE, reason=f"PostgreSQL: {WHY_NOT}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with PostgresServer() as pg:
+        yield pg
+
+
+def running_in(directory: Path) -> list[int]:
+    return [p.pid for p in postgres.cluster_processes(directory)]
+
+
+# --- finding it ----------------------------------------------------------------------------
+
+
+def test_a_host_without_postgresql_gets_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(postgres, "DEBIAN_BIN_GLOB", str(tmp_path / "none" / "*" / "bin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PostgresMissing, match="apt-get install postgresql"):
+        PostgresServer()
+    available, why = postgres.available()
+    assert not available and "PostgreSQL is not installed" in why
+
+
+@needs_postgres
+def test_binaries_are_found_without_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    binaries = postgres.find_binaries()
+    assert Path(binaries("initdb")).is_file() and binaries.version
+
+
+# --- its life ------------------------------------------------------------------------------
+
+
+@needs_postgres
+def test_start_and_stop_leave_nothing_behind():
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "forkwise-pg-*")))
+    with PostgresServer() as pg:
+        directory, socket = pg.dir, pg.socket_dir / f".s.PGSQL.{pg.port}"
+        assert socket.exists() and running_in(directory)
+        with pg.admin() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    assert not directory.exists() and not socket.exists()
+    assert not running_in(directory) and pg.stop() == []  # a second stop is a no-op
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "forkwise-pg-*"))) == before
+
+
+@needs_postgres
+def test_a_server_that_died_is_still_cleaned_up():
+    pg = PostgresServer().start()
+    try:
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)  # pg_ctl stop can no longer stop it cleanly
+    finally:
+        directory = pg.dir
+        pg.stop()
+    assert not directory.exists() and not running_in(directory)
+
+
+@needs_postgres
+def test_the_cluster_of_a_killed_owner_is_removed_by_the_next_start(tmp_path):
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from forkwise.postgres import PostgresServer\n"
+        "print(PostgresServer().start().dir, flush=True)\n"
+        "time.sleep(3600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        directory = Path(owner.stdout.readline().strip())
+        assert running_in(directory)
+    finally:
+        owner.kill()  # no chance to stop its cluster
+        owner.wait()
+    assert directory.exists() and running_in(directory)
+    assert directory in postgres.reap_orphans()
+    assert not directory.exists() and not running_in(directory)
+
+
+@needs_postgres
+def test_tls_on_loopback_and_the_unix_socket(server):
+    for transport, ssl in (("tls", True), ("unix", False)):
+        db = Database(server.url(transport))
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("select ssl from pg_stat_ssl where pid = pg_backend_pid()").scalar() is ssl
+        db.dispose()
+
+
+# --- reset policies across fork --------------------------------------------------------------
+
+
+def in_child(work) -> str:
+    """Run `work()` in a forked child; its return value (a string) or its error, as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            result = str(work())
+        except BaseException as exc:  # reported to the parent, which fails the test
+            result = f"error: {type(exc).__name__}: {exc}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        text = fh.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+def backend_pid(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return conn.exec_driver_sql("select pg_backend_pid()").scalar()
+
+
+@needs_postgres
+@pytest.mark.parametrize("reset", DB_RESET_POLICIES)
+def test_only_the_none_policy_hands_the_masters_session_to_a_worker(server, reset):
+    """The master queried before fork; a worker's first query runs in the master's own server
+    session (the same backend pid) under `none`, in a session of its own under every reset."""
+    db = Database(server.url("unix"), reset=reset)
+    db.create_schema()
+    master = backend_pid(db)
+    worker = in_child(lambda: backend_pid(db))
+    assert not worker.startswith("error"), worker
+    assert (int(worker) == master) is (reset == "none")
+    db.dispose()
+
+
+@needs_postgres
+@pytest.mark.parametrize("reset", ["none", "dispose"])
+def test_two_workers_on_the_inherited_tls_session_break_it(reset):
+    """Over TLS, two processes that use one inherited session in turn desynchronise its record
+    sequence: the server logs the failed record check (pre-ping may hide it from the app). A
+    reset policy gives each its own session, and the server sees nothing wrong."""
+    with PostgresServer() as pg:
+        db = Database(pg.url("tls"), reset=reset)
+        db.create_schema()
+        db.touch()
+        digest = hashlib.sha256(b"x").hexdigest()
+        answers = [in_child(lambda: db.record([digest], [[1.0]], os.getpid(), "test")) for _ in range(2)]
+        server_saw = "\n".join(pg.log_highlights())
+        if reset == "none":
+            assert "SSL error" in server_saw or any(a.startswith("error") for a in answers), (answers, server_saw)
+        else:
+            assert "SSL error" not in server_saw and not any(a.startswith("error") for a in answers), (answers, server_saw)
+        db.dispose()
+
+
+# --- a server that is down -------------------------------------------------------------------
+
+
+@needs_postgres
+@pytest.mark.parametrize("transport", ["tls", "unix"])
+def test_a_database_that_is_down_is_unavailable_then_back(server, transport):
+    db = Database(server.url(transport), busy_timeout_s=2.0)
+    db.create_schema()
+    before = db.count()
+    digest = hashlib.sha256(b"y").hexdigest()
+    with server.down():
+        with pytest.raises(DatabaseUnavailable, match="unavailable"):
+            db.record([digest], [[2.0]], os.getpid(), "test")
+    # The pooled connection died with the server: pre-ping replaces it, no error reaches the caller.
+    assert db.record([digest], [[2.0]], os.getpid(), "test")[0][1] == digest
+    assert db.count() == before + 1
+    db.dispose()
+
+
+@needs_postgres
+def test_the_app_answers_503_with_retry_after_while_the_database_is_down(server, tiny_spec_path, tmp_path):
+    from forkwise.config import AppSettings
+    from forkwise.model.spec import ModelSpec
+    from forkwise.webapp import create_app
+
+    settings = AppSettings(strategy="control", model_spec=tiny_spec_path, database_url=server.url("tls"),
+                           run_dir=tmp_path)
+    client = create_app(settings).test_client()
+    width = ModelSpec.load(tiny_spec_path).input_shape[0]
+    body = {"instances": [[0.5] * width]}
+    ok = client.post("/predict", json=body)
+    assert ok.status_code == 200 and len(ok.json["digests"]) == 1
+    with server.down():
+        down = client.post("/predict", json=body)
+    assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+    assert down.json["error"]["code"] == "database_unavailable"
+    assert client.post("/predict", json=body).status_code == 200  # reconnected by itself
