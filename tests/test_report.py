@@ -533,15 +533,15 @@ def test_report_dir_takes_budgets_from_the_command_line(tmp_path, records):
     assert "no memory budget" in section(read_md(tmp_path), "Recommendation")
 
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results"
+COMMITTED = Path(__file__).resolve().parent / "fixtures" / "default-runs"  # two recorded runs of the same code
 
 
 def test_two_committed_runs_of_the_same_code_agree_on_the_answer():
     from forkwise.matrix.launches import combine_all
     from forkwise.matrix.recommend import Budgets, candidates, contenders, disagreements, questions
 
-    a = combine_all(read_records(COMMITTED / "default" / "records.jsonl"))
-    b = combine_all(read_records(COMMITTED / "default-run1" / "records.jsonl"))
+    a = combine_all(read_records(COMMITTED / "run-a" / "records.jsonl"))
+    b = combine_all(read_records(COMMITTED / "run-b" / "records.jsonl"))
     assert disagreements(a, b, Budgets()) == []
     assert questions(a) == questions(b) and len(questions(a)) == 2  # the default and the large model
     for what in questions(a):
