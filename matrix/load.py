@@ -364,15 +364,21 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
                       tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"], raw["http_503"])
 
 
-def _main(argv: list[str]) -> int:
-    """Child process entry: ``python -m forkwise.matrix.load CONFIG_JSON`` -> one JSON line."""
+def run_child(argv: list[str], child_main) -> int:
+    """A driver child's entry: read CONFIG_JSON (argv[0]), run ``child_main(cfg)``, print its one
+    JSON result line (shared by this driver and matrix.open_loop)."""
     from forkwise.procs import die_with_parent
 
     die_with_parent()
     cfg = json.loads(Path(argv[0]).read_text())
-    sys.stdout.write(json.dumps(asyncio.run(_child_main(cfg))) + "\n")
+    sys.stdout.write(json.dumps(asyncio.run(child_main(cfg))) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _main(argv: list[str]) -> int:
+    """Child process entry: ``python -m forkwise.matrix.load CONFIG_JSON`` -> one JSON line."""
+    return run_child(argv, _child_main)
 
 
 if __name__ == "__main__":

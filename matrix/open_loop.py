@@ -332,13 +332,9 @@ def rate_level(r: OpenLoopResult, p99_budget_ms: float, rows_found: int, server_
 
 def _main(argv: list[str]) -> int:
     """Child process entry: ``python -m forkwise.matrix.open_loop CONFIG_JSON`` -> one JSON line."""
-    from forkwise.procs import die_with_parent
+    from forkwise.matrix.load import run_child
 
-    die_with_parent()
-    cfg = json.loads(Path(argv[0]).read_text())
-    sys.stdout.write(json.dumps(asyncio.run(_child_main(cfg))) + "\n")
-    sys.stdout.flush()
-    return 0
+    return run_child(argv, _child_main)
 
 
 if __name__ == "__main__":
