@@ -77,6 +77,18 @@ class ProgressWatch:
         self._sample()
         return self.cpu_used(time.monotonic() - window_s) >= STALLED_CORE_SHARE * window_s
 
+    def longest_idle_s(self, start: float, end: float) -> float:
+        """The longest stretch within [start, end] (monotonic) over which the deployment used less
+        than STALLED_CORE_SHARE of a core: how long it stood blocked, if ever. Sample-bounded."""
+        with self._lock:
+            points = [(at, total) for at, total in self._samples if start <= at <= end]
+        longest = 0.0
+        for i, (start_at, start_total) in enumerate(points):  # a window's few hundred samples: n^2 is cheap
+            for end_at, end_total in points[i + 1:]:
+                if end_total - start_total < STALLED_CORE_SHARE * (end_at - start_at):
+                    longest = max(longest, end_at - start_at)
+        return longest
+
     def __enter__(self) -> "ProgressWatch":
         self._sample()
         self._thread.start()

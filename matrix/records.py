@@ -168,6 +168,10 @@ class Disruption:
     workers_answering: tuple[int, ...]  # every worker pid that answered during the scenario
     longest_stall_s: float | None = None  # the longest stretch without a single 200 (a stall at the end: until it ended)
     recovery_allowance_s: float | None = None  # the time the cell had to recover: from its own cold start
+    # The longest stretch of the window in which the deployment used no CPU (matrix.progress), and
+    # the stretch that shows it blocked (the cell's request timeout); None: progress not watched.
+    longest_idle_s: float | None = None
+    blocked_after_s: float | None = None
 
 
 @dataclass(frozen=True)

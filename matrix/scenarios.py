@@ -190,11 +190,13 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     timer = threading.Thread(target=fire, daemon=True) if scenario.event else None
     if timer:
         timer.start()
+    started = time.monotonic()
     result = run_load(f"http://{d.host}:{d.port}/predict", bodies, concurrency=scenario.concurrency,
                       warmup_s=warmup_s, duration_s=window, intervals=max(3, round(window / INTERVAL_S)),
                       timeout_s=timeout_s, driver="builtin", sample_every=1)
     if timer:
         timer.join()
+    idle_s = run.progress.longest_idle_s(started, time.monotonic()) if run.progress is not None else None
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
     for raw, index in zip(result.sampled_bodies, result.sampled_requests):
@@ -221,6 +223,8 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
         http_503=result.http_503, unacknowledged=unanswered, recovery_s=recovery_s, recovered=recovered,
         rps_samples=samples, interval_s=INTERVAL_S, workers_answering=tuple(sorted(workers)),
         longest_stall_s=round(stall, 2), recovery_allowance_s=round(allowance, 2),
+        longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
+        blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,
     )
 
 

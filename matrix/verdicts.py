@@ -272,6 +272,21 @@ def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
     return Judgement.of(failures, notes)
 
 
+def _disruption_timeouts(dis: Disruption, name: str) -> tuple[Verdict, str]:
+    """Requests the load driver gave up on (after the cell's patience): a HANG only on evidence that
+    the deployment stood blocked (no CPU progress for a request timeout); unanswered while it kept
+    computing, they were starved or dropped: an ERROR of the deployment, not a hang."""
+    lost = f"{dis.failed.timeout} requests got no answer within the cell's patience during {name}"
+    if dis.longest_idle_s is None or dis.blocked_after_s is None:
+        return Verdict.HANG, f"{lost} (progress not watched)"
+    if dis.longest_idle_s >= dis.blocked_after_s:
+        return Verdict.HANG, (f"{lost}; the deployment made no CPU progress for {dis.longest_idle_s:.1f} s: "
+                              f"blocked, not computing")
+    return Verdict.ERROR, (f"{lost}, although the deployment kept computing (it never stood idle for "
+                           f"{dis.blocked_after_s:.1f} s; longest {dis.longest_idle_s:.1f} s): "
+                           f"requests starved or dropped, not a hang")
+
+
 def judge_disruption(seen: DisruptionSeen) -> Judgement:
     """A disruption's facts -> verdict. Failed requests are measured, not failures in themselves;
     hangs, 500s, wrong answers and no recovery are."""
@@ -279,7 +294,7 @@ def judge_disruption(seen: DisruptionSeen) -> Judgement:
     notes = [f"event at {dis.at_s} s: {dis.event}"] if dis.event else []
     failures: list[tuple[Verdict, str]] = []
     if dis.failed.timeout:
-        failures.append((Verdict.HANG, f"{dis.failed.timeout} requests timed out during {name}"))
+        failures.append(_disruption_timeouts(dis, name))
     other_5xx = dis.failed.http_5xx - dis.http_503
     if other_5xx:
         failures.append((Verdict.ERROR, f"{other_5xx} answers were 5xx other than 503 during {name}"))

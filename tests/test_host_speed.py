@@ -10,6 +10,7 @@ test) on one core shared with a busy process, where the same verdicts must hold.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -122,3 +123,16 @@ def test_a_request_waits_while_the_deployment_computes_and_gives_up_when_it_stop
         assert reply.kind == "timeout" and "made no progress" in reply.error
     finally:
         server.close()
+
+
+def test_longest_idle_stretch_from_samples():
+    """The blocked stretch of a window, from (time, CPU seconds so far) samples: 1 s computing, 3 s
+    at no CPU, 1 s computing; a stretch that ends inside computing is not idle."""
+    watch = ProgressWatch(master_pid=os.getpid())
+    samples = [(t / 10, t / 10) for t in range(0, 11)]  # computing: a core's worth
+    samples += [(1.0 + t / 10, 1.0) for t in range(1, 31)]  # 1.0-4.0 s: idle
+    samples += [(4.0 + t / 10, 1.0 + t / 10) for t in range(1, 11)]  # 4.0-5.0 s: computing
+    watch._samples.extend(samples)
+    assert watch.longest_idle_s(0.0, 5.0) == pytest.approx(3.0, abs=0.11)
+    assert watch.longest_idle_s(0.0, 2.0) == pytest.approx(1.0, abs=0.11)  # the window bounds it
+    assert watch.longest_idle_s(4.2, 5.0) == 0.0

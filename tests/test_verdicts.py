@@ -161,7 +161,13 @@ def seen_disruption(dis: Disruption, disrupts_workers: bool = True, has_event: b
 
 @pytest.mark.parametrize("seen, verdict, phrase", [
     (seen_disruption(disruption()), V.OK, "event at 3.0 s: SIGKILL worker 11"),
-    (seen_disruption(disruption(timeout=2)), V.HANG, "2 requests timed out during kill-worker"),
+    (seen_disruption(disruption(timeout=2)), V.HANG, "2 requests got no answer within the cell's patience during "
+     "kill-worker (progress not watched)"),
+    (seen_disruption(disruption(timeout=2, longest_idle_s=6.0, blocked_after_s=5.0)), V.HANG,
+     "made no CPU progress for 6.0 s: blocked"),
+    (seen_disruption(disruption(timeout=1, longest_idle_s=0.4, blocked_after_s=5.0)), V.ERROR,
+     "although the deployment kept computing"),
+    (seen_disruption(disruption(longest_idle_s=9.0, blocked_after_s=5.0)), V.OK, None),  # idle, nobody waiting
     (seen_disruption(disruption(http_5xx=5, http_503=3)), V.ERROR, "2 answers were 5xx other than 503"),
     (seen_disruption(disruption(http_5xx=3, http_503=3)), V.OK, None),
     (seen_disruption(disruption(answers_wrong=1)), V.WRONG, "1 answers were off the reference"),
