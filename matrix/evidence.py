@@ -1,0 +1,101 @@
+"""A run's own evidence for its performance goals, taken on the run's machine right after its cells.
+
+The goals table (forkwise.matrix.goals) judges some goals from micro-benchmarks and explains each
+missed goal with py-spy profiles of the cells it was judged on. A report speaks for the machine its
+run measured, so both are made by the run itself, into its folder:
+
+- ``bench/benchmarks.json``: the micro-benchmarks (benchmarks/, pytest-benchmark), when the
+  checkout has them and pytest-benchmark is installed (``forkwise[bench]``);
+- ``profiles/``: for every missed goal, each of its cells launched once more at the goal's
+  concurrency with ``py-spy record`` on its workers and model server (``forkwise[profile]``).
+
+Runs in the matrix process (``forkwise matrix``, or ``forkwise evidence RUN_DIR`` for a run made
+without it); each cell runs in its own ``forkwise cell`` process, as in the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from forkwise.errors import ConfigError
+from forkwise.matrix.goals import evaluate, profile_label
+from forkwise.matrix.records import CellRecord
+from forkwise.procs import ProcessGroup
+
+BENCH_FOLDER, BENCH_FILE, PROFILES_FOLDER = "bench", "benchmarks.json", "profiles"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"  # in a source checkout only
+
+
+@dataclass(frozen=True)
+class Target:
+    """One cell of a missed goal, at the concurrency the goal judged it."""
+
+    record: CellRecord
+    concurrency: int
+
+    @property
+    def label(self) -> str:
+        return profile_label(self.record, self.concurrency)
+
+
+def missed_goal_targets(records: Sequence[CellRecord]) -> list[Target]:
+    """The cells (one launch each, the last) and concurrencies of every goal the run missed."""
+    wanted = {label for goal in evaluate(records, {}) if goal.met is False for label in goal.cells}
+    found: dict[str, Target] = {}
+    for record in records:
+        for level in record.load:
+            target = Target(record, level.concurrency)
+            if target.label in wanted:
+                found[target.label] = target  # a later launch of the same cell replaces an earlier one
+    return [found[label] for label in sorted(found)]
+
+
+def bench_path(run_dir: Path) -> Path:
+    return Path(run_dir) / BENCH_FOLDER / BENCH_FILE
+
+
+def profiles_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / PROFILES_FOLDER
+
+
+def micro_benchmarks_missing() -> str | None:
+    """Why the micro-benchmarks cannot run here, or None."""
+    if not BENCHMARKS.is_dir():
+        return f"the micro-benchmarks are part of the source checkout ({BENCHMARKS} is missing)"
+    if importlib.util.find_spec("pytest_benchmark") is None:
+        return "pytest-benchmark is not installed (pip install 'forkwise[bench]')"
+    return None
+
+
+def run_micro_benchmarks(run_dir: Path) -> Path:
+    """pytest-benchmark over benchmarks/, its JSON into the run's folder. Each benchmark is bounded
+    by pytest-timeout (pyproject's timeout); the process group is ours and is stopped in any case."""
+    missing = micro_benchmarks_missing()
+    if missing:
+        raise ConfigError(f"cannot run the micro-benchmarks: {missing}")
+    out = bench_path(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pytest", str(BENCHMARKS), "-q", "-p", "no:cacheprovider", "--benchmark-only",
+            f"--benchmark-json={out}"]
+    with ProcessGroup(argv, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, None, cwd=BENCHMARKS.parent) as group:
+        code = group.proc.wait()  # the group (model servers the benchmarks start) is stopped on leaving
+    if code != 0 or not out.exists():
+        raise ConfigError(f"the micro-benchmarks failed (pytest exit {code}); run `tox -e bench` to see why")
+    return out
+
+
+ProfileCell = Callable[[Target, Path], CellRecord]
+
+
+def profile_missed_goals(records: Sequence[CellRecord], run_dir: Path, profile_cell: ProfileCell) -> list[CellRecord]:
+    """Launch every cell of a missed goal once more with py-spy (``profile_cell`` runs one cell's
+    process at one concurrency); returns those launches' records (not the run's: a profiled launch
+    is slowed by its profiler and is not a measurement)."""
+    folder = profiles_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [profile_cell(target, folder) for target in missed_goal_targets(records)]
