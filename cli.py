@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forkwise", description=__doc__)
     parser.add_argument("--version", action="version", version=f"forkwise {__version__}")
     parser.add_argument("--home", type=Path, default=None,
-                        help="where built models and reference sets live (default: $FORKWISE_HOME, else ~/.cache/forkwise)")
+                        help="where built models and references live (default: $FORKWISE_HOME, else ~/.cache/forkwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("model", help="build a model and its reference set (cell, serve and matrix do it on first use)")
