@@ -1,4 +1,8 @@
-"""The `forkwise` command. Errors raised inside are caught here, once: `error: ...`, exit 2."""
+"""forkwise: which way of loading a model into a pre-fork server (Gunicorn, uWSGI) hangs, crashes,
+answers wrong or loses rows, and which of the correct ones serves fastest within your budgets."""
+
+# Errors raised inside are caught once, in main(): one line, `error: ...`, exit status 2
+# (the exit statuses: cli_help.EXIT_CODES).
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from forkwise import __version__, gpu, servers
+from forkwise import __version__, cli_help, gpu, servers
 from forkwise.config import (
     DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS, default_home, resolve_threads,
 )
@@ -102,13 +106,14 @@ def _add_deployment_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forkwise", description=__doc__)
     parser.add_argument("--version", action="version", version=f"forkwise {__version__}")
-    parser.add_argument("--home", type=Path, default=None, help="where models and references live (FORKWISE_HOME)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="where built models and references live (default: $FORKWISE_HOME, else ~/.cache/forkwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("model", help="build the default model and its reference set")
-    p.add_argument("action", choices=["build"])
-    p.add_argument("--model", default="default", help="built-in name or a .keras path")
-    p.add_argument("--rebuild", action="store_true")
+    p = sub.add_parser("model", help="build a model and its reference set (cell, serve and matrix do it on first use)")
+    p.add_argument("action", choices=["build"], help="build: make the model and its reference set unless they exist")
+    p.add_argument("--model", default="default", help="a built-in model (default, large, tiny) or a .keras path")
+    p.add_argument("--rebuild", action="store_true", help="build them again even if they exist")
     p.add_argument("--backend", choices=gpu.BACKENDS, default=gpu.DEFAULT_BACKEND,
                    help="the Keras backend that computes the reference set (on CPU)")
 
@@ -150,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run one deployment in the foreground until Ctrl-C or SIGTERM")
     _add_deployment_args(p)
-    p.add_argument("--port", type=_positive(int), default=8000)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=_positive(int), default=8000, help="the port to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback: this machine only)")
     p.add_argument("--database-url", default=None, help="any SQLAlchemy URL (default: a SQLite file in --run-dir)")
     p.add_argument("--run-dir", type=Path, default=None, help="private directory for the database, locks and sockets")
 
     p = sub.add_parser("matrix", help="run a matrix profile and publish its results")
-    p.add_argument("--profile", default="default")
+    p.add_argument("--profile", default="default", metavar="NAME|PATH.toml",
+                   help="a profile listed below, or the path of your own .toml")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2", help="restrict an axis, e.g. strategy=lazy,server=uwsgi")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: results/<profile>)")
     p.add_argument("--resume", action="store_true", help="keep the records already in --out and run only the missing cells")
@@ -174,19 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish even when a shard is missing; the report and stderr name what is missing")
 
     p = sub.add_parser("report", help="render RESULTS.md, CSV, JSON and HTML from a run's records")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=Path, help="a run folder: its records.jsonl (and run.json)")
     _add_budget_args(p)
 
-    p = sub.add_parser("compare", help="compare two runs; differences within the noise are marked n.s.",
-                       description="Exit status: 0 nothing worse beyond the threshold (or no --max-regression), "
-                                   "1 a regression found, 2 a usage error or unreadable records.")
-    p.add_argument("a", type=Path)
-    p.add_argument("b", type=Path)
+    p = sub.add_parser("compare", help="compare two runs; differences within the noise are marked n.s.")
+    p.add_argument("a", type=Path, help="the earlier run's folder (records.jsonl or results.json)")
+    p.add_argument("b", type=Path, help="the later run's folder, judged against a")
     p.add_argument("--max-regression", type=float, default=None, metavar="PCT",
                    help="exit 1 when a measure of run b (throughput, p99, memory, cold start; a cell, a strategy "
                         "or the whole run) is worse beyond the noise by more than PCT percent, or a cell OK in "
                         "run a fails in run b (default: report only)")
     p.add_argument("--out", type=Path, default=None, help="also write the comparison to this file (COMPARE.md)")
+    cli_help.finish(parser, sub)
     return parser
 
 
