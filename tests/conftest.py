@@ -12,6 +12,19 @@ from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import read_records
 from forkwise.testing import *  # noqa: F401,F403  (home, spec and settings fixtures)
 from forkwise.testing import live_children
+from host_pace import TEST_IMPORTS, host_bound_s, quick_bound_s
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Every test without a bound of its own gets one from this host's calibration (host_pace),
+    in place of a fixed number of seconds; fixtures bound their own waits (timeout_func_only)."""
+    if not items:
+        return
+    bound = host_bound_s(TEST_IMPORTS)
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(bound))
 
 
 @pytest.fixture
@@ -30,7 +43,8 @@ def quick_run(tmp_path_factory, home, default_spec_path):
     out = tmp_path_factory.mktemp("quick")
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "forkwise", "--home", str(home), "matrix", "--profile", "quick",
-                           "--out", str(out), "--plain"], capture_output=True, text=True, timeout=600)
+                           "--out", str(out), "--plain"], capture_output=True, text=True,
+                          timeout=quick_bound_s())
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The quick profile launches each cell twice; the published records combine the launches.
     records = {(r.strategy, r.server): r for r in combine_all(read_records(out / "records.jsonl"))}

@@ -16,6 +16,7 @@ from forkwise.errors import ModelUnavailable
 from forkwise.model.runtime import load_predictor
 from forkwise.modelserver import protocol, server
 from forkwise.modelserver.client import ModelClient
+from host_pace import command_bound_s
 
 SIZES = (1, 2, 4, 8, 16, 32)
 WIDTH = 4
@@ -145,7 +146,7 @@ def test_a_burst_that_arrives_during_a_call_shares_the_next_call(running, stats)
     assert model.entered.wait(10)  # the first runs at once and holds the model
     burst = [server.Job(rows(1, seed=10 + i)) for i in range(5)]
     threads += [submit_in_thread(batcher, job) for job in burst]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + command_bound_s()
     while batcher._waiting < len(burst) and time.monotonic() < deadline:
         time.sleep(0.01)
     model.gate.set()
@@ -196,7 +197,7 @@ def test_the_worker_gets_model_unavailable_for_a_late_request(running):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     handler = threading.Thread(target=server.handle, args=(theirs, batcher, (WIDTH,)), daemon=True)
     handler.start()
-    client = ModelClient("unused", timeout_s=30)
+    client = ModelClient("unused", timeout_s=command_bound_s())
     client._local.sock = ours  # this thread's connection: the socket pair
     taken = threading.Event()
 

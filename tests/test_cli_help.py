@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from forkwise import cli, cli_help
+from host_pace import command_bound_s
 
 
 def help_text(capsys, *argv: str) -> str:
@@ -53,7 +54,8 @@ def test_every_example_parses():
 
 
 def run_forkwise(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "forkwise", *argv], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "forkwise", *argv], capture_output=True, text=True,
+                          timeout=command_bound_s())
 
 
 @pytest.mark.parametrize("argv", [

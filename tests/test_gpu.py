@@ -22,6 +22,7 @@ from forkwise.matrix.cell import Verification, oom_evidence
 from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, cell_id
 from forkwise.model import spec as spec_mod
 from forkwise.model.spec import ModelSpec
+from host_pace import command_bound_s
 
 BASE = dict(strategy="lazy", model_spec=Path("/x/spec.json"), database_url="sqlite:///x.db", run_dir=Path("/x"))
 
@@ -366,5 +367,5 @@ def test_load_predictor_without_the_backend_says_which_extra(tmp_path):
             "try:\n    load_predictor('/nowhere.keras')\n"
             "except ModelError as exc:\n    print('ModelError:', exc)\n")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=command_bound_s())
     assert "ModelError:" in out.stdout and "pip install 'forkwise[jax]'" in out.stdout, out.stderr[-500:]

@@ -23,6 +23,7 @@ from forkwise.matrix.http import post_json
 from forkwise.matrix.progress import ProgressWatch
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.procs import free_port
+from host_pace import cell_bound_s
 
 # Far below the ~2-6 s a first request takes when it imports TensorFlow: a very slow host.
 TINY_TIMEOUT_S = "0.5"
@@ -30,7 +31,7 @@ TINY_TIMEOUT_S = "0.5"
 
 def run_cell(home, *args: str) -> CellRecord:
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 

@@ -20,6 +20,7 @@ import pytest
 from forkwise.matrix.records import CellRecord, Verdict, json_schema
 from forkwise.matrix.runner import load_profile
 from forkwise.model.spec import ModelSpec
+from host_pace import cell_bound_s, command_bound_s
 
 pytestmark = pytest.mark.integration
 SERVER_MARKERS = ("forkwise.webapp.wsgi", "forkwise.servers.uwsgi_main", "forkwise.modelserver")
@@ -121,7 +122,7 @@ def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_p
     )
     try:
         good = json.dumps({"instances": inputs[:2].tolist()}).encode()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + command_bound_s()
         while True:
             try:
                 status, body = _post(port, good)
@@ -153,9 +154,9 @@ def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_p
         assert stats["rows"] == 4  # two good requests of two instances; no bad one wrote anything
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=command_bound_s())
     assert proc.returncode == 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + command_bound_s()
     while server_processes_since(t0) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not server_processes_since(t0)
@@ -166,10 +167,11 @@ def test_a_users_own_model_serves_with_its_own_shape(home, tmp_path):
     build = ("import keras; keras.utils.set_random_seed(1); "
              "m = keras.Sequential([keras.Input(shape=(4, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]); "
              f"m.save({str(model_path)!r})")
-    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=command_bound_s())
     t0 = time.time()
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi-threads",
-                                       "--model", str(model_path)), capture_output=True, text=True, timeout=300)
+                                       "--model", str(model_path)), capture_output=True, text=True,
+                          timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert record.verdict is Verdict.OK, record.evidence
@@ -179,12 +181,12 @@ def test_a_users_own_model_serves_with_its_own_shape(home, tmp_path):
 
 def test_cli_errors_are_one_line_and_nonzero(home):
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "nope", "--server", "uwsgi"),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown strategy 'nope'") and "lazy" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi",
-                                       "--model", "/nonexistent/m.keras"), capture_output=True, text=True, timeout=60)
+                                       "--model", "/nonexistent/m.keras"), capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 2 and "no such model file" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -193,10 +195,10 @@ def test_an_interrupted_matrix_stops_everything_it_started(home, default_spec_pa
     proc = subprocess.Popen(forkwise_cmd(home, "matrix", "--profile", "quick", "--only", "strategy=lazy,server=uwsgi",
                                          "--out", str(tmp_path), "--plain"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + command_bound_s()
     while not server_processes_since(t0) and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until the cell's server is up
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=command_bound_s())
     assert proc.returncode == 130 and "error: interrupted" in err
     assert not server_processes_since(t0)

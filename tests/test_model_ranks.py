@@ -27,6 +27,7 @@ from forkwise.strategies import registry
 from forkwise.testing import wait_for_answer
 from forkwise.webapp import create_app
 from forkwise.webapp.validation import BadRequest, instances_from
+from host_pace import cell_bound_s
 
 RTOL, ATOL = 1e-5, 1e-6  # the CPU tolerance of verification (matrix.cell.Verification)
 
@@ -206,7 +207,7 @@ def test_a_cell_serves_a_conv_model_batched_and_answers_bad_shapes_with_4xx(home
     model_path = build_shaped_model(home, "conv")
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", "child-process-batched",
            "--server", "gunicorn-sync", "--model", str(model_path), "--scenario", "bad-input"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     # OK: every verification answer matched the reference from at least 2 workers, every

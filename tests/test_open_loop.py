@@ -14,6 +14,7 @@ import pytest
 
 from forkwise.matrix.load import LoadError
 from forkwise.matrix.open_loop import (
+from host_pace import cell_bound_s
     OpenLoopResult, arrivals, best_rate, find_max_rate, p99_with_failures, run_open_loop,
 )
 
@@ -165,7 +166,7 @@ def test_a_cell_records_the_highest_rate_within_its_budget(home, tiny_spec_path)
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", "control",
            "--server", "gunicorn-sync", "--model", "tiny", "--load", "4", "--duration", "1", "--intervals", "1",
            "--open-loop", "--rates", "20,40", "--p99-budget-ms", "1000"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert record.verdict is Verdict.OK, record.evidence

@@ -22,6 +22,7 @@ from forkwise import postgres
 from forkwise.matrix.http import post_json, request
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.procs import free_port
+from host_pace import cell_bound_s, command_bound_s
 
 AVAILABLE, WHY_NOT = postgres.available()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not AVAILABLE, reason=f"PostgreSQL: {WHY_NOT}")]
@@ -48,7 +49,7 @@ def nothing_left_behind():
 def run_cell(home, *args: str) -> CellRecord:
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--model", "tiny", "--database",
            "postgresql", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -97,7 +98,7 @@ def test_a_restarted_database_answers_503_then_reconnects(home, tiny_spec_path, 
 def test_a_scenario_that_needs_a_database_server_is_refused_on_sqlite(home, tiny_spec_path):
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--model", "tiny", "--strategy", "control",
            "--server", "gunicorn-sync", "--scenario", "restart-database"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 2 and "needs a database server" in proc.stderr
 
 
@@ -113,10 +114,10 @@ def test_serve_on_postgresql_stops_everything_it_started(home, tiny_spec_path, t
         from forkwise.model.spec import ModelSpec
 
         width = ModelSpec.load(tiny_spec_path).input_shape[0]
-        reply = post_json("127.0.0.1", port, "/predict", {"instances": [[0.1] * width]}, 30)
+        reply = post_json("127.0.0.1", port, "/predict", {"instances": [[0.1] * width]}, command_bound_s())
         assert reply.kind == "ok" and len(reply.body["ids"]) == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=command_bound_s())
     assert proc.returncode == 0, err[-2000:]
     assert "database postgresql" in err

@@ -15,6 +15,7 @@ from forkwise.modelserver.client import ModelClient
 from forkwise.procs import free_port
 from forkwise.strategies.child_process import ChildProcess
 from forkwise.webapp.process import WARM_UP_RETRY_MAX_S, AppProcess
+from host_pace import cell_bound_s
 
 
 def first_answer_s(client: ModelClient, row: np.ndarray, patience_s: float) -> float:
@@ -66,7 +67,7 @@ def test_every_gunicorn_sync_worker_becomes_ready_with_no_request(tiny_spec_path
     try:
         ready: set[int] = set()
         seen_at = None  # when the first worker said it is ready: the model server answers by then
-        limit = time.monotonic() + 300  # a ceiling only; the test's own deadline follows from seen_at
+        limit = time.monotonic() + cell_bound_s()  # a ceiling only; the test's own deadline follows from seen_at
         while len(ready) < deployment.workers and time.monotonic() < limit:
             reply = request(deployment.host, deployment.port, "GET", "/readyz", timeout_s=10)
             if reply.kind == "ok":

@@ -13,6 +13,7 @@ from forkwise.matrix import scenarios
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.strategies import registry
 from forkwise.webapp.validation import BadRequest, instances_from, parse_body
+from host_pace import cell_bound_s
 
 
 def test_recovery_is_measured_from_the_event():
@@ -71,7 +72,7 @@ def test_scenario_names_and_applicability():
 def run_scenario_cell(home, strategy: str, server: str, scenario: str) -> CellRecord:
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", strategy,
            "--server", server, "--scenario", scenario, "--scenario-duration", "9"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 

