@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from forkwise.errors import ConfigError
 from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
@@ -217,7 +218,7 @@ class AppSettings:
         return env
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):

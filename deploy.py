@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from forkwise import gpu, servers
 from forkwise.config import DATABASE_TRANSPORTS, DATABASES, DEFAULT_DATABASE, DEFAULT_DB_RESET, AppSettings
@@ -62,7 +62,7 @@ class _NoWatch(contextlib.nullcontext):
     peak = None
     log_highlights: tuple[str, ...] = ()
 
-    def __enter__(self) -> "_NoWatch":
+    def __enter__(self) -> _NoWatch:
         return self  # nullcontext would hand back None, which has no `peak`
 
 

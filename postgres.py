@@ -171,7 +171,7 @@ class PostgresServer:
 
     # --- life -----------------------------------------------------------------------
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         try:
             return self.start()
         except BaseException:
@@ -181,7 +181,7 @@ class PostgresServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """initdb, a certificate, pg_ctl start, the app's database. The caller must call stop()."""
         for orphan in reap_orphans():
             log.warning("removed the PostgreSQL cluster of a forkwise process that is gone: %s", orphan)
@@ -429,7 +429,7 @@ class ConnectionPeak:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="forkwise-pg-connections", daemon=True)
 
-    def __enter__(self) -> "ConnectionPeak":
+    def __enter__(self) -> ConnectionPeak:
         self._thread.start()
         return self
 

@@ -30,17 +30,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from forkwise.errors import RecordError
 from forkwise.matrix.controls import Controls
 from forkwise.matrix.launches import combine_all, pooled_relative_spread, set_aside
 from forkwise.matrix.records import RECORDS_FILE, CellRecord, Verdict, read_records
 from forkwise.matrix.significance import (
-    FAMILY_ALPHA, PassNoise, Sample, SampleKey, ShiftEstimate, critical_z, estimate_shift, holm, launches_in,
-    log_mean, p_value, pass_noise, tail_spread, worsening_pct,
+    FAMILY_ALPHA,
+    PassNoise,
+    Sample,
+    SampleKey,
+    ShiftEstimate,
+    critical_z,
+    estimate_shift,
+    holm,
+    launches_in,
+    log_mean,
+    p_value,
+    pass_noise,
+    tail_spread,
+    worsening_pct,
 )
 
 RESULTS_FILE = "results.json"
@@ -116,8 +128,8 @@ def _per_launch(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]
         if key is not None:
             levels = [next((lv for lv in r.load if lv.concurrency == key), None) for r in launches]
             present = [lv for lv in levels if lv is not None]
-            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present))}
-            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels)]
+            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present), strict=True)}
+            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels, strict=True)]
         out[key] = tuple(column)
     return out
 
@@ -132,11 +144,11 @@ class Run:
     passes: dict[str, PassNoise]  # metric name -> the pass drift and strategy effect
 
     @classmethod
-    def of(cls, records: Iterable[CellRecord]) -> "Run":
+    def of(cls, records: Iterable[CellRecord]) -> Run:
         launches: dict[str, list[CellRecord]] = {}
         for record in records:
             launches.setdefault(record.cell_id, []).append(record)
-        cells = {cid: combined for cid, combined in zip(launches, combine_all(r for ls in launches.values() for r in ls))}
+        cells = {cid: combined for cid, combined in zip(launches, combine_all(r for ls in launches.values() for r in ls), strict=True)}
         samples, spread, passes = {}, {}, {}
         for m in METRICS:
             samples[m.name] = {(cid, key): sample for cid, ls in launches.items() if cells[cid].verdict.ok
@@ -266,14 +278,14 @@ def strategy_test(strategy: str, concurrency: int, cells: list[str], a: Run, b: 
     name, pa, pb = THROUGHPUT.name, a.passes[THROUGHPUT.name], b.passes[THROUGHPUT.name]
     effects = [p.strategy for p in (pa, pb) if p.strategy is not None]
     logs = [(log_mean(a.samples[name][(c, concurrency)]), log_mean(b.samples[name][(c, concurrency)])) for c in cells]
-    shown = [math.exp(statistics.fmean(side)) for side in zip(*logs)]
+    shown = [math.exp(statistics.fmean(side)) for side in zip(*logs, strict=True)]
     log_change = statistics.fmean(lb - la for la, lb in logs) - (0.0 if shift is None else shift.estimate.log_shift)
     spreads = _spreads(THROUGHPUT, cells[0], concurrency, a, b)
     if not effects or spreads is None:
         return StrategyComparison(strategy, concurrency, len(cells), Difference(
             *shown, log_change, untested="not tested: no run measured its strategy effect"))
     t = [p.strategy if p.strategy is not None else effects[0] for p in (pa, pb)]
-    own = [max(0.0, s**2 - e**2) for s, e in zip(spreads, t)]
+    own = [max(0.0, s**2 - e**2) for s, e in zip(spreads, t, strict=True)]
     launches = [[launches_in(run.samples[name][(c, concurrency)]) for c in cells] for run in (a, b)]
     var = sum(own[side] / n for side in (0, 1) for n in launches[side]) / len(cells) ** 2
     var += sum(t[side] ** 2 / statistics.fmean(launches[side]) for side in (0, 1)) + _shift_var(shift)
@@ -420,7 +432,7 @@ def _judged(family: list[tuple[Difference, bool]], alpha: float) -> dict[int, Di
     return {id(d): dataclasses.replace(d, z=round(d.log_change / d.se, 2), significant=flag,
                                        mde_pct=round(worsening_pct(-z_crit * d.se if better else z_crit * d.se,
                                                                    better), 1))
-            for (d, better), flag in zip(tested, flags)}
+            for (d, better), flag in zip(tested, flags, strict=True)}
 
 
 def judge(result: RunComparison) -> RunComparison:

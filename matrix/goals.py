@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from forkwise.matrix.controls import Controls, is_control
 from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
@@ -141,7 +141,7 @@ class Host:
     python: str
 
     @classmethod
-    def of(cls, env: Environment) -> "Host":
+    def of(cls, env: Environment) -> Host:
         return cls(env.cpu_model, env.cores, env.python)
 
     def describe(self) -> str:

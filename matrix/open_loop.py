@@ -25,15 +25,13 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 from urllib.parse import urlsplit
 
-from forkwise.matrix.load import (
-    LOOPBACK_HOSTS, LoadError, _percentiles_ms, _read_response, _run_child,
-)
+from forkwise.matrix.load import LOOPBACK_HOSTS, LoadError, _percentiles_ms, _read_response, _run_child
 from forkwise.matrix.records import ErrorCounts, Latency, OpenLoop, RateLevel
 from forkwise.matrix.stability import wait_idle
 

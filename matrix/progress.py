@@ -77,7 +77,7 @@ class ProgressWatch:
         self._sample()
         return self.cpu_used(time.monotonic() - window_s) >= STALLED_CORE_SHARE * window_s
 
-    def __enter__(self) -> "ProgressWatch":
+    def __enter__(self) -> ProgressWatch:
         self._sample()
         self._thread.start()
         return self

@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.controls import is_control
 from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Plot, Table, fmt_fixed, fmt_ms, latest_by_cell, new_figure, png,
+    MISSING,
+    Block,
+    Heading,
+    Para,
+    Plot,
+    Table,
+    fmt_fixed,
+    fmt_ms,
+    latest_by_cell,
+    new_figure,
+    png,
     strategy_colors,
 )
 from forkwise.matrix.launches import describe_noise, launch_noise
@@ -64,7 +75,7 @@ class Budgets:
                 raise ConfigError(f"recommend.{name} must be a number > 0; got {value!r}")
 
     @classmethod
-    def from_table(cls, table: Any, where: str) -> "Budgets":
+    def from_table(cls, table: Any, where: str) -> Budgets:
         """A profile's [recommend] table: p99_ms and memory_mb, each optional."""
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [recommend] must be a table")
@@ -73,7 +84,7 @@ class Budgets:
             raise ConfigError(f"{where}: unknown [recommend] keys {sorted(unknown)}; keys are p99_ms, memory_mb")
         return cls().overridden(table.get("p99_ms"), table.get("memory_mb"), where)
 
-    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> "Budgets":
+    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> Budgets:
         """These budgets with the ones given (not None) set by `source`."""
         return Budgets(
             p99_ms=self.p99_ms if p99_ms is None else p99_ms,
@@ -87,7 +98,7 @@ class Budgets:
                 "memory_from": self.memory_from}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Budgets":
+    def from_dict(cls, data: dict[str, Any] | None) -> Budgets:
         """What a run.json says (an older run says nothing: the defaults)."""
         return cls(**(data or {}))
 

@@ -17,8 +17,8 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import psutil
@@ -197,7 +197,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
         timer.join()
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
-    for raw, index in zip(result.sampled_bodies, result.sampled_requests):
+    for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=False):
         correct, worker = acknowledge(v, parse_json(raw), rows_per_body[index])
         wrong += not correct
         workers.add(worker)
@@ -227,7 +227,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
 def acknowledge(v, body, rows: list[int]) -> tuple[bool, int]:
     """Check one 200 answer against the reference and remember its rows: (correct, worker pid)."""
     correct, got, ids, worker, _ = v.compare(body, rows)
-    for row_id, out in zip(ids, got if got is not None else []):
+    for row_id, out in zip(ids, got if got is not None else [], strict=False):
         v.acknowledged[row_id] = [float(x) for x in out]
     return correct, worker
 
@@ -246,7 +246,7 @@ class TailProbe:
     unanswered: int = 0  # requests given up on: the server may still write their rows
     workers: tuple[int, ...] = ()
 
-    def settle(self, stalled_s: float, allowance_s: float) -> "TailProbe":
+    def settle(self, stalled_s: float, allowance_s: float) -> TailProbe:
         d = self.run.launch.deployment
         start = time.monotonic()
         while not self.answered and stalled_s + time.monotonic() - start <= allowance_s:
@@ -330,6 +330,6 @@ def bad_input_campaign(run, v, n_generated: int = 300) -> tuple[ErrorCounts, lis
             if len(findings) < 10:
                 findings.append(f"{what}: {reply.status or reply.kind} {reply.error}".strip())
         elif reply.kind == "ok":  # a mutation that happened to be valid: its rows count as acknowledged
-            for row_id, out in zip(reply.body.get("ids", []), reply.body.get("predictions", [])):
+            for row_id, out in zip(reply.body.get("ids", []), reply.body.get("predictions", []), strict=False):
                 v.acknowledged[int(row_id)] = np.asarray(out, np.float32).ravel().tolist()
     return ErrorCounts(timeout=counts["timeout"], connect=counts["connect"], http_5xx=counts["5xx"]), findings

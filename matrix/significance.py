@@ -17,11 +17,12 @@ here from the run itself:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Hashable, Mapping, Sequence
 
 FAMILY_ALPHA = 0.05  # chance that anything at all is flagged when nothing changed
 MIN_CELLS = 3  # cells needed at a key to measure a pass's drift there
@@ -76,7 +77,7 @@ def tail_spread(samples: Mapping[SampleKey, Sample]) -> float | None:
     quantile of |N(0, 2)|. For a measure whose launches now and then meet a stall (a short window's
     p99), the variance describes the common launch and misses the tail that a test meets."""
     gaps = sorted(abs(math.log(y / x)) for sample in samples.values()
-                  for x, y in zip(sample, sample[1:]) if x and y and x > 0 and y > 0)
+                  for x, y in itertools.pairwise(sample) if x and y and x > 0 and y > 0)
     if len(gaps) < 2 * MIN_CELLS:
         return None
     at = gaps[min(len(gaps) - 1, math.ceil(TAIL_QUANTILE * len(gaps)) - 1)]

@@ -14,13 +14,10 @@ import pytest
 from forkwise.cli import main
 from forkwise.errors import RecordError
 from forkwise.matrix.compare import ALPHA_STRATEGY, compare, load_run
-from forkwise.matrix.controls import control_for
 from forkwise.matrix.compare_report import regressions, render_comparison
+from forkwise.matrix.controls import control_for
 from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, append_record
-from forkwise.matrix.significance import (
-    PassNoise, critical_z, estimate_shift, pass_noise, tail_spread, worsening_pct,
-)
-
+from forkwise.matrix.significance import PassNoise, critical_z, estimate_shift, pass_noise, tail_spread, worsening_pct
 from test_report import crash_record, level, ok_record, record, run_records
 
 # Two default runs of the same code (f2e46e3), recorded on the 2-core machine on a day its
@@ -153,7 +150,7 @@ def _samples(rng: random.Random, strategy_effect: float) -> tuple[dict, dict]:
             cell = f"s{s}/c{c}"
             strategy_of[cell] = f"s{s}"
             samples[(cell, 32)] = tuple(1000 * math.exp(e + rng.gauss(0, 0.05) + drift)
-                                        for e, drift in zip(effects, (0.1, -0.1)))
+                                        for e, drift in zip(effects, (0.1, -0.1), strict=True))
     return samples, strategy_of
 
 

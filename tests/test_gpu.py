@@ -179,7 +179,7 @@ def test_probe_through_nvidia_smi(monkeypatch):
     assert info == gpu.GpuInfo(count=1, name="NVIDIA H100 80GB HBM3", driver="580.159.04", memory_mb=81559.0,
                                source="nvidia-smi")
     assert gpu.process_memory_mb() == {4242: 888.0}
-    assert ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"] == calls[-1][1:]
+    assert calls[-1][1:] == ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
 
 
 def test_probe_through_nvml(monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import MergeError
-from forkwise.matrix.hosts import side_by_side, read_hosts
+from forkwise.matrix.hosts import read_hosts, side_by_side
 from forkwise.matrix.merge import merge
 from forkwise.matrix.records import CellRecord, Verdict, read_records
 from forkwise.matrix.runner import load_profile, report_dir

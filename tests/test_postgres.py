@@ -182,9 +182,8 @@ def test_a_database_that_is_down_is_unavailable_then_back(server, transport):
     db.create_schema()
     before = db.count()
     digest = hashlib.sha256(b"y").hexdigest()
-    with server.down():
-        with pytest.raises(DatabaseUnavailable, match="unavailable"):
-            db.record([digest], [[2.0]], os.getpid(), "test")
+    with server.down(), pytest.raises(DatabaseUnavailable, match="unavailable"):
+        db.record([digest], [[2.0]], os.getpid(), "test")
     # The pooled connection died with the server: pre-ping replaces it, no error reaches the caller.
     assert db.record([digest], [[2.0]], os.getpid(), "test")[0][1] == digest
     assert db.count() == before + 1

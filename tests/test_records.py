@@ -10,8 +10,19 @@ import pytest
 
 from forkwise.errors import RecordError
 from forkwise.matrix.records import (
-    SCHEMA_VERSION, CellRecord, Environment, ErrorCounts, Evidence, Latency, LoadLevel, Memory, ProcessMemory,
-    Verdict, append_record, json_schema, read_records,
+    SCHEMA_VERSION,
+    CellRecord,
+    Environment,
+    ErrorCounts,
+    Evidence,
+    Latency,
+    LoadLevel,
+    Memory,
+    ProcessMemory,
+    Verdict,
+    append_record,
+    json_schema,
+    read_records,
 )
 
 

@@ -6,7 +6,6 @@ import hashlib
 import os
 
 from flask import Blueprint, current_app, jsonify, request
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from forkwise.errors import DatabaseBusy, DatabaseUnavailable, ModelUnavailable
