@@ -10,8 +10,11 @@ import pytest
 
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import read_records
-from forkwise.testing import *  # noqa: F401,F403  (home, spec and settings fixtures)
 from forkwise.testing import live_children
+
+# The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
+# here too keeps a checkout whose install predates the entry point working (pytest loads it once).
+pytest_plugins = ["forkwise.pytest_plugin"]
 
 
 @pytest.fixture
