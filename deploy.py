@@ -74,8 +74,10 @@ def database_for(kind: str, run_dir: Path) -> Iterator[DatabaseRun]:
     if kind == DEFAULT_DATABASE:
         yield DatabaseRun(kind, sqlite_url(run_dir))
         return
+    transport = DATABASE_TRANSPORTS[kind]
+    assert transport is not None  # only SQLite, handled above, has none
     with PostgresServer() as server:
-        yield DatabaseRun(kind, server.url(DATABASE_TRANSPORTS[kind]), server)
+        yield DatabaseRun(kind, server.url(transport), server)
 
 
 @dataclass(frozen=True)

@@ -147,16 +147,23 @@ class PostgresServer:
     # --- paths and URLs -------------------------------------------------------------
 
     @property
-    def data_dir(self) -> Path:
-        return self.dir / "data"
-
-    @property
-    def socket_dir(self) -> Path:
+    def folder(self) -> Path:
+        """The cluster's folder, which exists from start() to stop()."""
+        if self.dir is None:
+            raise DatabaseServerError("the PostgreSQL server is not started")
         return self.dir
 
     @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.folder
+
+    @property
     def log_path(self) -> Path:
-        return self.dir / "postgres.log"
+        return self.folder / "postgres.log"
 
     def url(self, transport: str, database: str = DATABASE) -> str:
         """A SQLAlchemy URL (psycopg 3) for `transport`: "tls" (loopback TCP, TLS required) or "unix"."""
@@ -295,18 +302,18 @@ class PostgresServer:
         if not shutil.which("openssl"):
             raise PostgresMissing("PostgreSQL's TLS listener needs a certificate and `openssl` is not installed")
         argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", str(self.dir / "server.key"), "-out", str(self.dir / "server.crt"), "-days", "2",
+                "-keyout", str(self.folder / "server.key"), "-out", str(self.folder / "server.crt"), "-days", "2",
                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             raise DatabaseServerError(f"openssl could not make a certificate: {proc.stderr.strip()[-500:]}")
-        os.chmod(self.dir / "server.key", 0o600)
+        os.chmod(self.folder / "server.key", 0o600)
 
     def _configure(self) -> None:
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
-            "ssl": "on", "ssl_cert_file": f"'{self.dir / 'server.crt'}'", "ssl_key_file": f"'{self.dir / 'server.key'}'",
+            "ssl": "on", "ssl_cert_file": f"'{self.folder / 'server.crt'}'", "ssl_key_file": f"'{self.folder / 'server.key'}'",
             "logging_collector": "off", "log_min_messages": "warning",
         }
         with open(self.data_dir / "postgresql.conf", "a") as fh:
@@ -321,7 +328,7 @@ class PostgresServer:
         if not self.user:
             return
         entry = pwd.getpwnam(self.user)
-        for root, dirs, files in os.walk(self.dir):
+        for root, dirs, files in os.walk(self.folder):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.chown(name, entry.pw_uid, entry.pw_gid)
 

@@ -324,13 +324,13 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
             "command": " ".join(["forkwise", *sys.argv[1:]]) if "merge" in sys.argv[1:] else "forkwise merge",
             "merged_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for host in hosts:
-        folder = out / HOSTS_DIR / names[host]
-        folder.mkdir(parents=True)
+        host_dir = out / HOSTS_DIR / names[host]
+        host_dir.mkdir(parents=True)
         for _, records in by_host[host]:
             for record in records:
-                append_record(folder / RECORDS_FILE, record)
+                append_record(host_dir / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
-        (folder / RUN_INFO).write_text(json.dumps(info, indent=2))
+        (host_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
     merged_info = {**base, "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}
     (out / RUN_INFO).write_text(json.dumps(merged_info, indent=2))

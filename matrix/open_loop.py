@@ -80,7 +80,8 @@ class OpenLoopResult:
 
 def arrivals(rate_rps: float, seconds: float, seed: int) -> list[float]:
     """Poisson arrival times in [0, seconds): exponential gaps of mean 1/rate."""
-    rng, at, times = random.Random(seed), 0.0, []
+    rng, at = random.Random(seed), 0.0
+    times: list[float] = []
     while True:
         at += rng.expovariate(rate_rps)
         if at >= seconds:

@@ -371,7 +371,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
             return None
         (inner,) = [o for o in options if o is not type(None)]
         return _decode(inner, value, where)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecordError(f"{where}: expected an object")
         hints = _hints(tp)

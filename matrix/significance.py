@@ -110,7 +110,7 @@ def _pass_effects(devs: Mapping[str, list[float | None]]) -> list[float] | None:
     passes = max(len(d) for d in devs.values())
     medians = []
     for p in range(passes):
-        at = [d[p] for d in devs.values() if p < len(d) and d[p] is not None]
+        at = [x for d in devs.values() for x in d[p:p + 1] if x is not None]
         if len(at) < MIN_CELLS:
             return None
         medians.append(statistics.median(at))
@@ -155,7 +155,7 @@ def _strategy_moments(devs: Mapping[str, list[float | None]], effects: list[floa
     num = den = 0.0
     for rows in by_strategy.values():
         for p in range(n):
-            at = [r[p] for r in rows if p < len(r) and r[p] is not None]
+            at = [x for r in rows for x in r[p:p + 1] if x is not None]
             if len(at) >= 2:
                 k = len(at)
                 num += statistics.fmean(at) ** 2 * n / (n - 1) - s / k
@@ -185,5 +185,6 @@ def estimate_shift(log_ratios: Sequence[float], noise: tuple[PassNoise, PassNois
     if not drifts:
         return ShiftEstimate(centre, len(log_ratios), math.sqrt(median_var), None)
     a, b = (n if n.drift is not None else drifts[0] for n in noise)
+    assert a.drift is not None and b.drift is not None  # each has its own drift or the other's
     var = median_var + a.drift**2 / a.passes + b.drift**2 / b.passes
     return ShiftEstimate(centre, len(log_ratios), math.sqrt(median_var), math.sqrt(var))

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, func, insert, select
@@ -115,6 +116,7 @@ class Database:
         return inherited  # dispose: a fresh pool; nullpool: nothing pooled; none: the parent's pool
 
     def _create_engine(self) -> Engine:
+        kwargs: dict[str, Any]
         if self.is_sqlite:
             kwargs = {"connect_args": {"timeout": self.busy_timeout_s, "check_same_thread": False}}
         else:
