@@ -78,7 +78,8 @@ def _batch_sizes(name: str, value: Any) -> str:
     try:
         sizes = sorted({int(x) for x in text.split(",")})
     except ValueError:
-        raise ConfigError(f"{name} must be {' or '.join(BATCH_SIZE_POLICIES)} or sizes like 1,8,32; got {value!r}") from None
+        raise ConfigError(f"{name} must be {' or '.join(BATCH_SIZE_POLICIES)} or sizes like 1,8,32; "
+                          f"got {value!r}") from None
     if sizes[0] < 1:
         raise ConfigError(f"{name}: every batch size must be at least 1, got {value!r}")
     return ",".join(map(str, sizes))

@@ -56,7 +56,8 @@ HIGHLIGHTS_KEPT = 8
 # that failed its check, a protocol message out of place, a session cut, a refusal. A pooled
 # connection shared by two processes leaves such lines even when pre-ping hid it from the app.
 TELLING_LINE = re.compile(r"(?:ERROR|FATAL|PANIC|WARNING):|SSL error|could not receive data|unexpected EOF"
-                          r"|invalid frontend message|incomplete (?:startup )?(?:packet|message)|terminating connection")
+                          r"|invalid frontend message|incomplete (?:startup )?(?:packet|message)"
+                          r"|terminating connection")
 LOG_PREFIX = re.compile(r"^\S+ \S+ \S+ \[\d+\] ")  # "2026-11-27 07:43:53.472 UTC [2794] "
 INSTALL_HINT = ("install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; .ci/run does it), "
                 "or run without --database postgresql")
@@ -313,7 +314,8 @@ class PostgresServer:
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
-            "ssl": "on", "ssl_cert_file": f"'{self.folder / 'server.crt'}'", "ssl_key_file": f"'{self.folder / 'server.key'}'",
+            "ssl": "on", "ssl_cert_file": f"'{self.folder / 'server.crt'}'",
+            "ssl_key_file": f"'{self.folder / 'server.key'}'",
             "logging_collector": "off", "log_min_messages": "warning",
         }
         with open(self.data_dir / "postgresql.conf", "a") as fh:

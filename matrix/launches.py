@@ -104,8 +104,8 @@ def combine(launches: Sequence[CellRecord]) -> CellRecord:
 
     The verdict is OK only if every launch was OK; otherwise it is the first launch's
     verdict that was not (verdicts.combined_verdict), with that launch's log evidence and
-    stacks. Findings of later launches are prefixed with their launch number. Cold starts are averaged (each launch's own is kept
-    in the timings); memory and environment are the first launch's.
+    stacks. Findings of later launches are prefixed with their launch number. Cold starts are
+    averaged (each launch's own is kept in the timings); memory and environment are the first launch's.
     """
     if not launches:
         raise ValueError("combine needs at least one launch")

@@ -302,7 +302,8 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
     folders = load_folders(dirs)
     check_one_plan(folders)
     # A host folder of an earlier merge that went ahead without a shard still lacks it.
-    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders for m in f.info.get("missing_shards", [])]
+    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders
+                                       for m in f.info.get("missing_shards", [])]
     first = folders[0].info
     profile = str(first.get("profile"))
     lines = [m.describe(profile) for m in missing]
@@ -331,7 +332,8 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
                 append_record(host_dir / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
         (host_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
-    merged_info = {**base, "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
+    merged_info = {**base,
+                   "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}
     (out / RUN_INFO).write_text(json.dumps(merged_info, indent=2))
     from forkwise.matrix.hosts import report_merged  # here: hosts imports this module

@@ -167,7 +167,8 @@ class Disruption:
     rps_samples: tuple[float, ...]
     interval_s: float
     workers_answering: tuple[int, ...]  # every worker pid that answered during the scenario
-    longest_stall_s: float | None = None  # the longest stretch without a single 200 (a stall at the end: until it ended)
+    # The longest stretch without a single 200 (a stall at the end: until it ended).
+    longest_stall_s: float | None = None
     recovery_allowance_s: float | None = None  # the time the cell had to recover: from its own cold start
 
 

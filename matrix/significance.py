@@ -28,7 +28,7 @@ FAMILY_ALPHA = 0.05  # chance that anything at all is flagged when nothing chang
 MIN_CELLS = 3  # cells needed at a key to measure a pass's drift there
 
 Sample = Sequence[float | None]  # one value per launch, in pass order; None: that launch has none
-SampleKey = tuple[str, Hashable]  # (cell_id, concurrency or None)
+SampleKey = tuple[str, int | None]  # (cell_id, concurrency or None)
 
 
 def p_value(z: float) -> float:

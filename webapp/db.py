@@ -140,7 +140,8 @@ class Database:
             yield
         except DBAPIError as exc:
             text = first_line(exc)
-            if self.is_sqlite and isinstance(exc, OperationalError) and any(w in text.lower() for w in ("locked", "busy")):
+            locked = any(w in text.lower() for w in ("locked", "busy"))
+            if self.is_sqlite and isinstance(exc, OperationalError) and locked:
                 raise DatabaseBusy("the database stayed locked; nothing was written, retry") from None
             if exc.connection_invalidated or (not self.is_sqlite and isinstance(exc, OperationalError)):
                 raise DatabaseUnavailable(f"the database is unavailable ({text}); the request was not "
@@ -169,7 +170,8 @@ class Database:
         shows up as digests of other inputs."""
         now = time.time()
         rows = [
-            {"input_digest": d, "output": json.dumps(o), "worker_pid": worker_pid, "strategy": strategy, "created_at": now}
+            {"input_digest": d, "output": json.dumps(o), "worker_pid": worker_pid, "strategy": strategy,
+             "created_at": now}
             # A strategy that answers too few rows is judged by the client (WRONG), not failed here.
             for d, o in zip(digests, outputs, strict=False)
         ]
