@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from forkwise.errors import ConfigError
 from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
@@ -77,7 +78,8 @@ def _batch_sizes(name: str, value: Any) -> str:
     try:
         sizes = sorted({int(x) for x in text.split(",")})
     except ValueError:
-        raise ConfigError(f"{name} must be {' or '.join(BATCH_SIZE_POLICIES)} or sizes like 1,8,32; got {value!r}") from None
+        raise ConfigError(f"{name} must be {' or '.join(BATCH_SIZE_POLICIES)} or sizes like 1,8,32; "
+                          f"got {value!r}") from None
     if sizes[0] < 1:
         raise ConfigError(f"{name}: every batch size must be at least 1, got {value!r}")
     return ",".join(map(str, sizes))
@@ -217,7 +219,7 @@ class AppSettings:
         return env
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):

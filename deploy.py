@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from forkwise import gpu, servers
 from forkwise.config import DATABASE_TRANSPORTS, DATABASES, DEFAULT_DATABASE, DEFAULT_DB_RESET, AppSettings
@@ -62,7 +62,7 @@ class _NoWatch(contextlib.nullcontext):
     peak = None
     log_highlights: tuple[str, ...] = ()
 
-    def __enter__(self) -> "_NoWatch":
+    def __enter__(self) -> _NoWatch:
         return self  # nullcontext would hand back None, which has no `peak`
 
 
@@ -74,8 +74,10 @@ def database_for(kind: str, run_dir: Path) -> Iterator[DatabaseRun]:
     if kind == DEFAULT_DATABASE:
         yield DatabaseRun(kind, sqlite_url(run_dir))
         return
+    transport = DATABASE_TRANSPORTS[kind]
+    assert transport is not None  # only SQLite, handled above, has none
     with PostgresServer() as server:
-        yield DatabaseRun(kind, server.url(DATABASE_TRANSPORTS[kind]), server)
+        yield DatabaseRun(kind, server.url(transport), server)
 
 
 @dataclass(frozen=True)

@@ -88,12 +88,13 @@ def policy_env(backend: str, policy: str, gpu_processes: int) -> dict[str, str |
             "XLA_PYTHON_CLIENT_PREALLOCATE": "true",
             "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{per_process_fraction(gpu_processes):.2f}",
         }
-    return {
+    grow: dict[str, dict[str, str | None]] = {
         "tensorflow": {"TF_FORCE_GPU_ALLOW_GROWTH": "true"},
         "jax": {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
         # Torch allocates on demand already; the strategies keep CUDA calls out of the master.
         "torch": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"},
-    }[backend]
+    }
+    return grow[backend]
 
 
 def deployment_env(backend: str, device: str, policy: str, gpu_processes: int) -> dict[str, str | None]:

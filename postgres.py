@@ -56,7 +56,8 @@ HIGHLIGHTS_KEPT = 8
 # that failed its check, a protocol message out of place, a session cut, a refusal. A pooled
 # connection shared by two processes leaves such lines even when pre-ping hid it from the app.
 TELLING_LINE = re.compile(r"(?:ERROR|FATAL|PANIC|WARNING):|SSL error|could not receive data|unexpected EOF"
-                          r"|invalid frontend message|incomplete (?:startup )?(?:packet|message)|terminating connection")
+                          r"|invalid frontend message|incomplete (?:startup )?(?:packet|message)"
+                          r"|terminating connection")
 LOG_PREFIX = re.compile(r"^\S+ \S+ \S+ \[\d+\] ")  # "2026-11-27 07:43:53.472 UTC [2794] "
 INSTALL_HINT = ("install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; .ci/run does it), "
                 "or run without --database postgresql")
@@ -147,16 +148,23 @@ class PostgresServer:
     # --- paths and URLs -------------------------------------------------------------
 
     @property
-    def data_dir(self) -> Path:
-        return self.dir / "data"
-
-    @property
-    def socket_dir(self) -> Path:
+    def folder(self) -> Path:
+        """The cluster's folder, which exists from start() to stop()."""
+        if self.dir is None:
+            raise DatabaseServerError("the PostgreSQL server is not started")
         return self.dir
 
     @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.folder
+
+    @property
     def log_path(self) -> Path:
-        return self.dir / "postgres.log"
+        return self.folder / "postgres.log"
 
     def url(self, transport: str, database: str = DATABASE) -> str:
         """A SQLAlchemy URL (psycopg 3) for `transport`: "tls" (loopback TCP, TLS required) or "unix"."""
@@ -171,7 +179,7 @@ class PostgresServer:
 
     # --- life -----------------------------------------------------------------------
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         try:
             return self.start()
         except BaseException:
@@ -181,7 +189,7 @@ class PostgresServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """initdb, a certificate, pg_ctl start, the app's database. The caller must call stop()."""
         for orphan in reap_orphans():
             log.warning("removed the PostgreSQL cluster of a forkwise process that is gone: %s", orphan)
@@ -295,18 +303,19 @@ class PostgresServer:
         if not shutil.which("openssl"):
             raise PostgresMissing("PostgreSQL's TLS listener needs a certificate and `openssl` is not installed")
         argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", str(self.dir / "server.key"), "-out", str(self.dir / "server.crt"), "-days", "2",
+                "-keyout", str(self.folder / "server.key"), "-out", str(self.folder / "server.crt"), "-days", "2",
                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
             raise DatabaseServerError(f"openssl could not make a certificate: {proc.stderr.strip()[-500:]}")
-        os.chmod(self.dir / "server.key", 0o600)
+        os.chmod(self.folder / "server.key", 0o600)
 
     def _configure(self) -> None:
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
-            "ssl": "on", "ssl_cert_file": f"'{self.dir / 'server.crt'}'", "ssl_key_file": f"'{self.dir / 'server.key'}'",
+            "ssl": "on", "ssl_cert_file": f"'{self.folder / 'server.crt'}'",
+            "ssl_key_file": f"'{self.folder / 'server.key'}'",
             "logging_collector": "off", "log_min_messages": "warning",
         }
         with open(self.data_dir / "postgresql.conf", "a") as fh:
@@ -321,7 +330,7 @@ class PostgresServer:
         if not self.user:
             return
         entry = pwd.getpwnam(self.user)
-        for root, dirs, files in os.walk(self.dir):
+        for root, dirs, files in os.walk(self.folder):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.chown(name, entry.pw_uid, entry.pw_gid)
 
@@ -429,7 +438,7 @@ class ConnectionPeak:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="forkwise-pg-connections", daemon=True)
 
-    def __enter__(self) -> "ConnectionPeak":
+    def __enter__(self) -> ConnectionPeak:
         self._thread.start()
         return self
 

@@ -89,8 +89,8 @@ class ProcessGroup:
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
 
-    def start(self) -> "ProcessGroup":
-        log = open(self.log_path, "ab") if self.log_path else None
+    def start(self) -> ProcessGroup:
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115  (closed in finally; Popen may get None)
         try:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
@@ -138,7 +138,7 @@ class ProcessGroup:
             time.sleep(0.05)
         return killed
 
-    def __enter__(self) -> "ProcessGroup":
+    def __enter__(self) -> ProcessGroup:
         return self.start()
 
     def __exit__(self, *exc) -> None:

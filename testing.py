@@ -1,26 +1,21 @@
-"""Pytest fixtures and helpers for testing and benchmarking strategies, forkwise's own or a team's.
+"""Helpers for testing and benchmarking strategies, forkwise's own or a team's.
 
-In a conftest.py: ``from forkwise.testing import *`` registers the fixtures.
+The fixtures live in forkwise.pytest_plugin, which installing forkwise[test] registers with pytest;
+this module imports no pytest, so it is safe to use outside a test run.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 
 from forkwise.config import AppSettings
 from forkwise.errors import ModelUnavailable
-from forkwise.model.spec import ModelSpec, ensure_spec
 
-__all__ = [
-    "home", "tiny_spec_path", "default_spec_path", "tiny_spec", "default_spec", "settings_for",
-    "make_settings", "live_children", "wait_for_answer",
-]
+__all__ = ["make_settings", "live_children", "wait_for_answer"]
 
 
 def make_settings(strategy: str, spec_path: Path, run_dir: Path, **overrides) -> AppSettings:
@@ -52,38 +47,3 @@ def wait_for_answer(strategy, x: np.ndarray, timeout_s: float = 60.0) -> np.ndar
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-@pytest.fixture(scope="session")
-def home(tmp_path_factory) -> Path:
-    # Reuse a developer's cache when FORKWISE_HOME is set; otherwise build into a temp dir.
-    env = os.environ.get("FORKWISE_HOME")
-    return Path(env) if env else tmp_path_factory.mktemp("forkwise-home")
-
-
-@pytest.fixture(scope="session")
-def tiny_spec_path(home) -> Path:
-    return ensure_spec(home, "tiny")
-
-
-@pytest.fixture(scope="session")
-def default_spec_path(home) -> Path:
-    return ensure_spec(home, "default")
-
-
-@pytest.fixture(scope="session")
-def tiny_spec(tiny_spec_path) -> ModelSpec:
-    return ModelSpec.load(tiny_spec_path)
-
-
-@pytest.fixture(scope="session")
-def default_spec(default_spec_path) -> ModelSpec:
-    return ModelSpec.load(default_spec_path)
-
-
-@pytest.fixture
-def settings_for(tmp_path):
-    def make(strategy: str, spec_path: Path, **overrides) -> AppSettings:
-        return make_settings(strategy, spec_path, tmp_path, **overrides)
-
-    return make

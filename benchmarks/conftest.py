@@ -18,8 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from forkwise.testing import *  # noqa: E402,F401,F403  (home, spec and settings fixtures)
-from forkwise.testing import live_children, make_settings  # noqa: E402,F401
+from forkwise.testing import live_children, make_settings  # noqa: E402
+
+# The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
+# here too keeps a checkout whose install predates the entry point working (pytest loads it once).
+pytest_plugins = ["forkwise.pytest_plugin"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,12 +15,10 @@ without cells.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-from forkwise.matrix.document import (
-    MISSING, SERVER_ORDER, Block, Heading, Para, Table, latest_by_cell, ordered, rank,
-)
+from forkwise.matrix.document import MISSING, SERVER_ORDER, Block, Heading, Para, Table, latest_by_cell, ordered, rank
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.strategies.import_in_route import ImportInRoute
 from forkwise.strategies.lazy import Lazy

@@ -30,17 +30,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from forkwise.errors import RecordError
 from forkwise.matrix.controls import Controls
 from forkwise.matrix.launches import combine_all, pooled_relative_spread, set_aside
 from forkwise.matrix.records import RECORDS_FILE, CellRecord, Verdict, read_records
 from forkwise.matrix.significance import (
-    FAMILY_ALPHA, PassNoise, Sample, SampleKey, ShiftEstimate, critical_z, estimate_shift, holm, launches_in,
-    log_mean, p_value, pass_noise, tail_spread, worsening_pct,
+    FAMILY_ALPHA,
+    PassNoise,
+    Sample,
+    SampleKey,
+    ShiftEstimate,
+    critical_z,
+    estimate_shift,
+    holm,
+    launches_in,
+    log_mean,
+    p_value,
+    pass_noise,
+    tail_spread,
+    worsening_pct,
 )
 
 RESULTS_FILE = "results.json"
@@ -116,10 +128,15 @@ def _per_launch(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]
         if key is not None:
             levels = [next((lv for lv in r.load if lv.concurrency == key), None) for r in launches]
             present = [lv for lv in levels if lv is not None]
-            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present))}
-            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels)]
+            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present), strict=True)}
+            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels, strict=True)]
         out[key] = tuple(column)
     return out
+
+
+def _samples(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]:
+    """A cell's values per key, one per launch (a combined record keeps its launches' own)."""
+    return metric.read_combined(launches[0]) if len(launches) == 1 else _per_launch(metric, launches)
 
 
 @dataclass(frozen=True)
@@ -132,15 +149,16 @@ class Run:
     passes: dict[str, PassNoise]  # metric name -> the pass drift and strategy effect
 
     @classmethod
-    def of(cls, records: Iterable[CellRecord]) -> "Run":
+    def of(cls, records: Iterable[CellRecord]) -> Run:
         launches: dict[str, list[CellRecord]] = {}
         for record in records:
             launches.setdefault(record.cell_id, []).append(record)
-        cells = {cid: combined for cid, combined in zip(launches, combine_all(r for ls in launches.values() for r in ls))}
+        combined = combine_all(r for ls in launches.values() for r in ls)
+        cells = dict(zip(launches, combined, strict=True))
         samples, spread, passes = {}, {}, {}
         for m in METRICS:
             samples[m.name] = {(cid, key): sample for cid, ls in launches.items() if cells[cid].verdict.ok
-                               for key, sample in (m.read_combined(ls[0]) if len(ls) == 1 else _per_launch(m, ls)).items()}
+                               for key, sample in _samples(m, ls).items()}
             spread[m.name] = pooled_relative_spread(
                 (key, [v for v in s if v is not None]) for (_, key), s in samples[m.name].items())
             tail = tail_spread(samples[m.name]) if m.heavy_tailed else None
@@ -154,7 +172,9 @@ class Run:
         record = self.cells.get(cell)
         level = None if record is None or metric is not THROUGHPUT else next(
             (lv for lv in record.load if lv.concurrency == key), None)
-        return level.rps_stdev / level.rps if level is not None and len(level.rps_samples) > 1 and level.rps > 0 else None
+        if level is None or len(level.rps_samples) <= 1 or level.rps <= 0:
+            return None
+        return level.rps_stdev / level.rps
 
 
 def load_run(path: Path) -> list[CellRecord]:
@@ -223,26 +243,29 @@ def _shift_var(shift: Shift | None) -> float:
 
 def difference(metric: Metric, cell: str, key: Key, a: Run, b: Run, shift: Shift | None) -> Difference:
     sa, sb = a.samples[metric.name].get((cell, key)), b.samples[metric.name].get((cell, key))
-    shown = [None if s is None or log_mean(s) is None else math.exp(log_mean(s)) for s in (sa, sb)]
-    if None in shown:
-        return Difference(*shown)
-    log_change = math.log(shown[1] / shown[0]) - (0.0 if shift is None else shift.estimate.log_shift)
+    la, lb = (None if s is None else log_mean(s) for s in (sa, sb))
+    shown_a, shown_b = (None if lm is None else math.exp(lm) for lm in (la, lb))
+    if sa is None or sb is None or shown_a is None or shown_b is None:
+        return Difference(shown_a, shown_b)
+    log_change = math.log(shown_b / shown_a) - (0.0 if shift is None else shift.estimate.log_shift)
     spreads = _spreads(metric, cell, key, a, b)
     if spreads is None:
-        return Difference(*shown, log_change, untested="spread unknown: one sample on each side")
+        return Difference(shown_a, shown_b, log_change, untested="spread unknown: one sample on each side")
     var = spreads[0] ** 2 / launches_in(sa) + spreads[1] ** 2 / launches_in(sb) + _shift_var(shift)
-    return Difference(*shown, log_change, se=math.sqrt(var) if var > 0 else None,
+    return Difference(shown_a, shown_b, log_change, se=math.sqrt(var) if var > 0 else None,
                       untested="" if var > 0 else "no spread on either side")
 
 
 def run_shift(metric: Metric, a: Run, b: Run) -> Shift | None:
     """The median ratio b / a over the matched samples of cells OK in both runs, tested against the
     pass drifts; None when fewer than MIN_SHIFT_CELLS cells are OK in both (judged raw)."""
-    ratios, cells = [], set()
+    ratios: list[float] = []
+    cells: set[str] = set()
     for (cell, key), sa in a.samples[metric.name].items():
         sb = b.samples[metric.name].get((cell, key))
-        if sb is not None and log_mean(sa) is not None and log_mean(sb) is not None:
-            ratios.append(log_mean(sb) - log_mean(sa))
+        la, lb = log_mean(sa), None if sb is None else log_mean(sb)
+        if la is not None and lb is not None:
+            ratios.append(lb - la)
             cells.add(cell)
     if len(cells) < MIN_SHIFT_CELLS:
         return None
@@ -265,26 +288,34 @@ def strategy_test(strategy: str, concurrency: int, cells: list[str], a: Run, b: 
     cells, the strategy effect of each run (noise, passes) does not."""
     name, pa, pb = THROUGHPUT.name, a.passes[THROUGHPUT.name], b.passes[THROUGHPUT.name]
     effects = [p.strategy for p in (pa, pb) if p.strategy is not None]
-    logs = [(log_mean(a.samples[name][(c, concurrency)]), log_mean(b.samples[name][(c, concurrency)])) for c in cells]
-    shown = [math.exp(statistics.fmean(side)) for side in zip(*logs)]
+
+    def measured_log_mean(run: Run, cell: str) -> float:
+        value = log_mean(run.samples[name][(cell, concurrency)])
+        assert value is not None  # strategy_tests passes only cells measured in both runs
+        return value
+
+    logs = [(measured_log_mean(a, c), measured_log_mean(b, c)) for c in cells]
+    shown_a, shown_b = (math.exp(statistics.fmean(side)) for side in zip(*logs, strict=True))
     log_change = statistics.fmean(lb - la for la, lb in logs) - (0.0 if shift is None else shift.estimate.log_shift)
     spreads = _spreads(THROUGHPUT, cells[0], concurrency, a, b)
     if not effects or spreads is None:
         return StrategyComparison(strategy, concurrency, len(cells), Difference(
-            *shown, log_change, untested="not tested: no run measured its strategy effect"))
+            shown_a, shown_b, log_change, untested="not tested: no run measured its strategy effect"))
     t = [p.strategy if p.strategy is not None else effects[0] for p in (pa, pb)]
-    own = [max(0.0, s**2 - e**2) for s, e in zip(spreads, t)]
+    own = [max(0.0, s**2 - e**2) for s, e in zip(spreads, t, strict=True)]
     launches = [[launches_in(run.samples[name][(c, concurrency)]) for c in cells] for run in (a, b)]
     var = sum(own[side] / n for side in (0, 1) for n in launches[side]) / len(cells) ** 2
     var += sum(t[side] ** 2 / statistics.fmean(launches[side]) for side in (0, 1)) + _shift_var(shift)
-    return StrategyComparison(strategy, concurrency, len(cells), Difference(*shown, log_change, se=math.sqrt(var)))
+    return StrategyComparison(strategy, concurrency, len(cells),
+                              Difference(shown_a, shown_b, log_change, se=math.sqrt(var)))
 
 
 def strategy_tests(a: Run, b: Run, shift: Shift | None) -> list[StrategyComparison]:
     """One test per strategy with two or more cells measured at the highest concurrency both runs have."""
     name = THROUGHPUT.name
-    both = [(cell, key) for cell, key in a.samples[name] if (cell, key) in b.samples[name]
-            and log_mean(a.samples[name][(cell, key)]) is not None and log_mean(b.samples[name][(cell, key)]) is not None]
+    both = [(cell, key) for cell, key in a.samples[name] if key is not None and (cell, key) in b.samples[name]
+            and log_mean(a.samples[name][(cell, key)]) is not None
+            and log_mean(b.samples[name][(cell, key)]) is not None]
     if not both:
         return []
     top = max(key for _, key in both)
@@ -352,7 +383,8 @@ class RunComparison:
         """Every measure of every cell (and level), with its cell and metric."""
         out = [(f"{c.cell_id} c{c.concurrency}", m, d) for c in self.levels
                for m, d in ((THROUGHPUT, c.throughput), (P99, c.p99)) if d is not None]
-        return out + [(c.cell_id, m, d) for c in self.cells for m, d in ((MEMORY, c.memory), (COLD_START, c.cold_start))]
+        return out + [(c.cell_id, m, d) for c in self.cells
+                      for m, d in ((MEMORY, c.memory), (COLD_START, c.cold_start))]
 
 
 def _metric(name: str) -> Metric:
@@ -376,7 +408,8 @@ def _vs_control(record: CellRecord | None, concurrency: int, controls: Controls,
     return None if control is None or rps is None else round(rps / control.rps, 3)
 
 
-def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift], controls: tuple[Controls, Controls]) -> list[Comparison]:
+def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift],
+                 controls: tuple[Controls, Controls]) -> list[Comparison]:
     ra, rb = a.cells.get(cell), b.cells.get(cell)
     changed, note = _verdict_note(ra, rb)
     levels = sorted({lv.concurrency for r in (ra, rb) if r is not None for lv in r.load})
@@ -386,10 +419,10 @@ def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift], control
         p99 = difference(P99, cell, c, a, b, shifts.get(P99.name))
         level_note = note or ("" if tp.a is not None and tp.b is not None else
                               f"level measured only in run {'a' if tp.a is not None else 'b'}")
-        rows.append(Comparison(cell, c, ra and ra.verdict, rb and rb.verdict, tp, p99,
+        rows.append(Comparison(cell, c, ra.verdict if ra else None, rb.verdict if rb else None, tp, p99,
                                _vs_control(ra, c, controls[0], tp.a), _vs_control(rb, c, controls[1], tp.b),
                                level_note, changed, changed))
-    return rows or [Comparison(cell, None, ra and ra.verdict, rb and rb.verdict, note=note,
+    return rows or [Comparison(cell, None, ra.verdict if ra else None, rb.verdict if rb else None, note=note,
                                verdict_changed=changed, significant=changed)]
 
 
@@ -414,27 +447,32 @@ def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord]) ->
 def _judged(family: list[tuple[Difference, bool]], alpha: float) -> dict[int, Difference]:
     """Holm within one family at its share of the error; each test's MDE at the family's first step.
     ``family``: each difference with whether a higher value is better (which way is a worsening)."""
-    tested = [(d, better) for d, better in family if d.se]
-    flags = holm([p_value(d.log_change / d.se) for d, _ in tested], alpha)
+    # A tested difference has both a standard error and a change (difference() sets them together).
+    tested = [(d, d.log_change / d.se, d.se, better) for d, better in family if d.se and d.log_change is not None]
+    flags = holm([p_value(z) for _, z, _, _ in tested], alpha)
     z_crit = critical_z(alpha, len(tested))
-    return {id(d): dataclasses.replace(d, z=round(d.log_change / d.se, 2), significant=flag,
-                                       mde_pct=round(worsening_pct(-z_crit * d.se if better else z_crit * d.se,
-                                                                   better), 1))
-            for (d, better), flag in zip(tested, flags)}
+    return {id(d): dataclasses.replace(d, z=round(z, 2), significant=flag,
+                                       mde_pct=round(worsening_pct(-z_crit * se if better else z_crit * se, better), 1))
+            for (d, z, se, better), flag in zip(tested, flags, strict=True)}
 
 
 def judge(result: RunComparison) -> RunComparison:
     judged = _judged([(s.difference, _metric(s.metric).higher_is_better) for s in result.shifts], ALPHA_SHIFT)
     judged |= _judged([(s.difference, True) for s in result.strategies], ALPHA_STRATEGY)
     for m in METRICS:
-        judged |= _judged([(d, m.higher_is_better) for _, metric, d in result.cell_differences() if metric is m], m.alpha)
+        family = [(d, m.higher_is_better) for _, metric, d in result.cell_differences() if metric is m]
+        judged |= _judged(family, m.alpha)
 
-    def new(d: Difference | None) -> Difference | None:
-        return None if d is None else judged.get(id(d), d)
+    def new(d: Difference) -> Difference:
+        return judged.get(id(d), d)
 
-    levels = tuple(dataclasses.replace(c, throughput=new(c.throughput), p99=new(c.p99),
+    def new_or_none(d: Difference | None) -> Difference | None:
+        return None if d is None else new(d)
+
+    levels = tuple(dataclasses.replace(c, throughput=new_or_none(c.throughput), p99=new_or_none(c.p99),
                                        significant=c.verdict_changed or any(
-                                           x is not None and x.significant for x in (new(c.throughput), new(c.p99))))
+                                           x is not None and x.significant
+                                           for x in (new_or_none(c.throughput), new_or_none(c.p99))))
                    for c in result.levels)
     return dataclasses.replace(
         result, levels=levels,

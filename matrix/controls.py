@@ -12,9 +12,9 @@ Which strategy is a control comes from its class, never from its name.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable
+from functools import cache
 
 from forkwise.matrix.records import CellRecord, LoadLevel
 from forkwise.strategies import registry
@@ -24,7 +24,7 @@ STEADY = "steady"
 ControlKey = tuple[str, int, str, str, str, str]  # server, workers, model, device, backend, database
 
 
-@lru_cache(maxsize=None)
+@cache
 def is_control(strategy: str) -> bool:
     """True for a strategy whose class answers without the model. A strategy not installed on
     this host (a record made elsewhere) cannot be known to be one, so it is not."""
@@ -44,7 +44,7 @@ class Controls:
     by_key: dict[ControlKey, dict[str, CellRecord]]
 
     @classmethod
-    def of_run(cls, records: Iterable[CellRecord]) -> "Controls":
+    def of_run(cls, records: Iterable[CellRecord]) -> Controls:
         """Index one run's records (combined, one per cell); the control records among them."""
         by_key: dict[ControlKey, dict[str, CellRecord]] = {}
         for record in records:

@@ -8,11 +8,20 @@ break from every client). Verdicts are the records' own (forkwise.matrix.verdict
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.matrix.document import (
-    MISSING, SERVER_ORDER, STRATEGY_ORDER, Block, Heading, Para, Table, fmt_int, highest_level, rank,
+    MISSING,
+    SERVER_ORDER,
+    STRATEGY_ORDER,
+    Block,
+    Heading,
+    Para,
+    Table,
+    fmt_int,
+    highest_level,
+    rank,
 )
 from forkwise.matrix.records import CellRecord
 

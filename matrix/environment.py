@@ -78,7 +78,7 @@ def host_label() -> str:
 def current() -> Environment:
     gpus = gpu.probe()
     return Environment(
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         git_commit=_git_commit(),
         cpu_model=_cpu_model(),
         cores=os.cpu_count() or 0,

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from forkwise.matrix.controls import Controls, is_control
 from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
@@ -63,7 +63,7 @@ def _find(records, **where) -> CellRecord | None:
 
 def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
     """1. The best OK strategy (default model) reaches >= 80% of its server's control at c32."""
-    best: tuple[float, CellRecord, CellRecord] | None = None
+    best: tuple[float, CellRecord, CellRecord, LoadLevel, LoadLevel] | None = None
     controls = Controls.of_run(records)
     for r in _ok(records):
         if is_control(r.strategy) or r.model != "default":
@@ -71,16 +71,16 @@ def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
         control = controls.control_for(r)
         theirs = controls.control_level(r, TOP_CONCURRENCY)
         mine = _level(r, TOP_CONCURRENCY)
-        if mine and theirs and theirs.rps > 0:
+        if mine and theirs and control and theirs.rps > 0:  # control is set whenever its level is
             ratio = mine.rps / theirs.rps
-            if best is None or ratio > best[0]:  # control is set whenever its level is
-                best = (ratio, r, control)
+            if best is None or ratio > best[0]:
+                best = (ratio, r, control, mine, theirs)
     text = "best OK strategy / its server's control, requests/s at concurrency 32, default model"
     if best is None:
         return Goal(1, text, "no OK model cell and control pair with load at concurrency 32", None, ">= 0.80", None)
-    ratio, r, control = best
-    measured = (f"{r.strategy} under {r.server} (w{r.workers}): {_level(r, TOP_CONCURRENCY).rps:.0f} req/s; "
-                f"control {_level(control, TOP_CONCURRENCY).rps:.0f} req/s")
+    ratio, r, control, mine, theirs = best
+    measured = (f"{r.strategy} under {r.server} (w{r.workers}): {mine.rps:.0f} req/s; "
+                f"control {theirs.rps:.0f} req/s")
     return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
                 (profile_label(r), profile_label(control)))
 
@@ -95,12 +95,12 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
         lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
         lb = _level(b, TOP_CONCURRENCY)
         ll = lazy and lazy.verdict.ok and _level(lazy, TOP_CONCURRENCY)
-        if lb and ll and ll.rps > 0:
-            pairs.append((lb.rps / ll.rps, b, lb.rps, ll.rps))
+        if lazy and lb and ll and ll.rps > 0:
+            pairs.append((lb.rps / ll.rps, b, lazy, lb.rps, ll.rps))
     if not pairs:
-        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None, ">= 2.0", None)
-    ratio, b, rb, rl = max(pairs, key=lambda p: p[0])
-    lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
+        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None,
+                    ">= 2.0", None)
+    ratio, b, lazy, rb, rl = max(pairs, key=lambda p: p[0])
     return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
                 round(ratio, 2), ">= 2.0", ratio >= 2.0, (profile_label(b), profile_label(lazy)))
 
@@ -120,7 +120,8 @@ def goal_memory(records: Sequence[CellRecord]) -> Goal:
             if len(gaps) == 2:
                 rows.append((server, strategy, gaps))
     if not rows:
-        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None, "gap > 0 and growing", None)
+        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None,
+                    "gap > 0 and growing", None)
     server, strategy, gaps = rows[0]
     (l2, m2), (l4, m4) = gaps[2], gaps[4]
     met = m2 < l2 and (l4 - m4) > (l2 - m2)
@@ -141,7 +142,7 @@ class Host:
     python: str
 
     @classmethod
-    def of(cls, env: Environment) -> "Host":
+    def of(cls, env: Environment) -> Host:
         return cls(env.cpu_model, env.cores, env.python)
 
     def describe(self) -> str:
@@ -226,12 +227,14 @@ def load_profiles(folder: Path) -> dict[str, Profiles]:
 
 def goal_fast_paths(bench: dict[str, dict]) -> Goal:
     """7. locked-singleton fast path <= 1 us over a plain global; model-server round trip <= 150 us."""
-    text = "locked-singleton fast path over a plain global (<= 1 us); model-server round trip, 1x256 float32 (<= 150 us)"
+    text = ("locked-singleton fast path over a plain global (<= 1 us); "
+            "model-server round trip, 1x256 float32 (<= 150 us)")
     overhead = bench.get("test_locked_singleton_overhead_vs_global", {}).get("overhead_ns")
     full = bench.get("test_model_server_round_trip_1x256", {})
     echo = bench.get("test_protocol_round_trip_1x256_echo", {}).get("round_trip_us")
     if overhead is None or not full:
-        return Goal(7, text, "no micro-benchmark results from this machine (run `tox -e bench`)", None, "<= 1 us; <= 150 us", None)
+        return Goal(7, text, "no micro-benchmark results from this machine (run `tox -e bench`)", None,
+                    "<= 1 us; <= 150 us", None)
     rt, model = full.get("round_trip_us"), full.get("model_call_us")
     measured = f"fast path +{overhead:.0f} ns; round trip {rt:.0f} us"
     if model is not None:
@@ -252,7 +255,7 @@ def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
         plain = _find(_ok(records), strategy=CHILD_PROCESS, server=b.server, workers=b.workers, model="default",
                       device="cpu")
         lb, lp = _level(b, 1), plain and _level(plain, 1)
-        if lb and lp and lp.latency.p50_ms > 0:
+        if plain and lb and lp and lp.latency.p50_ms > 0:
             pairs.append((lb.latency.p50_ms / lp.latency.p50_ms, b, plain, lb.latency.p50_ms, lp.latency.p50_ms))
     if not pairs:
         return Goal(3, text, "no OK batched and child-process pair with load at concurrency 1", None, "<= 1.2", None)
@@ -271,7 +274,8 @@ def goal_model_server_overhead(bench: dict[str, dict]) -> Goal:
     text = "model-server round trip over the same call in process, batch 1, default model (micro-benchmark)"
     found = bench.get(OVERHEAD_BENCH, {})
     if "overhead_us" not in found:
-        return Goal(4, text, "no micro-benchmark result from this machine (run `tox -e bench`)", None, "<= 100 us", None)
+        return Goal(4, text, "no micro-benchmark result from this machine (run `tox -e bench`)", None,
+                    "<= 100 us", None)
     over, goal = found["overhead_us"], found.get("goal_us", 100)
     measured = (f"round trip {found['round_trip_us']:.0f} us against {found['in_process_us']:.0f} us in process: "
                 f"+{over:.0f} us (the round trip itself {found['ipc_us']:.0f} us, waiting for the answer "
@@ -297,7 +301,7 @@ def goal_gpu(records: Sequence[CellRecord]) -> Goal:
         lazy = _find(_ok(gpu), strategy=LAZY, server=b.server, workers=b.workers, model="default", backend=b.backend)
         mine, control = _level(b, GPU_CONCURRENCY), controls.control_level(b, GPU_CONCURRENCY)
         theirs = lazy and _level(lazy, GPU_CONCURRENCY)
-        if not (mine and control and control.rps > 0 and theirs):
+        if not (lazy and mine and control and control.rps > 0 and theirs):
             continue
         memory = (b.memory.total_gpu_mb / lazy.memory.total_gpu_mb
                   if b.memory and lazy.memory and b.memory.total_gpu_mb and lazy.memory.total_gpu_mb else None)

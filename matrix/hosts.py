@@ -15,13 +15,23 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from forkwise.matrix import report
 from forkwise.matrix.document import (
-    MISSING, SERVER_ORDER, STRATEGY_ORDER, Block, Heading, Para, Table, rank, render_html, render_markdown,
+    MISSING,
+    SERVER_ORDER,
+    STRATEGY_ORDER,
+    Block,
+    Heading,
+    Para,
+    Table,
+    rank,
+    render_html,
+    render_markdown,
 )
 from forkwise.matrix.merge import HOSTS_DIR, RUN_INFO, Host, MissingShard
 from forkwise.matrix.recommend import Budgets

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def request(host: str, port: int, method: str, path: str, body: bytes | None = N
         raw = resp.read()
         elapsed = time.monotonic() - start
         return Reply(status_kind(resp.status), resp.status, parse_json(raw), elapsed, dict(resp.getheaders()))
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return Reply("timeout", None, None, time.monotonic() - start, {}, f"no answer within {timeout_s} s")
     except (ConnectionError, http.client.HTTPException, OSError) as exc:
         return Reply("connect", None, None, time.monotonic() - start, {}, f"{type(exc).__name__}: {exc}")
@@ -100,15 +102,13 @@ def send_oversized(host: str, port: int, path: str, body: bytes, content_type: s
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # refused mid-body: read what it said
             sock.sendall(head + body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused mid-body: read what the server said
         data = b""
         try:
             while chunk := sock.recv(65536):
                 data += chunk
-        except (ConnectionResetError, socket.timeout, TimeoutError):
+        except (ConnectionResetError, TimeoutError):
             pass
     elapsed = time.monotonic() - start
     if not data.startswith(b"HTTP/"):

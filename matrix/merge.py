@@ -22,9 +22,9 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record
@@ -49,7 +49,7 @@ class Host:
     gpu_name: str
 
     @classmethod
-    def of(cls, record: CellRecord) -> "Host":
+    def of(cls, record: CellRecord) -> Host:
         env = record.environment
         return cls(env.host_label, env.cpu_model, env.cores, env.memory_gb, env.gpu_name)
 
@@ -208,7 +208,7 @@ class MissingShard:
                 "cells": list(self.cells) if self.cells is not None else None, "elsewhere": list(self.elsewhere)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MissingShard":
+    def from_dict(cls, data: dict) -> MissingShard:
         cells = data.get("cells")
         return cls(Shard.from_dict(data["shard"]), data["host_label"], data.get("only", {}),
                    tuple(cells) if cells is not None else None, tuple(data.get("elsewhere", ())))
@@ -302,7 +302,8 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
     folders = load_folders(dirs)
     check_one_plan(folders)
     # A host folder of an earlier merge that went ahead without a shard still lacks it.
-    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders for m in f.info.get("missing_shards", [])]
+    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders
+                                       for m in f.info.get("missing_shards", [])]
     first = folders[0].info
     profile = str(first.get("profile"))
     lines = [m.describe(profile) for m in missing]
@@ -322,16 +323,17 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
     base = {"profile": profile, "description": first.get("description", ""), "schema_version": SCHEMA_VERSION,
             **{key: first.get(key) for key in PLAN_KEYS}, "recommend": first.get("recommend"),
             "command": " ".join(["forkwise", *sys.argv[1:]]) if "merge" in sys.argv[1:] else "forkwise merge",
-            "merged_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "merged_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for host in hosts:
-        folder = out / HOSTS_DIR / names[host]
-        folder.mkdir(parents=True)
+        host_dir = out / HOSTS_DIR / names[host]
+        host_dir.mkdir(parents=True)
         for _, records in by_host[host]:
             for record in records:
-                append_record(folder / RECORDS_FILE, record)
+                append_record(host_dir / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
-        (folder / RUN_INFO).write_text(json.dumps(info, indent=2))
-    merged_info = {**base, "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
+        (host_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
+    merged_info = {**base,
+                   "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}
     (out / RUN_INFO).write_text(json.dumps(merged_info, indent=2))
     from forkwise.matrix.hosts import report_merged  # here: hosts imports this module

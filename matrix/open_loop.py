@@ -25,15 +25,13 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 from urllib.parse import urlsplit
 
-from forkwise.matrix.load import (
-    LOOPBACK_HOSTS, LoadError, _percentiles_ms, _read_response, _run_child,
-)
+from forkwise.matrix.load import LOOPBACK_HOSTS, LoadError, _percentiles_ms, _read_response, _run_child
 from forkwise.matrix.records import ErrorCounts, Latency, OpenLoop, RateLevel
 from forkwise.matrix.stability import wait_idle
 
@@ -82,7 +80,8 @@ class OpenLoopResult:
 
 def arrivals(rate_rps: float, seconds: float, seed: int) -> list[float]:
     """Poisson arrival times in [0, seconds): exponential gaps of mean 1/rate."""
-    rng, at, times = random.Random(seed), 0.0, []
+    rng, at = random.Random(seed), 0.0
+    times: list[float] = []
     while True:
         at += rng.expovariate(rate_rps)
         if at >= seconds:

@@ -89,7 +89,7 @@ class ProgressWatch:
                     longest = max(longest, end_at - start_at)
         return longest
 
-    def __enter__(self) -> "ProgressWatch":
+    def __enter__(self) -> ProgressWatch:
         self._sample()
         self._thread.start()
         return self

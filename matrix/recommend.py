@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.controls import is_control
 from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Plot, Table, fmt_fixed, fmt_ms, latest_by_cell, new_figure, png,
+    MISSING,
+    Block,
+    Heading,
+    Para,
+    Plot,
+    Table,
+    fmt_fixed,
+    fmt_ms,
+    latest_by_cell,
+    new_figure,
+    png,
     strategy_colors,
 )
 from forkwise.matrix.launches import describe_noise, launch_noise
@@ -64,7 +75,7 @@ class Budgets:
                 raise ConfigError(f"recommend.{name} must be a number > 0; got {value!r}")
 
     @classmethod
-    def from_table(cls, table: Any, where: str) -> "Budgets":
+    def from_table(cls, table: Any, where: str) -> Budgets:
         """A profile's [recommend] table: p99_ms and memory_mb, each optional."""
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [recommend] must be a table")
@@ -73,7 +84,7 @@ class Budgets:
             raise ConfigError(f"{where}: unknown [recommend] keys {sorted(unknown)}; keys are p99_ms, memory_mb")
         return cls().overridden(table.get("p99_ms"), table.get("memory_mb"), where)
 
-    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> "Budgets":
+    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> Budgets:
         """These budgets with the ones given (not None) set by `source`."""
         return Budgets(
             p99_ms=self.p99_ms if p99_ms is None else p99_ms,
@@ -87,7 +98,7 @@ class Budgets:
                 "memory_from": self.memory_from}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Budgets":
+    def from_dict(cls, data: dict[str, Any] | None) -> Budgets:
         """What a run.json says (an older run says nothing: the defaults)."""
         return cls(**(data or {}))
 
@@ -165,7 +176,8 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
             continue
         if budgets.memory_mb is not None and record.memory is None:
             found.memory_unknown.append(record)
-        elif budgets.memory_mb is not None and record.memory.total_pss_mb > budgets.memory_mb:
+        elif (budgets.memory_mb is not None and record.memory is not None
+              and record.memory.total_pss_mb > budgets.memory_mb):
             found.over_memory.append(record)
         elif (level := operating_level(record, budgets)) is None:
             found.over_p99.append(record)
@@ -206,7 +218,8 @@ def disagreements(run_a: Sequence[CellRecord], run_b: Sequence[CellRecord], budg
         cand = {"a": candidates(run_a, budgets, what), "b": candidates(run_b, budgets, what)}
         sets = {name: contenders(c.points) for name, c in cand.items()}
         cells = {name: {p.record.cell_id: p for p in c.points} for name, c in cand.items()}
-        if sets["a"] and sets["b"] and not {p.record.cell_id for p in sets["a"]} & {p.record.cell_id for p in sets["b"]}:
+        ids = {name: {p.record.cell_id for p in s} for name, s in sets.items()}
+        if sets["a"] and sets["b"] and not ids["a"] & ids["b"]:
             found.append(f"{served_label(what)}: the two runs' sets have no cell in common")
         for name, other in (("a", "b"), ("b", "a")):
             found += [f"{p.record.cell_id}: recommended by run {name}, not a candidate in run {other}"
@@ -224,7 +237,8 @@ def reversed_orders(points_a: Sequence[Point], points_b: Sequence[Point]) -> lis
         for y in points_a:
             bx, by = in_b.get(x.record.cell_id), in_b.get(y.record.cell_id)
             if bx is not None and by is not None and clearly_ahead(x, y, z_a) and clearly_ahead(by, bx, z_b):
-                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, clearly behind in run b")
+                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, "
+                             "clearly behind in run b")
     return found
 
 

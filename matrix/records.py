@@ -14,9 +14,10 @@ import enum
 import json
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
 from forkwise.errors import RecordError
@@ -24,7 +25,7 @@ from forkwise.errors import RecordError
 SCHEMA_VERSION = 1
 
 
-class Verdict(str, enum.Enum):
+class Verdict(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(verdict) in reports)
     """What a cell was observed to do. Only a run decides it, never a name."""
 
     OK = "OK"  # every check passed
@@ -166,7 +167,8 @@ class Disruption:
     rps_samples: tuple[float, ...]
     interval_s: float
     workers_answering: tuple[int, ...]  # every worker pid that answered during the scenario
-    longest_stall_s: float | None = None  # the longest stretch without a single 200 (a stall at the end: until it ended)
+    # The longest stretch without a single 200 (a stall at the end: until it ended).
+    longest_stall_s: float | None = None
     recovery_allowance_s: float | None = None  # the time the cell had to recover: from its own cold start
     # The longest stretch of the window in which the deployment used no CPU (matrix.progress), and
     # the stretch that shows it blocked (the cell's request timeout); None: progress not watched.
@@ -196,7 +198,7 @@ class Memory:
     total_gpu_mb: float | None = None  # None when no process's GPU memory could be read
 
     @classmethod
-    def of(cls, processes: Iterable[ProcessMemory]) -> "Memory":
+    def of(cls, processes: Iterable[ProcessMemory]) -> Memory:
         procs = tuple(processes)
         gpu = [p.gpu_mb for p in procs if p.gpu_mb is not None]
         return cls(
@@ -338,7 +340,7 @@ class CellRecord:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CellRecord":
+    def from_dict(cls, data: dict[str, Any]) -> CellRecord:
         if not isinstance(data, dict):
             raise RecordError("a record must be a JSON object")
         version = data.get("schema_version")
@@ -374,7 +376,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
             return None
         (inner,) = [o for o in options if o is not type(None)]
         return _decode(inner, value, where)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecordError(f"{where}: expected an object")
         hints = _hints(tp)
@@ -482,7 +484,7 @@ def read_records(path: Path) -> Iterator[CellRecord]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         doc = json.loads(text)
-        for i, item in enumerate(doc.get("records", [])):
+        for item in doc.get("records", []):
             yield CellRecord.from_dict(item)
         return
     for lineno, line in enumerate(text.splitlines(), 1):

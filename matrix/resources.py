@@ -119,7 +119,7 @@ class WorkerWatch:
             alive = now
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "WorkerWatch":
+    def __enter__(self) -> WorkerWatch:
         self._thread.start()
         return self
 

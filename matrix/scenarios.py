@@ -17,8 +17,9 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
@@ -27,6 +28,10 @@ from forkwise.config import DEFAULT_DATABASE
 from forkwise.matrix import resources
 from forkwise.matrix.http import parse_json, post_json, request, send_oversized
 from forkwise.matrix.records import Disruption, ErrorCounts
+
+if TYPE_CHECKING:  # the cell module imports this one
+    from forkwise.matrix.cell import CellRun, Verification
+    from forkwise.strategies.base import Strategy
 
 INTERVAL_S = 0.25  # throughput is sampled this often, to see the dip and the recovery
 RECOVERED_AT = 0.8  # recovered: an interval back at 80% of the throughput before the event
@@ -59,10 +64,10 @@ class Scenario:
     max_requests: int = 0  # deployment knob: recycle workers after this many requests
     event: Callable | None = None  # action(run) -> note, run part-way through the load
     disrupts_workers: bool = False  # worker deaths are the scenario, not a crash
-    applies: Callable[[type], bool] = lambda strategy_cls: True
+    applies: Callable[[type[Strategy]], bool] = lambda strategy_cls: True
     needs_database_server: bool = False  # a database server to disrupt (not a SQLite file)
 
-    def fits(self, strategy_cls: type, database: str) -> bool:
+    def fits(self, strategy_cls: type[Strategy], database: str) -> bool:
         """Whether the scenario can run for this strategy on this database."""
         return self.applies(strategy_cls) and not (self.needs_database_server and database == DEFAULT_DATABASE)
 
@@ -120,7 +125,7 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def get(name: str, strategy_cls: type, database: str = DEFAULT_DATABASE) -> Scenario:
+def get(name: str, strategy_cls: type[Strategy], database: str = DEFAULT_DATABASE) -> Scenario:
     """The scenario by name; the error lists the valid ones, or says why it does not apply."""
     from forkwise.errors import ConfigError, UnknownNameError
 
@@ -183,11 +188,11 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     warmup_s = 0.5
     fired: dict[str, object] = {}
 
-    def fire() -> None:
+    def fire(event: Callable) -> None:
         time.sleep(warmup_s + event_at)
-        fired["note"] = scenario.event(run)
+        fired["note"] = event(run)
 
-    timer = threading.Thread(target=fire, daemon=True) if scenario.event else None
+    timer = threading.Thread(target=fire, args=(scenario.event,), daemon=True) if scenario.event else None
     if timer:
         timer.start()
     started = time.monotonic()
@@ -199,7 +204,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     idle_s = run.progress.longest_idle_s(started, time.monotonic()) if run.progress is not None else None
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
-    for raw, index in zip(result.sampled_bodies, result.sampled_requests):
+    for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=False):
         correct, worker = acknowledge(v, parse_json(raw), rows_per_body[index])
         wrong += not correct
         workers.add(worker)
@@ -231,7 +236,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
 def acknowledge(v, body, rows: list[int]) -> tuple[bool, int]:
     """Check one 200 answer against the reference and remember its rows: (correct, worker pid)."""
     correct, got, ids, worker, _ = v.compare(body, rows)
-    for row_id, out in zip(ids, got if got is not None else []):
+    for row_id, out in zip(ids, got if got is not None else [], strict=False):
         v.acknowledged[row_id] = [float(x) for x in out]
     return correct, worker
 
@@ -241,8 +246,8 @@ class TailProbe:
     """A stall still running when the window ended (workers recycling at its very end): one
     request at a time until the deployment answers, for what is left of the allowance."""
 
-    run: object
-    v: object
+    run: CellRun
+    v: Verification
     timeout_s: float
     answered: bool = False
     stall_s: float = 0.0
@@ -250,7 +255,8 @@ class TailProbe:
     unanswered: int = 0  # requests given up on: the server may still write their rows
     workers: tuple[int, ...] = ()
 
-    def settle(self, stalled_s: float, allowance_s: float) -> "TailProbe":
+    def settle(self, stalled_s: float, allowance_s: float) -> TailProbe:
+        assert self.run.launch is not None  # probed only while the cell's deployment runs
         d = self.run.launch.deployment
         start = time.monotonic()
         while not self.answered and stalled_s + time.monotonic() - start <= allowance_s:
@@ -294,7 +300,7 @@ FIXED_CORPUS: list[tuple[str, str, bytes, str]] = [
 def generated_corpus(width: int, n: int, seed: int = 7) -> list[tuple[str, str, bytes, str]]:
     """Seeded malformed payloads: wrong types, shapes, huge numbers, NaN, truncation, junk bytes."""
     rng = random.Random(seed)
-    junk = [None, True, "1.0", [], {}, 1e308 * 10, float("nan"), 10**400, -(10**400), [[1]]]
+    junk: list[object] = [None, True, "1.0", [], {}, 1e308 * 10, float("nan"), 10**400, -(10**400), [[1]]]
     out = []
     for i in range(n):
         row: list = [rng.uniform(-3, 3) for _ in range(width)]
@@ -334,6 +340,6 @@ def bad_input_campaign(run, v, n_generated: int = 300) -> tuple[ErrorCounts, lis
             if len(findings) < 10:
                 findings.append(f"{what}: {reply.status or reply.kind} {reply.error}".strip())
         elif reply.kind == "ok":  # a mutation that happened to be valid: its rows count as acknowledged
-            for row_id, out in zip(reply.body.get("ids", []), reply.body.get("predictions", [])):
+            for row_id, out in zip(reply.body.get("ids", []), reply.body.get("predictions", []), strict=False):
                 v.acknowledged[int(row_id)] = np.asarray(out, np.float32).ravel().tolist()
     return ErrorCounts(timeout=counts["timeout"], connect=counts["connect"], http_5xx=counts["5xx"]), findings

@@ -17,17 +17,18 @@ here from the run itself:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Hashable, Mapping, Sequence
 
 FAMILY_ALPHA = 0.05  # chance that anything at all is flagged when nothing changed
 MIN_CELLS = 3  # cells needed at a key to measure a pass's drift there
 
 Sample = Sequence[float | None]  # one value per launch, in pass order; None: that launch has none
-SampleKey = tuple[str, Hashable]  # (cell_id, concurrency or None)
+SampleKey = tuple[str, int | None]  # (cell_id, concurrency or None)
 
 
 def p_value(z: float) -> float:
@@ -76,7 +77,7 @@ def tail_spread(samples: Mapping[SampleKey, Sample]) -> float | None:
     quantile of |N(0, 2)|. For a measure whose launches now and then meet a stall (a short window's
     p99), the variance describes the common launch and misses the tail that a test meets."""
     gaps = sorted(abs(math.log(y / x)) for sample in samples.values()
-                  for x, y in zip(sample, sample[1:]) if x and y and x > 0 and y > 0)
+                  for x, y in itertools.pairwise(sample) if x and y and x > 0 and y > 0)
     if len(gaps) < 2 * MIN_CELLS:
         return None
     at = gaps[min(len(gaps) - 1, math.ceil(TAIL_QUANTILE * len(gaps)) - 1)]
@@ -109,7 +110,7 @@ def _pass_effects(devs: Mapping[str, list[float | None]]) -> list[float] | None:
     passes = max(len(d) for d in devs.values())
     medians = []
     for p in range(passes):
-        at = [d[p] for d in devs.values() if p < len(d) and d[p] is not None]
+        at = [x for d in devs.values() for x in d[p:p + 1] if x is not None]
         if len(at) < MIN_CELLS:
             return None
         medians.append(statistics.median(at))
@@ -154,7 +155,7 @@ def _strategy_moments(devs: Mapping[str, list[float | None]], effects: list[floa
     num = den = 0.0
     for rows in by_strategy.values():
         for p in range(n):
-            at = [r[p] for r in rows if p < len(r) and r[p] is not None]
+            at = [x for r in rows for x in r[p:p + 1] if x is not None]
             if len(at) >= 2:
                 k = len(at)
                 num += statistics.fmean(at) ** 2 * n / (n - 1) - s / k
@@ -184,5 +185,6 @@ def estimate_shift(log_ratios: Sequence[float], noise: tuple[PassNoise, PassNois
     if not drifts:
         return ShiftEstimate(centre, len(log_ratios), math.sqrt(median_var), None)
     a, b = (n if n.drift is not None else drifts[0] for n in noise)
+    assert a.drift is not None and b.drift is not None  # each has its own drift or the other's
     var = median_var + a.drift**2 / a.passes + b.drift**2 / b.passes
     return ShiftEstimate(centre, len(log_ratios), math.sqrt(median_var), math.sqrt(var))

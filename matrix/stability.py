@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from forkwise.matrix.records import HOST_SLOW_RATIO
 

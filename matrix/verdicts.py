@@ -19,8 +19,8 @@ ready (BOOT), not a hang: on a slower host it is slow, and the record says so.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from forkwise.matrix.records import Disruption, ErrorCounts, LoadLevel, Verdict
 
@@ -38,7 +38,7 @@ class Judgement:
     findings: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, failures: Iterable[tuple[Verdict, str]], notes: Iterable[str] = ()) -> "Judgement":
+    def of(cls, failures: Iterable[tuple[Verdict, str]], notes: Iterable[str] = ()) -> Judgement:
         """The most severe of the fired rules (`failures`), with all their findings."""
         fired = sorted(failures, key=lambda f: SEVERITY.index(f[0]))
         verdict = fired[0][0] if fired else Verdict.OK
@@ -49,7 +49,7 @@ class Judgement:
         """A HANG: the workers' stacks are worth reading before the deployment is stopped."""
         return self.verdict is Verdict.HANG
 
-    def then(self, other: "Judgement") -> "Judgement":
+    def then(self, other: Judgement) -> Judgement:
         """Two phases of one cell: the more severe verdict, the findings of both in order."""
         return Judgement(most_severe((self.verdict, other.verdict)), self.findings + other.findings)
 

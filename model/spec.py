@@ -55,7 +55,7 @@ class ModelSpec:
     backend: str = gpu.DEFAULT_BACKEND  # the Keras backend that computed the reference set (on CPU)
 
     @classmethod
-    def load(cls, spec_path: Path) -> "ModelSpec":
+    def load(cls, spec_path: Path) -> ModelSpec:
         try:
             data = json.loads(Path(spec_path).read_text())
             return cls(

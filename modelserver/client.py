@@ -57,7 +57,7 @@ class ModelClient:
             try:
                 out = self._round_trip(batch)
                 return out
-            except socket.timeout:
+            except TimeoutError:
                 self.close()
                 raise ModelUnavailable(f"model server gave no answer within {self.timeout_s} s") from None
             except (OSError, protocol.ProtocolError) as exc:

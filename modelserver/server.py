@@ -31,9 +31,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Job:
     instances: np.ndarray  # (n, *input_shape)
     # Called with the job once it is answered (or failed), on the thread that answered it: the
     # connection's own thread, or the inference thread. None: the caller waits on `done`.
-    reply: Callable[["Job"], None] | None = None
+    reply: Callable[[Job], None] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     answer: np.ndarray | None = None  # (n, output width): one flat row per instance
     failure: str | None = None
@@ -185,11 +185,11 @@ class Batcher:
 
     def __init__(self, predictor, max_batch: int, max_wait_s: float, sizes: tuple[int, ...] = (),
                  deadline_s: float = math.inf, pace: Pace | None = None, stats: Stats = STATS,
-                 jobs: "queue.SimpleQueue[Job | None] | None" = None):
+                 jobs: queue.SimpleQueue[Job | None] | None = None):
         self.predictor, self.max_batch, self.max_wait_s = predictor, max_batch, max_wait_s
         self.sizes, self.deadline_s = sizes, deadline_s
         self.pace, self.stats = pace or Pace(), stats
-        self.jobs: "queue.SimpleQueue[Job | None]" = queue.SimpleQueue() if jobs is None else jobs
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue() if jobs is None else jobs
         self._model = threading.Lock()  # held by whoever runs a call
         self._state = threading.Lock()  # guards _waiting and the pace of arrivals
         self._waiting = 0  # jobs queued or taken by the inference thread, not answered yet
@@ -263,7 +263,7 @@ class Batcher:
             answer_batch(self.predictor, live, self.sizes, self.pace, self.stats)
 
 
-def inference_loop(predictor, jobs: "queue.SimpleQueue[Job | None]", max_batch: int, max_wait_s: float) -> None:
+def inference_loop(predictor, jobs: queue.SimpleQueue[Job | None], max_batch: int, max_wait_s: float) -> None:
     """Answer the jobs put on `jobs` until STOP (a Batcher's inference thread on a given queue)."""
     Batcher(predictor, max_batch, max_wait_s, jobs=jobs).run()
 

@@ -38,7 +38,8 @@ def supervise(server_args: list[str]) -> int:
             stop_process(child, grace_s=3)
         if stopping:
             break
-        print(f"forkwise supervisor: model server {child.pid} exited ({child.returncode}); restarting", file=sys.stderr, flush=True)
+        print(f"forkwise supervisor: model server {child.pid} exited ({child.returncode}); restarting",
+              file=sys.stderr, flush=True)
         # Back off only when it keeps dying at once; a long-lived server restarts immediately.
         backoff = 0.2 if time.monotonic() - started > 10 else min(MAX_BACKOFF_S, backoff * 2)
         time.sleep(backoff)

@@ -33,7 +33,8 @@ def main() -> None:
         if i < len(dense) - 1:
             h = np.maximum(h, 0)
     d = np.abs(h - ref)
-    print(f"outputs {float(np.abs(ref).min()):.3g} to {float(np.abs(ref).max()):.3g}; largest error {float(d.max()):.3g}")
+    print(f"outputs {float(np.abs(ref).min()):.3g} to {float(np.abs(ref).max()):.3g}; "
+          f"largest error {float(d.max()):.3g}")
     for rtol, atol in [(1e-3, 1e-4), (1e-3, 1e-3), (1e-2, 2e-3)]:
         print(f"rtol {rtol:g} atol {atol:g}: worst error/bound {float((d / (atol + rtol * np.abs(ref))).max()):.2f}")
 

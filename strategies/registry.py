@@ -10,7 +10,7 @@ A team adds a strategy without editing forkwise, through the entry-point group
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from forkwise.errors import ConfigError, UnknownNameError
 from forkwise.strategies.base import Strategy
@@ -19,7 +19,7 @@ GROUP = "forkwise.strategies"
 
 
 @lru_cache(maxsize=1)
-def _entry_points() -> dict[str, object]:
+def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 

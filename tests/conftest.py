@@ -10,7 +10,6 @@ import pytest
 
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import read_records
-from forkwise.testing import *  # noqa: F401,F403  (home, spec and settings fixtures)
 from forkwise.testing import live_children
 from host_pace import TEST_IMPORTS, host_bound_s, quick_bound_s
 
@@ -25,6 +24,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(bound))
+
+# The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
+# here too keeps a checkout whose install predates the entry point working (pytest loads it once).
+pytest_plugins = ["forkwise.pytest_plugin"]
 
 
 @pytest.fixture

@@ -104,7 +104,8 @@ def test_padded_answers_equal_unpadded_and_padding_rows_are_dropped(n, stats):
     model, x = RowModel(), rows(n, seed=n)
     out = server.call_padded(model, x, SIZES, stats=stats)
     assert all(size in SIZES for size in model.calls)
-    np.testing.assert_allclose(out, model.expected(x), rtol=1e-5, atol=1e-6)  # no answer of a padding row (1.0s) is in it
+    # No answer of a padding row (1.0s) is in it.
+    np.testing.assert_allclose(out, model.expected(x), rtol=1e-5, atol=1e-6)
     assert stats.padded_rows == sum(model.calls) - n
 
 

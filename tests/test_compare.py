@@ -14,13 +14,10 @@ import pytest
 from forkwise.cli import main
 from forkwise.errors import RecordError
 from forkwise.matrix.compare import ALPHA_STRATEGY, compare, load_run
-from forkwise.matrix.controls import control_for
 from forkwise.matrix.compare_report import regressions, render_comparison
+from forkwise.matrix.controls import control_for
 from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, append_record
-from forkwise.matrix.significance import (
-    PassNoise, critical_z, estimate_shift, pass_noise, tail_spread, worsening_pct,
-)
-
+from forkwise.matrix.significance import PassNoise, critical_z, estimate_shift, pass_noise, tail_spread, worsening_pct
 from test_report import crash_record, level, ok_record, record, run_records
 
 # Two default runs of the same code (f2e46e3), recorded on the 2-core machine on a day its
@@ -153,7 +150,7 @@ def _samples(rng: random.Random, strategy_effect: float) -> tuple[dict, dict]:
             cell = f"s{s}/c{c}"
             strategy_of[cell] = f"s{s}"
             samples[(cell, 32)] = tuple(1000 * math.exp(e + rng.gauss(0, 0.05) + drift)
-                                        for e, drift in zip(effects, (0.1, -0.1)))
+                                        for e, drift in zip(effects, (0.1, -0.1), strict=True))
     return samples, strategy_of
 
 
@@ -214,7 +211,8 @@ def test_memory_and_cold_start_are_compared_per_launch():
                for r in per_launch_run(RSS)]
     slower_boot = compare(per_launch_run(RSS), doubled)
     assert flagged(slower_boot) == ["cold start s7/uwsgi/w2/mlp-small/cpu/steady"]
-    assert next(c for c in slower_boot.cells if c.cell_id.startswith("s7/")).cold_start.adjusted_pct == pytest.approx(100)
+    s7 = next(c for c in slower_boot.cells if c.cell_id.startswith("s7/"))
+    assert s7.cold_start.adjusted_pct == pytest.approx(100)
 
 
 def test_a_level_with_one_sample_has_unknown_spread_not_zero():
@@ -295,7 +293,8 @@ def test_compare_flags_a_verdict_change():
     b = [lazy_cell(), dataclasses.replace(crash_record(), verdict=Verdict.OK)]
     (changed,) = [c for c in compare(a, b).levels if c.cell_id.startswith("preload/")]
     assert changed.concurrency is None and changed.significant and changed.verdict_changed
-    assert (changed.verdict_a, changed.verdict_b, changed.note) == (Verdict.CRASH, Verdict.OK, "verdict changed: CRASH -> OK")
+    assert (changed.verdict_a, changed.verdict_b, changed.note) == (Verdict.CRASH, Verdict.OK,
+                                                                    "verdict changed: CRASH -> OK")
     table = render_comparison(compare(a, b))
     assert "| preload/uwsgi/w2/mlp-small/cpu/steady | - | - | - |" in table and "| yes | CRASH -> OK |" in table
     assert "1 cells changed verdict" in table
@@ -303,7 +302,8 @@ def test_compare_flags_a_verdict_change():
 
 def test_compare_cells_in_one_run_only():
     result = compare([lazy_cell()], [crash_record()])
-    assert {c.cell_id.split("/")[0]: c.note for c in result.levels} == {"lazy": "only in run a", "preload": "only in run b"}
+    notes = {c.cell_id.split("/")[0]: c.note for c in result.levels}
+    assert notes == {"lazy": "only in run a", "preload": "only in run b"}
     summary = render_comparison(result).splitlines()[0]
     assert "0 cells changed verdict; 2 cells ran in one run only." in summary  # missing is not a change
     assert regressions(result) == []

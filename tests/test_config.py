@@ -9,7 +9,8 @@ import pytest
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError
 from forkwise.matrix.runner import load_profile, parse_only
-from forkwise.servers import Deployment, get as get_server
+from forkwise.servers import Deployment
+from forkwise.servers import get as get_server
 from forkwise.strategies import registry
 
 BASE = dict(strategy="lazy", model_spec=Path("/x/spec.json"), database_url="sqlite:///x.db", run_dir=Path("/x"))

@@ -9,7 +9,6 @@ from forkwise.matrix import environment as env_module
 from forkwise.matrix.cell import hung_workers_finding, log_highlights, oom_evidence
 from forkwise.matrix.records import Memory, ProcessMemory, Verdict
 from forkwise.matrix.report import gpu_memory_section, render_markdown
-
 from test_report import environment, record
 
 # Lines as the GPU run's server logs had them (H200, JAX 0.11.2, torch 2.11, gunicorn 27).

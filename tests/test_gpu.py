@@ -143,7 +143,8 @@ def test_launch_hands_the_device_env_to_the_server(tmp_path, monkeypatch, device
 
 @pytest.mark.parametrize("line", [
     "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4194304 bytes.",
-    "E external/xla/xla/stream_executor/cuda/cuda_driver.cc:1105] failed to alloc: CUDA_ERROR_OUT_OF_MEMORY: out of memory",
+    "E external/xla/xla/stream_executor/cuda/cuda_driver.cc:1105] failed to alloc: "
+    "CUDA_ERROR_OUT_OF_MEMORY: out of memory",
     "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
     "torch.cuda.OutOfMemoryError: CUDA out of memory.",
     "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor",
@@ -180,7 +181,7 @@ def test_probe_through_nvidia_smi(monkeypatch):
     assert info == gpu.GpuInfo(count=1, name="NVIDIA H100 80GB HBM3", driver="580.159.04", memory_mb=81559.0,
                                source="nvidia-smi")
     assert gpu.process_memory_mb() == {4242: 888.0}
-    assert ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"] == calls[-1][1:]
+    assert calls[-1][1:] == ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
 
 
 def test_probe_through_nvml(monkeypatch):
@@ -255,7 +256,8 @@ def test_gpu_profile():
     assert len(profile.cells) == 28 and profile.gpu_policy == "grow"
     assert {c.backend for c in profile.cells} == {"jax", "torch"} and {c.device for c in profile.cells} == {"gpu"}
     assert {c.strategy for c in profile.cells} == {"lazy", "child-process-batched", "control"}
-    assert {c.workers for c in profile.cells} == {2, 8} and {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
+    assert {c.workers for c in profile.cells} == {2, 8}
+    assert {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
     assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
     cell = profile.cells[0]
     argv = runner.cell_command(cell, profile, Path("/h"))
@@ -268,7 +270,8 @@ def test_backend_axis_and_policy_in_a_profile(tmp_path):
     path.write_text('gpu_policy = "off"\n[axes]\nstrategy = ["lazy"]\nserver = ["uwsgi"]\nworkers = [2]\n'
                     'model = ["default"]\nbackend = ["tensorflow", "torch"]\n')
     profile = runner.load_profile(str(path))
-    assert [c.id for c in profile.cells] == ["lazy/uwsgi/w2/default/cpu/steady", "lazy/uwsgi/w2/default/cpu/torch/steady"]
+    assert [c.id for c in profile.cells] == ["lazy/uwsgi/w2/default/cpu/steady",
+                                             "lazy/uwsgi/w2/default/cpu/torch/steady"]
     assert profile.gpu_policy == "off"
     assert [c.id for c in profile.select(runner.parse_only(["backend=torch"]))] == [profile.cells[1].id]
     path.write_text(path.read_text().replace('"torch"]', '"mxnet"]'))

@@ -35,9 +35,9 @@ def server_processes_since(t0: float) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
         try:
-            if p.info["create_time"] >= t0 - 1 and p.info["status"] != psutil.STATUS_ZOMBIE:
-                if any(m in " ".join(p.info["cmdline"] or []) for m in SERVER_MARKERS):
-                    found.append(p)
+            if (p.info["create_time"] >= t0 - 1 and p.info["status"] != psutil.STATUS_ZOMBIE
+                    and any(m in " ".join(p.info["cmdline"] or []) for m in SERVER_MARKERS)):
+                found.append(p)
         except psutil.Error:
             continue
     return found

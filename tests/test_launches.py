@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import statistics
@@ -18,7 +19,6 @@ from forkwise.matrix.compare_report import render_comparison
 from forkwise.matrix.launches import combine, combine_all, launch_noise
 from forkwise.matrix.records import Evidence, Latency, Verdict
 from forkwise.matrix.runner import Cell, LoadSettings, load_profile, wants_launch
-
 from test_report import level, record
 
 
@@ -246,5 +246,5 @@ def test_a_pass_spreads_each_strategys_cells_over_it():
     order = pass_order(cells, lambda c: c[0])
     assert sorted(order) == sorted(cells)
     assert order == [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3), ("b", 2), ("a", 4)]
-    assert all(x[0] != y[0] for x, y in zip(order, order[1:]))  # no strategy twice in a row
+    assert all(x[0] != y[0] for x, y in itertools.pairwise(order))  # no strategy twice in a row
     assert pass_order([("x", 1), ("y", 1)], lambda c: c[0]) == [("x", 1), ("y", 1)]  # profile order kept on ties

@@ -89,7 +89,7 @@ def _check_rows(srv, res: LoadResult) -> None:
 
 def _check_samples(res: LoadResult) -> None:
     assert res.sampled_bodies and len(res.sampled_bodies) == len(res.sampled_requests)
-    for body, idx in zip(res.sampled_bodies, res.sampled_requests):
+    for body, idx in zip(res.sampled_bodies, res.sampled_requests, strict=True):
         req = json.loads(BODIES[idx])
         assert json.loads(body) == {"echo": req["id"], "y": sum(req["x"])}
 

@@ -14,7 +14,7 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import MergeError
-from forkwise.matrix.hosts import side_by_side, read_hosts
+from forkwise.matrix.hosts import read_hosts, side_by_side
 from forkwise.matrix.merge import merge
 from forkwise.matrix.records import CellRecord, Verdict, read_records
 from forkwise.matrix.runner import load_profile, report_dir
@@ -52,8 +52,8 @@ def shard_of(src: Path, dest: Path, shard: Shard, label: str | None = None) -> P
         if label is not None:
             data["environment"]["host_label"] = label
 
-    return copy_run(src, dest, {"shard": shard.to_dict(), "load": load}, keep=lambda d: CellRecord.from_dict(d).cell_id in ids,
-                    edit=relabel)
+    return copy_run(src, dest, {"shard": shard.to_dict(), "load": load},
+                    keep=lambda d: CellRecord.from_dict(d).cell_id in ids, edit=relabel)
 
 
 def csv_rows(out: Path) -> list[dict]:
@@ -105,7 +105,8 @@ def test_each_host_folder_is_a_run_folder(tmp_path):
 
 
 def test_a_verdict_that_differs_between_hosts_is_shown_so(tmp_path):
-    crash = copy_run(H200, tmp_path / "h200", edit=lambda d: d.update(verdict="CRASH") if d["strategy"] == "preload" else None)
+    crash = copy_run(H200, tmp_path / "h200",
+                     edit=lambda d: d.update(verdict="CRASH") if d["strategy"] == "preload" else None)
     only_lazy = copy_run(EPYC, tmp_path / "epyc", keep=lambda d: d["strategy"] != "child-process")
     out = tmp_path / "merged"
     merge([only_lazy, crash], out)
@@ -162,7 +163,8 @@ def _refusal(tmp_path, **folders) -> str:
 
 def test_refuses_different_profiles_and_plans(tmp_path):
     other = copy_run(H200, tmp_path / "quick", {"profile": "quick"})
-    assert "ran profile 'quick'" in _refusal(tmp_path, a=EPYC, b=other) and "one profile" in _refusal(tmp_path, a=EPYC, b=other)
+    refusal = _refusal(tmp_path, a=EPYC, b=other)
+    assert "ran profile 'quick'" in refusal and "one profile" in refusal
     load = json.loads((H200 / "run.json").read_text())["load"] | {"repeats": 3}
     longer = copy_run(H200, tmp_path / "repeats", {"load": load})
     assert "different load" in _refusal(tmp_path, a=EPYC, b=longer)
@@ -171,7 +173,8 @@ def test_refuses_different_profiles_and_plans(tmp_path):
 def test_refuses_other_schema_versions(tmp_path):
     newer = copy_run(H200, tmp_path / "v2", edit=lambda d: d.update(schema_version=2))
     message = _refusal(tmp_path, a=EPYC, b=newer)
-    assert "schema version" in message and f"{newer}: schema version 2" in message and f"{EPYC}: schema version 1" in message
+    assert "schema version" in message
+    assert f"{newer}: schema version 2" in message and f"{EPYC}: schema version 1" in message
 
 
 def test_refuses_a_cell_measured_twice_on_one_host(tmp_path):

@@ -174,8 +174,8 @@ def answers(strategy, inputs: np.ndarray, sizes: list[int]) -> np.ndarray:
     model server merges them); their answers in the order of the rows."""
     starts = np.cumsum([0, *sizes[:-1]])
     with ThreadPoolExecutor(4) as pool:
-        parts = list(pool.map(lambda s: strategy.predict(inputs[s[0] : s[0] + s[1]]), zip(starts, sizes)))
-    for part, size in zip(parts, sizes):
+        parts = list(pool.map(lambda s: strategy.predict(inputs[s[0] : s[0] + s[1]]), zip(starts, sizes, strict=True)))
+    for part, size in zip(parts, sizes, strict=True):
         assert part.shape[0] == size
     return np.concatenate(parts)
 

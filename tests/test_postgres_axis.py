@@ -89,7 +89,8 @@ def test_a_host_without_postgresql_skips_those_cells_with_the_reason(monkeypatch
         raise PostgresMissing("PostgreSQL is not installed: no initdb")
 
     monkeypatch.setattr(postgres, "find_binaries", missing)
-    cells = [runner.Cell("lazy", "uwsgi", 2, "default"), runner.Cell("lazy", "uwsgi", 2, "default", database="postgresql")]
+    cells = [runner.Cell("lazy", "uwsgi", 2, "default"),
+             runner.Cell("lazy", "uwsgi", 2, "default", database="postgresql")]
     kept, skipped = runner.skip_database_cells(cells)
     assert kept == cells[:1]
     assert skipped["cells"] == [cells[1].id] and "not installed" in skipped["reason"]

@@ -10,8 +10,19 @@ import pytest
 
 from forkwise.errors import RecordError
 from forkwise.matrix.records import (
-    SCHEMA_VERSION, CellRecord, Environment, ErrorCounts, Evidence, Latency, LoadLevel, Memory, ProcessMemory,
-    Verdict, append_record, json_schema, read_records,
+    SCHEMA_VERSION,
+    CellRecord,
+    Environment,
+    ErrorCounts,
+    Evidence,
+    Latency,
+    LoadLevel,
+    Memory,
+    ProcessMemory,
+    Verdict,
+    append_record,
+    json_schema,
+    read_records,
 )
 
 
@@ -29,7 +40,8 @@ def make_record(**overrides) -> CellRecord:
         environment=Environment(date="2026-11-26T00:00:00+00:00", git_commit="abc", cpu_model="cpu", cores=2,
                                 memory_gb=23.5, python="3.11.7", platform="linux", packages={"keras": "3"}),
         started_at="2026-11-26T00:00:00+00:00", duration_s=9.5, load=(level,),
-        memory=Memory.of([ProcessMemory("master", 1, 100.0, 50.0, 60.0, 1.0), ProcessMemory("worker", 10, 600.0, 400.0, 450.0, 5.0)]),
+        memory=Memory.of([ProcessMemory("master", 1, 100.0, 50.0, 60.0, 1.0),
+                          ProcessMemory("worker", 10, 600.0, 400.0, 450.0, 5.0)]),
     )
     return CellRecord(**{**base, **overrides})
 
@@ -93,4 +105,5 @@ def test_cell_id_and_rows_lost():
 
 def test_committed_schema_matches_the_records():
     committed = Path(__file__).resolve().parents[1] / "matrix" / "schema" / "cell-record-v1.json"
-    assert json.loads(committed.read_text()) == json_schema(), "run `forkwise schema > matrix/schema/cell-record-v1.json` and commit it"
+    assert json.loads(committed.read_text()) == json_schema(), (
+        "run `forkwise schema > matrix/schema/cell-record-v1.json` and commit it")

@@ -621,13 +621,15 @@ def test_goals_are_judged_from_the_numbers():
     assert mem.met and "gap 600" in mem.measured and "gap 1700" in mem.measured
     assert fast.met is None  # no benchmark results: said, not guessed
 
-    slow = evaluate(_goal_records(1000.0, 900.0, pss), {"test_locked_singleton_overhead_vs_global": {"overhead_ns": 5.0},
-                    "test_model_server_round_trip_1x256": {"round_trip_us": 600.0, "model_call_us": 450.0}})
+    slow = evaluate(_goal_records(1000.0, 900.0, pss),
+                    {"test_locked_singleton_overhead_vs_global": {"overhead_ns": 5.0},
+                     "test_model_server_round_trip_1x256": {"round_trip_us": 600.0, "model_call_us": 450.0}})
     assert slow[0].met is False and slow[0].ratio == pytest.approx(0.5)
     assert slow[6].met is False and "model call 450 us" in slow[6].measured
 
 
-PROFILE_TEXT = ("10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n   60.0%  Predictor.__call__ (r.py:1)\n"
+PROFILE_TEXT = ("10 samples of busy threads\n\ninclusive  function\n 100.0%  main\n"
+                "   60.0%  Predictor.__call__ (r.py:1)\n"
                 "   20.0%  Database.record (d.py:1)\n\nself       function\n    70.0%  quick_execute (x.py:1)\n")
 
 
@@ -669,7 +671,8 @@ def test_profiles_from_another_machine_are_left_out(tmp_path):
     write_profile_provenance(profiles, profile_label(best), dataclasses.replace(environment(), cores=16))
     write_report(recs, tmp_path / "run", "test", RUN_INFO)
     text = (tmp_path / "run" / "RESULTS.md").read_text()
-    assert "it was taken on another machine (commit 4936e01, 2026-11-26T10:00:00Z, on Test CPU @ 3.0GHz, 16 cores" in text
+    assert ("it was taken on another machine (commit 4936e01, 2026-11-26T10:00:00Z, on Test CPU @ 3.0GHz, 16 cores"
+            in text)
     assert "worker-42" not in text
 
 
@@ -680,7 +683,8 @@ def bench_json(cpu: str, cores: int) -> dict:
         "datetime": "2026-11-26T05:31:24+00:00",
         "benchmarks": [
             {"name": "test_locked_singleton_overhead_vs_global", "extra_info": {"overhead_ns": 5.0}},
-            {"name": "test_model_server_round_trip_1x256", "extra_info": {"round_trip_us": 120.0, "model_call_us": 80.0}},
+            {"name": "test_model_server_round_trip_1x256",
+             "extra_info": {"round_trip_us": 120.0, "model_call_us": 80.0}},
         ],
     }
 

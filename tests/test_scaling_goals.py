@@ -6,9 +6,7 @@ import dataclasses
 
 import pytest
 
-from forkwise.matrix.goals import (
-    OVERHEAD_BENCH, evaluate, goal_gpu, goal_model_server_overhead, goal_no_window_tax,
-)
+from forkwise.matrix.goals import OVERHEAD_BENCH, evaluate, goal_gpu, goal_model_server_overhead, goal_no_window_tax
 from forkwise.matrix.records import Latency, Verdict
 from test_report import level, memory, record  # tests/ is on sys.path (no __init__.py)
 

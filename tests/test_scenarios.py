@@ -56,7 +56,7 @@ def test_recovery_verdicts_do_not_follow_the_hosts_speed(slower):
 def test_generated_corpus_is_seeded_and_never_valid():
     a, b = scenarios.generated_corpus(8, 120), scenarios.generated_corpus(8, 120)
     assert a == b and len(a) == 120
-    for _, _, body, what in scenarios.generated_corpus(8, 120):
+    for _, _, body, _what in scenarios.generated_corpus(8, 120):
         with pytest.raises(BadRequest):
             instances_from(parse_body(body), (8,), 256)
 

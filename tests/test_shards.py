@@ -159,7 +159,8 @@ def test_two_shards_merged_are_the_unsharded_run(quick_run, home, tmp_path):
     for k in (1, 2):
         out = tmp_path / f"shard{k}"
         proc = subprocess.run([*base, "matrix", "--profile", "quick", "--shard", f"{k}/2", "--out", str(out),
-                               "--plain", "--host-label", "this-host"], capture_output=True, text=True, timeout=quick_bound_s())
+                               "--plain", "--host-label", "this-host"],
+                              capture_output=True, text=True, timeout=quick_bound_s())
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"forkwise: shard {k}/2 of profile 'quick': 4 of 8 cells" in proc.stderr
         shards.append(out)

@@ -12,7 +12,6 @@ from forkwise.matrix import stability
 from forkwise.matrix.launches import combine, launch_noise
 from forkwise.matrix.report import header_facts
 from forkwise.matrix.runner import LoadSettings
-
 from test_launches import launch
 
 

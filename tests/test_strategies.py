@@ -60,7 +60,8 @@ def test_locked_singleton_loads_once_under_concurrent_first_use(settings_for, ti
 
 
 @pytest.mark.parametrize("name, batch", [("child-process", 1), ("child-process-batched", 4)])
-def test_child_process_serves_restarts_and_stops(name, batch, settings_for, tiny_spec_path, tiny_spec, no_leftover_children):
+def test_child_process_serves_restarts_and_stops(name, batch, settings_for, tiny_spec_path, tiny_spec,
+                                                 no_leftover_children):
     import psutil
 
     strategy = registry.get(name)(settings_for(name, tiny_spec_path, max_batch=batch, model_timeout_s=5), tiny_spec)
@@ -74,7 +75,8 @@ def test_child_process_serves_restarts_and_stops(name, batch, settings_for, tiny
             answers = list(pool.map(lambda i: strategy.predict(inputs[i : i + 1]), range(24)))
         np.testing.assert_allclose(np.concatenate(answers), outputs[:24], rtol=1e-5, atol=1e-6)
         # Kill the model server: requests fail fast with ModelUnavailable, then it comes back.
-        server = [p for p in psutil.Process(strategy._supervisor.pid).children() if "modelserver.server" in " ".join(p.cmdline())]
+        server = [p for p in psutil.Process(strategy._supervisor.pid).children()
+                  if "modelserver.server" in " ".join(p.cmdline())]
         assert len(server) == 1
         server[0].kill()
         server[0].wait(5)

@@ -14,7 +14,13 @@ from forkwise.matrix import runner
 from forkwise.matrix import verdicts as vd
 from forkwise.matrix.records import Disruption, ErrorCounts, Latency, LoadLevel, Verdict
 from forkwise.matrix.verdicts import (
-    Answers, BadInputSeen, DisruptionSeen, Judgement, RowsSeen, VerificationSeen, Workers,
+    Answers,
+    BadInputSeen,
+    DisruptionSeen,
+    Judgement,
+    RowsSeen,
+    VerificationSeen,
+    Workers,
 )
 
 V = Verdict
@@ -298,7 +304,6 @@ def test_the_failing_cell_section_shows_the_stacks():
     from forkwise.matrix.document import Code
     from forkwise.matrix.records import Evidence
     from forkwise.matrix.report import failing_cell_blocks
-
     from test_report import record
 
     stack = 'worker 12:\nThread 12 (idle): "MainThread"\n    wait (threading.py:327)\n    predict (app.py:9)'

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, func, insert, select
@@ -115,6 +116,7 @@ class Database:
         return inherited  # dispose: a fresh pool; nullpool: nothing pooled; none: the parent's pool
 
     def _create_engine(self) -> Engine:
+        kwargs: dict[str, Any]
         if self.is_sqlite:
             kwargs = {"connect_args": {"timeout": self.busy_timeout_s, "check_same_thread": False}}
         else:
@@ -138,7 +140,8 @@ class Database:
             yield
         except DBAPIError as exc:
             text = first_line(exc)
-            if self.is_sqlite and isinstance(exc, OperationalError) and any(w in text.lower() for w in ("locked", "busy")):
+            locked = any(w in text.lower() for w in ("locked", "busy"))
+            if self.is_sqlite and isinstance(exc, OperationalError) and locked:
                 raise DatabaseBusy("the database stayed locked; nothing was written, retry") from None
             if exc.connection_invalidated or (not self.is_sqlite and isinstance(exc, OperationalError)):
                 raise DatabaseUnavailable(f"the database is unavailable ({text}); the request was not "
@@ -167,8 +170,10 @@ class Database:
         shows up as digests of other inputs."""
         now = time.time()
         rows = [
-            {"input_digest": d, "output": json.dumps(o), "worker_pid": worker_pid, "strategy": strategy, "created_at": now}
-            for d, o in zip(digests, outputs)
+            {"input_digest": d, "output": json.dumps(o), "worker_pid": worker_pid, "strategy": strategy,
+             "created_at": now}
+            # A strategy that answers too few rows is judged by the client (WRONG), not failed here.
+            for d, o in zip(digests, outputs, strict=False)
         ]
         returning = insert(predictions).returning(predictions.c.id, predictions.c.input_digest,
                                                   sort_by_parameter_order=True)

@@ -6,7 +6,6 @@ import hashlib
 import os
 
 from flask import Blueprint, current_app, jsonify, request
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from forkwise.errors import DatabaseBusy, DatabaseUnavailable, ModelUnavailable
@@ -26,7 +25,8 @@ def predict():
     settings = state.settings
     mimetype = request.mimetype
     if mimetype != "application/json":
-        raise BadRequest(415, "unsupported_media_type", f"send Content-Type: application/json, not {mimetype or 'nothing'}")
+        raise BadRequest(415, "unsupported_media_type",
+                         f"send Content-Type: application/json, not {mimetype or 'nothing'}")
     length = request.content_length
     if length is not None and length > settings.max_body_bytes:
         raise BadRequest(413, "body_too_large", f"the body is {length} bytes; at most {settings.max_body_bytes}")

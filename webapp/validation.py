@@ -38,7 +38,8 @@ def parse_body(body: bytes) -> object:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise BadRequest(400, "invalid_json", f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise BadRequest(400, "invalid_json",
+                         f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BadRequest(400, "invalid_json", "the JSON is nested too deeply") from None
 

@@ -130,7 +130,7 @@ class OneWorkerOnly(Correct):
     name = "thirdparty-one-worker"
 
     def post_fork(self):
-        self._lock = open(self.settings.run_dir / "thirdparty-one-worker.lock", "w")
+        self._lock = open(self.settings.run_dir / "thirdparty-one-worker.lock", "w")  # noqa: SIM115  (held for good)
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # the second worker waits here for good
 
 
