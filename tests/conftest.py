@@ -13,6 +13,10 @@ from forkwise.matrix.records import read_records
 from forkwise.testing import live_children
 from host_pace import TEST_IMPORTS, host_bound_s, quick_bound_s
 
+# The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
+# here too keeps a checkout whose install predates the entry point working (pytest loads it once).
+pytest_plugins = ["forkwise.pytest_plugin"]
+
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
@@ -24,10 +28,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(bound))
-
-# The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
-# here too keeps a checkout whose install predates the entry point working (pytest loads it once).
-pytest_plugins = ["forkwise.pytest_plugin"]
 
 
 @pytest.fixture
