@@ -55,7 +55,7 @@ HIGHLIGHTS_KEPT = 8
 # What the server says about broken sessions, whether or not a client saw an error: a TLS record
 # that failed its check, a protocol message out of place, a session cut, a refusal. A pooled
 # connection shared by two processes leaves such lines even when pre-ping hid it from the app.
-TELLING_LINE = re.compile(r"(?:ERROR|FATAL|PANIC|WARNING):|SSL error|could not receive data|unexpected EOF"
+TELLING_LINE = re.compile(r"\b(?:ERROR|FATAL|PANIC|WARNING):|SSL error|could not receive data|unexpected EOF"
                           r"|invalid frontend message|incomplete (?:startup )?(?:packet|message)"
                           r"|terminating connection")
 LOG_PREFIX = re.compile(r"^\S+ \S+ \S+ \[\d+\] ")  # "2026-11-27 07:43:53.472 UTC [2794] "

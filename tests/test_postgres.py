@@ -209,3 +209,15 @@ def test_the_app_answers_503_with_retry_after_while_the_database_is_down(server,
     assert down.status_code == 503 and down.headers["Retry-After"] == "1"
     assert down.json["error"]["code"] == "database_unavailable"
     assert client.post("/predict", json=body).status_code == 200  # reconnected by itself
+
+
+@pytest.mark.parametrize("line, telling", [
+    ("2026-11-27 07:43:53.472 UTC [2794] ERROR:  duplicate key value violates unique constraint", True),
+    ("2026-11-27 07:43:53.472 UTC [2794] FATAL:  the database system is shutting down", True),
+    ("2026-11-27 07:43:53.472 UTC [2794] WARNING:  there is no transaction in progress", True),
+    ("2026-11-27 07:43:53.472 UTC [2794] LOG:  could not receive data from client: Connection reset", True),
+    ("2026-11-27 07:43:53.472 UTC [2794] LOG:  database system is ready to accept connections", False),
+    ("2026-11-27 07:43:53.472 UTC [2794] LOG:  checkpoint starting: time", False),
+])
+def test_the_server_log_lines_that_tell_of_broken_sessions(line, telling):
+    assert bool(postgres.TELLING_LINE.search(line)) is telling
