@@ -1,4 +1,4 @@
-"""The run's own goal evidence (forkwise.matrix.evidence): which cells a missed goal profiles, and
+"""The run's own goal evidence (forkwise.matrix.goal_evidence): which cells a missed goal profiles, and
 that profiling hands its launches to the caller, not to the run's records."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from forkwise.matrix import evidence
+from forkwise.matrix import goal_evidence as evidence
 from forkwise.matrix.goals import evaluate
 from forkwise.matrix.records import read_records
 
