@@ -19,13 +19,12 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from forkwise import gpu
-from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
+from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import (
     RUN_TAG_VAR, DatabaseRun, Launch, database_for, device_env, launch, make_deployment, sqlite_url,
 )
@@ -34,7 +33,8 @@ from forkwise.matrix.progress import ProgressWatch
 from forkwise.matrix import profiling as profiler
 from forkwise.matrix.goals import write_profile_provenance
 from forkwise.matrix.http import Reply, parse_json, post_json, request
-from forkwise.matrix.open_loop import OpenLoopPlan, measure_open_loop
+from forkwise.matrix.open_loop import measure_open_loop
+from forkwise.matrix.plan import CellPlan
 from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, OpenLoop
 from forkwise.matrix.stacks import dump_stacks
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
@@ -114,42 +114,6 @@ def _read_log(path: Path | None) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """What to run and how hard to look at it."""
-
-    strategy: str
-    server: str
-    workers: int = 2
-    model: str = "default"
-    spec_path: Path = Path()
-    device: str = "cpu"
-    backend: str = gpu.DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND) every process uses
-    gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # GPU memory policy; device=gpu only
-    boot_timeout_s: float = 90.0  # launch to first correct answer, at most
-    # A slice of waiting: a request unanswered this long is given up on once the deployment
-    # stopped computing (matrix.progress); after the first answer, see CellRun.patience_s.
-    request_timeout_s: float = 10.0
-    verify_requests: int = 32
-    load_levels: tuple[int, ...] = ()  # concurrency levels; empty: verify only
-    warmup_s: float = 1.0  # load at the highest level before the first measured level; 0: none
-    duration_s: float = 4.0  # measured seconds per level
-    intervals: int = 4
-    driver: str = "auto"
-    worker_timeout_s: int = 30
-    overrides: dict = field(default_factory=dict)  # AppSettings overrides (e.g. max_batch)
-    scenario: str = "steady"  # a reliability scenario (matrix.scenarios); steady: none
-    scenario_duration_s: float = 9.0
-    profile_dir: Path | None = None  # py-spy the workers and model server at the highest load level
-    probe_reference_ms: float = 0.0  # the run's CPU-probe reference (forkwise.matrix.stability); 0: calibrate
-    quiet_budget_s: float = 10.0  # at most this long, in all, waiting for a quiet host before levels
-    database: str = DEFAULT_DATABASE  # sqlite, or a PostgreSQL server of the cell's own (config.DATABASES)
-    db_reset: str = DEFAULT_DB_RESET  # what a forked worker does with an inherited engine (config.DB_RESET_POLICIES)
-    db_in_master: bool = False  # the app queries the database in the master before fork
-    runtime_threads: str = "default"  # the threads axis' label; the number is overrides["intra_op_threads"]
-    open_loop: OpenLoopPlan | None = None  # after the load levels: the highest rate within a p99 budget
 
 
 class Verification:
@@ -262,7 +226,7 @@ class Verification:
 class CellRun:
     """The life of one cell. `run()` always stops everything it started before returning."""
 
-    def __init__(self, cell: CellSpec, workdir: Path, database: DatabaseRun | None = None):
+    def __init__(self, cell: CellPlan, workdir: Path, database: DatabaseRun | None = None):
         self.cell, self.workdir = cell, workdir
         self.database = database or DatabaseRun(DEFAULT_DATABASE, sqlite_url(workdir))
         self.timings: dict[str, float] = {}
@@ -549,7 +513,7 @@ class CellRun:
         d, master = self.launch.deployment, self.launch.group.pid
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
-        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop, self.patience_s,
+        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop_plan, self.patience_s,
                                   peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
             if lv.rows_found < lv.rows_expected:
@@ -641,7 +605,7 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
+def run_cell(cell: CellPlan, workdir: Path | None = None) -> CellRecord:
     """Run one cell in a fresh private work directory (kept only when `workdir` is given)."""
     if workdir is not None:
         return _run_with_database(cell, workdir)
@@ -649,7 +613,7 @@ def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
         return _run_with_database(cell, Path(tmp))
 
 
-def _run_with_database(cell: CellSpec, workdir: Path) -> CellRecord:
+def _run_with_database(cell: CellPlan, workdir: Path) -> CellRecord:
     """The cell's database (a PostgreSQL server of its own, or a SQLite file) lives as long as the cell."""
     with database_for(cell.database, workdir) as database:
         return CellRun(cell, workdir, database).run()

@@ -1,9 +1,9 @@
 """Run a matrix profile: every cell in its own process, one record each, written at once.
 
 Runs in the process of ``forkwise matrix``. Each cell is a ``forkwise cell`` child in
-its own session, with a hard deadline; it hands back one JSON record on stdout (the
-pyperf pattern). A failing, crashing or hanging cell never stops the run and leaves
-nothing behind. Records are appended as each cell ends, so ``--resume`` continues an
+its own session, with a hard deadline; it reads its plan from a JSON file (matrix.plan.CellPlan)
+and hands back one JSON record in another (--record-out), whatever it logs on stdout. A failing,
+crashing or hanging cell never stops the run and leaves nothing behind. Records are appended as each cell ends, so ``--resume`` continues an
 interrupted run. On a host without a GPU, device=gpu cells are skipped with the reason
 printed, and no record is written for them; so are the PostgreSQL cells on a host without PostgreSQL.
 """
@@ -33,6 +33,7 @@ from forkwise.matrix import verdicts
 from forkwise.matrix.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR, summary_line
 from forkwise.matrix.launches import pass_order
 from forkwise.matrix.open_loop import OpenLoopPlan
+from forkwise.matrix.plan import PER_CELL_QUIET_BUDGET_S, CellPlan, default_of
 from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.scenarios import SCENARIOS, recovery_allowance_s, window_s
 from forkwise.matrix.shards import WHOLE, Shard, shard_cells
@@ -77,25 +78,28 @@ class LoadSettings:
     """How each steady cell is loaded. With wrk, intervals last whole seconds (duration_s / intervals,
     rounded, at least 1), and a warm-up of more than 0 s lasts at least 1 s."""
 
+    # The profile's own choice (a cell's plan has none: it only verifies unless given levels).
     levels: tuple[int, ...] = (1, 8, 32)
-    warmup_s: float = 1.0  # each launch: load at the highest level before the first measured level
-    duration_s: float = 2.4  # measured seconds per level, per launch
-    intervals: int = 3  # rps samples per level, per launch
+    # Each launch: load at the highest level before the first measured level. The defaults of the
+    # settings a cell has too are its plan's (forkwise.matrix.plan), declared there once.
+    warmup_s: float = default_of("warmup_s")
+    duration_s: float = default_of("duration_s")  # measured seconds per level, per launch
+    intervals: int = default_of("intervals")  # rps samples per level, per launch
     # Launches per steady cell, in separate passes over the matrix, one pass apart;
     # a level's spread covers every launch (see forkwise.matrix.launches).
     repeats: int = 1
     # More passes after those, measuring the highest level only (the level compare tests each
     # strategy at): more launches where the power matters, without booting for the other levels.
     top_level_repeats: int = 0
-    scenario_duration_s: float = 9.0  # reliability scenarios: measured seconds around the event
+    scenario_duration_s: float = default_of("scenario_duration_s")  # reliability scenarios: around the event
     # Seconds the whole run may spend waiting for the host to leave a slow spell before a level
     # (forkwise.matrix.stability); at most 1.5 s a level. 0: never wait, only record.
     quiet_budget_s: float = 60.0
     # "open": after the levels, each steady cell's highest rate (Poisson arrivals) whose p99 is within
     # the profile's [recommend] p99_ms (forkwise.matrix.open_loop): these rates, or a search of rate_steps.
     mode: str = "closed"
-    rates: tuple[float, ...] = ()
-    rate_steps: int = 5
+    rates: tuple[float, ...] = default_of("rates")
+    rate_steps: int = default_of("rate_steps")
 
     def __post_init__(self) -> None:
         if self.mode not in LOAD_MODES:
@@ -123,10 +127,10 @@ class Limits:
     # A slice of waiting for an answer: a request is given up on only once the deployment stopped
     # computing for this long (matrix.progress); after its first answer a cell waits longer, by
     # its own cold start (CellRun.patience_s).
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = default_of("request_timeout_s")
     # Launch to first correct answer, at most, while the deployment keeps computing; a cold
     # start longer than this is BOOT, so it also bounds every wait derived from a cold start.
-    boot_timeout_s: float = 90.0
+    boot_timeout_s: float = default_of("boot_timeout_s")
     # The backstop for a cell process that hands back no record; None: derived from the plan
     # (cell_deadline_s below). Set it only to cut a run short on purpose.
     cell_deadline_s: float | None = None
@@ -221,11 +225,27 @@ def _product(block: dict) -> list[Cell]:
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
 
 
+PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend")
+
+
+def _from_table(settings: type, table, section: str):
+    """A profile's [section] as `settings` (a dataclass): an unknown key is named, with the valid ones."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    valid = [f.name for f in dataclasses.fields(settings)]
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown [{section}] keys {unknown}; valid keys: {', '.join(valid)}")
+    return settings(**{key: tuple(value) if isinstance(value, list) else value for key, value in table.items()})
+
+
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name (matrix/profiles/NAME.toml) or by path to a .toml file."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
         text, name = path.read_text(), path.stem
+    elif path.suffix == ".toml":
+        raise ConfigError(f"profile file {name_or_path} does not exist; profiles: {', '.join(profile_names())}")
     else:
         if name_or_path not in profile_names():
             raise ConfigError(f"unknown profile {name_or_path!r}; profiles: {', '.join(profile_names())}, or a .toml path")
@@ -235,16 +255,17 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
+    unknown = sorted(set(data) - set(PROFILE_KEYS))
+    if unknown:
+        raise ConfigError(f"profile {name}: unknown keys {unknown}; valid keys: {', '.join(PROFILE_KEYS)}")
     cells = _product(data.get("axes", {}))
     for block in data.get("include", []):  # extra cells beyond the main product
         cells += _product(block)
     unique = list(dict.fromkeys(cells))
     try:
-        table = data.get("load", {})
-        load = LoadSettings(**{**table, "levels": tuple(table.get("levels", (1, 8, 32))),
-                               "rates": tuple(table.get("rates", ()))})
-        limits = Limits(**data.get("limits", {}))
-    except (TypeError, ConfigError) as exc:
+        load = _from_table(LoadSettings, data.get("load", {}), "load")
+        limits = _from_table(Limits, data.get("limits", {}), "limits")
+    except ConfigError as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
     policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
                               gpu.GPU_POLICIES)
@@ -282,7 +303,7 @@ class HostWatch:
     not describe this host) and what is left of the run's waiting budget. A run with no load
     levels never probes."""
 
-    PER_CELL_BUDGET_S = 10.0
+    PER_CELL_BUDGET_S = PER_CELL_QUIET_BUDGET_S
 
     def __init__(self, budget_s: float):
         self.reference = stability.RunReference()
@@ -307,30 +328,33 @@ class HostWatch:
                 "probe_rebased": ref.rebased, "quiet_wait_s": round(budget_s - self.budget_left_s, 1)}
 
 
-def cell_command(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> list[str]:
+def cell_plan(cell: Cell, profile: Profile, host: HostWatch | None = None) -> CellPlan:
+    """What the cell process runs: the cell's axes with the profile's load and limits."""
     load, limits = profile.load, profile.limits
-    argv = [
-        sys.executable, "-m", "forkwise", "--home", str(home), "cell",
-        "--strategy", cell.strategy, "--server", cell.server, "--workers", str(cell.workers),
-        "--model", cell.model, "--request-timeout", str(limits.request_timeout_s),
-        "--boot-timeout", str(limits.boot_timeout_s), "--scenario", cell.scenario,
-        "--device", cell.device, "--backend", cell.backend, "--gpu-policy", profile.gpu_policy,
-        "--database", cell.database, "--db-reset", cell.db_reset, *(["--db-in-master"] if cell.db_in_master else []),
-        "--threads", cell.threads,
-    ]
+    plan = CellPlan(
+        strategy=cell.strategy, server=cell.server, workers=cell.workers, model=cell.model,
+        request_timeout_s=limits.request_timeout_s, boot_timeout_s=limits.boot_timeout_s, scenario=cell.scenario,
+        device=cell.device, backend=cell.backend, gpu_policy=profile.gpu_policy, database=cell.database,
+        db_reset=cell.db_reset, db_in_master=cell.db_in_master, runtime_threads=cell.threads,
+    )
     if cell.scenario != "steady":
-        argv += ["--scenario-duration", str(load.scenario_duration_s)]
-    elif load.levels:
-        argv += ["--load", ",".join(map(str, load.levels)), "--duration", str(load.duration_s),
-                 "--warmup", str(load.warmup_s), "--intervals", str(load.intervals)]
+        return dataclasses.replace(plan, scenario_duration_s=load.scenario_duration_s)
+    if load.levels:
+        plan = dataclasses.replace(plan, load_levels=load.levels, duration_s=load.duration_s,
+                                   warmup_s=load.warmup_s, intervals=load.intervals)
         if host is not None:
-            argv += ["--probe-reference-ms", f"{host.reference_ms():.3f}", "--quiet-budget", f"{host.cell_budget_s():.1f}"]
-    if cell.scenario == "steady" and load.mode == "open":
-        argv += ["--open-loop", "--p99-budget-ms", str(profile.recommend.p99_ms), "--rate-steps", str(load.rate_steps)]
-        argv += [] if load.levels else ["--duration", str(load.duration_s)]
-        if load.rates:
-            argv += ["--rates", ",".join(map(str, load.rates))]
-    return argv
+            plan = dataclasses.replace(plan, probe_reference_ms=round(host.reference_ms(), 3),
+                                       quiet_budget_s=round(host.cell_budget_s(), 1))
+    if load.mode == "open":
+        plan = dataclasses.replace(plan, open_loop=True, p99_budget_ms=profile.recommend.p99_ms,
+                                   rate_steps=load.rate_steps, duration_s=load.duration_s, rates=load.rates)
+    return plan
+
+
+def cell_command(plan_path: Path, record_path: Path, home: Path) -> list[str]:
+    """The cell process: its plan in a JSON file, its record handed back in another."""
+    return [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--plan", str(plan_path),
+            "--record-out", str(record_path)]
 
 
 def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str, duration_s: float) -> CellRecord:
@@ -367,11 +391,12 @@ def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch |
     """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
     tag = secrets.token_hex(8)
     deadline_s = cell_deadline_s(cell, profile)
-    with tempfile.TemporaryDirectory(prefix="forkwise-phase-") as tmp:
-        phase_file = Path(tmp) / "phase"
+    with tempfile.TemporaryDirectory(prefix="forkwise-cell-plan-") as tmp:
+        phase_file, plan_path, record_path = Path(tmp) / "phase", Path(tmp) / "plan.json", Path(tmp) / "record.json"
+        plan_path.write_text(cell_plan(cell, profile, host).to_json())
         env = {**os.environ, MATRIX_TAG_VAR: tag, PHASE_FILE_VAR: str(phase_file)}
         start = time.monotonic()
-        proc = subprocess.Popen(cell_command(cell, profile, home, host), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cell_command(plan_path, record_path, home), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 text=True)
         try:
@@ -389,12 +414,12 @@ def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch |
                 leftover.kill()
             # A PostgreSQL server of a cell that was killed: found by its directory's owner, not a tag.
             postgres.reap_orphans()
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
+        record_text = record_path.read_text() if record_path.exists() else ""
+    if proc.returncode != 0 or not record_text:
         return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode), err[-2000:],
                                   time.monotonic() - start)
     try:
-        return CellRecord.from_dict(json.loads(lines[-1]))
+        return CellRecord.from_dict(json.loads(record_text))
     except (ValueError, RecordError) as exc:
         return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode, str(exc)), err[-2000:],
                                   time.monotonic() - start)

@@ -257,9 +257,9 @@ def test_gpu_profile():
     assert {c.workers for c in profile.cells} == {2, 8} and {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
     assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
     cell = profile.cells[0]
-    argv = runner.cell_command(cell, profile, Path("/h"))
-    assert argv[argv.index("--device") + 1] == "gpu" and argv[argv.index("--backend") + 1] == cell.backend
-    assert argv[argv.index("--gpu-policy") + 1] == "grow"
+    plan = runner.cell_plan(cell, profile)
+    assert plan.device == "gpu" and plan.backend == cell.backend
+    assert plan.gpu_policy == "grow"
 
 
 def test_backend_axis_and_policy_in_a_profile(tmp_path):

@@ -77,11 +77,11 @@ def test_bad_database_axis_values_are_refused():
 def test_cells_pass_their_database_settings_to_the_cell_process(tmp_path):
     cell = runner.Cell("preload-import", "uwsgi", 2, "default", database="postgresql-unix", db_reset="none",
                        db_in_master=True)
-    argv = runner.cell_command(cell, runner.load_profile("database"), tmp_path)
-    assert argv[argv.index("--database") + 1] == "postgresql-unix"
-    assert argv[argv.index("--db-reset") + 1] == "none" and "--db-in-master" in argv
-    plain = runner.cell_command(runner.Cell("lazy", "uwsgi", 2, "default"), runner.load_profile("quick"), tmp_path)
-    assert "--db-in-master" not in plain
+    plan = runner.cell_plan(cell, runner.load_profile("database"))
+    assert plan.database == "postgresql-unix"
+    assert plan.db_reset == "none" and plan.db_in_master
+    plain = runner.cell_plan(runner.Cell("lazy", "uwsgi", 2, "default"), runner.load_profile("quick"))
+    assert not plain.db_in_master
 
 
 def test_a_host_without_postgresql_skips_those_cells_with_the_reason(monkeypatch):
