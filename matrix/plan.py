@@ -332,6 +332,17 @@ def default_of(name: str) -> Any:
     return {f.name: f.default for f in dataclasses.fields(CellPlan)}[name]
 
 
+def check_setting(name: str, value: Any, where: str) -> None:
+    """A value of the plan setting `name`, given elsewhere (a profile's [load]), checked as the plan does."""
+    decl: Setting = {f.name: f.metadata["setting"] for f in dataclasses.fields(CellPlan)}[name]
+    try:
+        value = decl.kind.load(value)
+        if decl.check is not None:
+            decl.check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _argparse_type(decl: Setting) -> Callable[[str], Any]:
     def parse(text: str):
         try:

@@ -33,7 +33,7 @@ from forkwise.matrix import verdicts
 from forkwise.matrix.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR, summary_line
 from forkwise.matrix.launches import pass_order
 from forkwise.matrix.open_loop import OpenLoopPlan
-from forkwise.matrix.plan import PER_CELL_QUIET_BUDGET_S, CellPlan, default_of
+from forkwise.matrix.plan import PER_CELL_QUIET_BUDGET_S, CellPlan, check_setting, default_of
 from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.scenarios import SCENARIOS, recovery_allowance_s, window_s
 from forkwise.matrix.shards import WHOLE, Shard, shard_cells
@@ -104,20 +104,17 @@ class LoadSettings:
     def __post_init__(self) -> None:
         if self.mode not in LOAD_MODES:
             raise ConfigError(f"load.mode must be one of {', '.join(LOAD_MODES)}; got {self.mode!r}")
-        if any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in self.rates):
-            raise ConfigError(f"load.rates must be requests a second > 0; got {list(self.rates)}")
+        # The settings a cell's plan has too: checked by the plan's own checks.
+        for name, plan_name in (("levels", "load_levels"), ("warmup_s", "warmup_s"), ("duration_s", "duration_s"),
+                                ("intervals", "intervals"), ("scenario_duration_s", "scenario_duration_s"),
+                                ("rates", "rates")):
+            check_setting(plan_name, getattr(self, name), f"load.{name}")
         if not isinstance(self.rate_steps, int) or not 1 <= self.rate_steps <= 20:
             raise ConfigError(f"load.rate_steps must be a whole number from 1 to 20; got {self.rate_steps!r}")
-        if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.levels):
-            raise ConfigError(f"load.levels must be whole numbers >= 1; got {list(self.levels)}")
-        if not isinstance(self.intervals, int) or self.intervals < 1:
-            raise ConfigError(f"load.intervals must be a whole number >= 1; got {self.intervals!r}")
         if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
             raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
         if not isinstance(self.top_level_repeats, int) or not 0 <= self.top_level_repeats <= 10:
             raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; got {self.top_level_repeats!r}")
-        if self.warmup_s < 0 or self.duration_s <= 0 or self.scenario_duration_s <= 0:
-            raise ConfigError("load: warmup_s must be >= 0, duration_s and scenario_duration_s > 0")
         if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
             raise ConfigError(f"load.quiet_budget_s must be a number of seconds >= 0; got {self.quiet_budget_s!r}")
 
@@ -134,6 +131,10 @@ class Limits:
     # The backstop for a cell process that hands back no record; None: derived from the plan
     # (cell_deadline_s below). Set it only to cut a run short on purpose.
     cell_deadline_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "boot_timeout_s"):
+            check_setting(name, getattr(self, name), f"limits.{name}")
 
 
 LOAD_MODES = ("closed", "open")

@@ -142,6 +142,9 @@ def test_a_profile_typo_names_the_valid_keys(tmp_path):
         path.write_text(axes + extra)
         with pytest.raises(ConfigError, match=match):
             runner.load_profile(str(path))
+    path.write_text(axes + "[limits]\nboot_timeout_s = 0\n")  # checked by the plan's own check
+    with pytest.raises(ConfigError, match="limits.boot_timeout_s: must be above 0"):
+        runner.load_profile(str(path))
     path.write_text(axes.replace("[axes]\n", "[axes]\nworker = [2]\n"))
     with pytest.raises(ConfigError, match="unknown axes"):
         runner.load_profile(str(path))
