@@ -354,8 +354,8 @@ class CellRun:
         d, master = self.launch.deployment, self.launch.group.pid
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
-        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop_plan, self.patience_s,
-                                  peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
+        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop_plan,
+                                  self.patience_s, peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
             if lv.rows_found < lv.rows_expected:
                 self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
@@ -416,7 +416,8 @@ class CellRun:
             rows_found = db.count() - rows_before
             sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
             unacknowledged, in_flight = result.unacknowledged + in_flight, 0
-            yield _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu, slowdown)
+            yield _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
+                              slowdown)
 
 
 def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import pytest
 from forkwise import cli, deploy, gpu
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError, ModelError
-from forkwise.matrix import resources, runner
+from forkwise.matrix import cell_process, resources, runner
 from forkwise.matrix.cell import Verification, oom_evidence
 from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, cell_id
 from forkwise.model import spec as spec_mod
@@ -257,7 +257,7 @@ def test_gpu_profile():
     assert {c.workers for c in profile.cells} == {2, 8} and {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
     assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
     cell = profile.cells[0]
-    plan = runner.cell_plan(cell, profile)
+    plan = cell_process.cell_plan(cell, profile)
     assert plan.device == "gpu" and plan.backend == cell.backend
     assert plan.gpu_policy == "grow"
 

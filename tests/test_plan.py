@@ -12,7 +12,7 @@ import pytest
 
 from forkwise import cli
 from forkwise.errors import ConfigError
-from forkwise.matrix import runner
+from forkwise.matrix import cell_process, runner
 from forkwise.matrix.plan import CellPlan, cli_fields, default_of
 
 PACKAGE = Path(cli.__file__).resolve().parent
@@ -102,12 +102,12 @@ def test_cell_takes_its_plan_from_a_file_and_refuses_flags_beside_it(tmp_path):
 def test_the_runner_hands_the_profile_to_the_cell_as_a_plan():
     profile = runner.load_profile("open-loop")
     cell = profile.cells[0]
-    plan = runner.cell_plan(cell, profile)
+    plan = cell_process.cell_plan(cell, profile)
     assert plan.load_levels == profile.load.levels and plan.duration_s == profile.load.duration_s
     assert plan.open_loop and plan.p99_budget_ms == profile.recommend.p99_ms
     assert plan.request_timeout_s == profile.limits.request_timeout_s
     assert CellPlan.from_json(plan.to_json()) == plan
-    argv = runner.cell_command(Path("/t/plan.json"), Path("/t/record.json"), Path("/h"))
+    argv = cell_process.cell_command(Path("/t/plan.json"), Path("/t/record.json"), Path("/h"))
     assert argv[-4:] == ["--plan", "/t/plan.json", "--record-out", "/t/record.json"]
 
 
@@ -129,7 +129,7 @@ def test_no_other_module_declares_the_plans_default_numbers():
              for m in pattern.finditer(path.read_text())}
     # Each open-loop rate's own warm-up, a scenario's, and the whole run's quiet budget (the
     # profile's own choice; a cell gets a share of it): settings of their own, not the cell's.
-    assert found <= {"open_loop.py: warmup_s", "scenarios.py: warmup_s", "runner.py: quiet_budget_s"}
+    assert found <= {"open_loop.py: warmup_s", "scenarios.py: warmup_s", "profile.py: quiet_budget_s"}
     assert "--duration\", type=" not in (PACKAGE / "cli.py").read_text()
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import ConfigError
-from forkwise.matrix import environment, runner
+from forkwise.matrix import cell_process, environment, runner
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import CellRecord, read_records
 from forkwise.matrix.runner import load_profile
@@ -150,10 +150,10 @@ def test_a_shard_runs_its_cells_only_and_says_so_in_run_json(monkeypatch, tmp_pa
 
 def quick_bound_s() -> float:
     """The most a run of the quick profile can take: every launch of every cell at its deadline
-    (derived from the plan, runner.cell_deadline_s); only a stall of forkwise reaches it."""
+    (derived from the plan, cell_process.cell_deadline_s); only a stall of forkwise reaches it."""
     profile = load_profile("quick")
     launches = profile.load.repeats + profile.load.top_level_repeats
-    return sum(launches * runner.cell_deadline_s(cell, profile) for cell in profile.cells)
+    return sum(launches * cell_process.cell_deadline_s(cell, profile) for cell in profile.cells)
 
 
 # The shards, and quick_run when this test is the first to ask for it: two runs of quick at most.
