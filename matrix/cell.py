@@ -354,8 +354,9 @@ class CellRun:
         d, master = self.launch.deployment, self.launch.group.pid
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
-        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop_plan,
-                                  self.patience_s, peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
+        url = f"http://{d.host}:{d.port}/predict"
+        found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
+                                  Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
             if lv.rows_found < lv.rows_expected:
                 self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
