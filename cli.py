@@ -7,6 +7,7 @@ answers wrong or loses rows, and which of the correct ones serves fastest within
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -20,33 +21,14 @@ from forkwise.config import (
     DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS, default_home, resolve_threads,
 )
 from forkwise.errors import ConfigError, ForkwiseError
+from forkwise.matrix.plan import CellPlan, add_plan_args, cli_fields
 from forkwise.strategies import registry
-
-
-def _levels(text: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if any(n < 1 for n in levels):
-        raise argparse.ArgumentTypeError("concurrency levels must be at least 1")
-    return levels
 
 
 def _threads(text: str) -> str:
     if text in THREAD_LABELS or (text.isdigit() and int(text) >= 1):
         return text
     raise argparse.ArgumentTypeError(f"expected {', '.join(THREAD_LABELS)} or a whole number >= 1, got {text!r}")
-
-
-def _rates(text: str) -> tuple[float, ...]:
-    try:
-        rates = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated requests a second, got {text!r}") from None
-    if not rates or any(r <= 0 for r in rates):
-        raise argparse.ArgumentTypeError("rates must be above 0")
-    return rates
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
@@ -121,37 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON schema of a cell record")
 
     p = sub.add_parser("cell", help="start one strategy under one server, verify it, stop it, print one JSON record")
-    _add_deployment_args(p)
-    p.add_argument("--load", type=_levels, default=(), metavar="C1,C2", help="concurrency levels to load-test (default: none)")
-    p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds measured per load level")
-    p.add_argument("--warmup", type=_positive(float, allow_zero=True), default=1.0,
-                   help="seconds of load at the highest level before the first measured one (0: none)")
-    p.add_argument("--intervals", type=_positive(int), default=4, help="throughput samples per level")
-    p.add_argument("--driver", choices=["auto", "wrk", "builtin"], default="auto")
-    p.add_argument("--request-timeout", type=_positive(float), default=10.0)
-    p.add_argument("--boot-timeout", type=_positive(float), default=90.0)
-    p.add_argument("--max-batch", type=_positive(int), default=None, help="model-server batching: rows per batch")
-    p.add_argument("--max-wait-ms", type=_positive(float), default=None, help="model-server batching: wait to fill a batch")
-    p.add_argument("--batch-sizes", default=None,
-                   help="model-server batching: the sizes each call is padded up to (pow2, any, or e.g. 1,8,32)")
-    p.add_argument("--open-loop", action="store_true",
-                   help="after the load levels, find the highest rate (Poisson arrivals) whose p99 is within budget")
-    p.add_argument("--rates", type=_rates, default=(), metavar="R1,R2",
-                   help="open loop: these rates, ascending, until one misses (default: a search below the peak)")
-    p.add_argument("--rate-steps", type=_positive(int), default=5, help="open loop: rates tried by the search")
-    p.add_argument("--p99-budget-ms", type=_positive(float), default=None,
-                   help="open loop: the p99 budget (default: the recommendation's)")
-    p.add_argument("--scenario", default="steady", help="a reliability scenario: steady, kill-worker, "
-                   "kill-model-server, reload, recycle, db-contention, bad-input, restart-database (--database postgresql)")
-    p.add_argument("--scenario-duration", type=_positive(float), default=9.0, help="seconds of load around the event")
-    p.add_argument("--profile-dir", type=Path, default=None,
-                   help="py-spy the workers and model server at the highest load level; profiles go here")
+    add_plan_args(p, required=False)  # --strategy and --server: required unless --plan gives them
+    p.add_argument("--plan", type=Path, default=None, metavar="FILE.json",
+                   help="the whole plan as JSON (CellPlan.to_json, as `forkwise matrix` writes it); no other plan flag")
+    p.add_argument("--record-out", type=Path, default=None, metavar="PATH",
+                   help="also write the JSON record to this file (how `forkwise matrix` reads it back)")
     p.add_argument("--keep", type=Path, default=None, help="keep the run directory (logs, database) here")
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdict is OK")
-    p.add_argument("--probe-reference-ms", type=_positive(float), default=None,
-                   help="the CPU probe's reference from `forkwise matrix` (default: calibrated here, 1 s)")
-    p.add_argument("--quiet-budget", type=_positive(float, allow_zero=True), default=10.0,
-                   help="seconds, in all, to wait for a quiet host before load levels")
 
     p = sub.add_parser("serve", help="run one deployment in the foreground until Ctrl-C or SIGTERM")
     _add_deployment_args(p)
@@ -235,50 +193,49 @@ def cmd_schema(args, home: Path) -> int:
 
 
 def cmd_cell(args, home: Path) -> int:
-    from forkwise.matrix.cell import CellSpec, run_cell, summary_line
-
+    from forkwise.matrix.cell import run_cell, summary_line
     from forkwise.matrix import scenarios
 
-    scenarios.get(args.scenario, registry.get(args.strategy), args.database)  # fail fast on a bad name
-    servers.get(args.server)
-    _check_device(args)
-    _check_database(args)
-    overrides = {k: v for k, v in (("max_batch", args.max_batch), ("max_wait_ms", args.max_wait_ms),
-                                   ("batch_sizes", args.batch_sizes)) if v is not None}
-    overrides["intra_op_threads"] = resolve_threads(args.threads, args.workers, os.cpu_count() or 1)
-    cell = CellSpec(
-        strategy=args.strategy, server=args.server, workers=args.workers,
-        model=Path(args.model).stem if args.model.endswith(".keras") else args.model,
-        spec_path=_spec(home, args.model, args.backend), load_levels=args.load, duration_s=args.duration,
-        warmup_s=args.warmup, intervals=args.intervals, driver=args.driver,
-        request_timeout_s=args.request_timeout, boot_timeout_s=args.boot_timeout, overrides=overrides,
-        scenario=args.scenario, scenario_duration_s=args.scenario_duration, profile_dir=args.profile_dir,
-        device=args.device, backend=args.backend, gpu_policy=args.gpu_policy,
-        probe_reference_ms=args.probe_reference_ms or 0.0, quiet_budget_s=args.quiet_budget,
-        database=args.database, db_reset=args.db_reset, db_in_master=args.db_in_master,
-        runtime_threads=args.threads, open_loop=_open_loop_plan(args),
-    )
-    if args.profile_dir:
+    plan = _cell_plan(args, home)
+    scenarios.get(plan.scenario, registry.get(plan.strategy), plan.database)  # fail fast on a bad name
+    servers.get(plan.server)
+    _check_device(plan)
+    _check_database(plan)
+    plan = dataclasses.replace(plan, model=Path(plan.model).stem if plan.model.endswith(".keras") else plan.model,
+                               spec_path=plan.spec_path or _spec(home, plan.model, plan.backend))
+    if plan.profile_dir:
         from forkwise.matrix.profiling import require_py_spy
 
         require_py_spy()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-    record = run_cell(cell, workdir=args.keep)
+    record = run_cell(plan, workdir=args.keep)
+    if args.record_out is not None:  # the runner's channel: written whole, then moved into place
+        partial = args.record_out.with_name(args.record_out.name + ".partial")
+        partial.write_text(record.to_json())
+        partial.replace(args.record_out)
     print(record.to_json(), flush=True)
     print(summary_line(record), file=sys.stderr)
     return 1 if args.check and not record.verdict.ok else 0
 
 
-def _open_loop_plan(args):
-    """The cell's open-loop phase (--open-loop), or None."""
-    if not args.open_loop:
-        return None
-    from forkwise.matrix.open_loop import OpenLoopPlan
-    from forkwise.matrix.recommend import DEFAULT_P99_MS
-
-    return OpenLoopPlan(p99_budget_ms=args.p99_budget_ms or DEFAULT_P99_MS, rates=args.rates, steps=args.rate_steps,
-                        duration_s=args.duration)
+def _cell_plan(args, home: Path):
+    """The cell's plan: from --plan FILE.json, or from the flags."""
+    if args.plan is None:
+        missing = [f.metadata["setting"].flag for f in cli_fields() if getattr(args, f.name) is None
+                   and f.default is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"cell: {' and '.join(missing)} are required (or --plan FILE.json)")
+        return CellPlan.from_args(args)
+    given = [f.metadata["setting"].flag for f in cli_fields()
+             if getattr(args, f.name) != (None if f.default is dataclasses.MISSING else f.default)]
+    if given:
+        raise ConfigError(f"cell: --plan gives the whole plan; also given: {', '.join(given)}")
+    try:
+        text = args.plan.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cell: cannot read --plan {args.plan}: {exc.strerror}") from None
+    return CellPlan.from_json(text, where=f"plan {args.plan}")
 
 
 def _check_database(args) -> None:

@@ -10,22 +10,19 @@ forkwise.matrix.verdicts.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from forkwise import gpu
-from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
+from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import (
     RUN_TAG_VAR, DatabaseRun, Launch, database_for, device_env, launch, make_deployment, sqlite_url,
 )
@@ -33,10 +30,13 @@ from forkwise.matrix import environment, resources, scenarios, stability, verdic
 from forkwise.matrix.progress import ProgressWatch
 from forkwise.matrix import profiling as profiler
 from forkwise.matrix.goals import write_profile_provenance
-from forkwise.matrix.http import Reply, parse_json, post_json, request
-from forkwise.matrix.open_loop import OpenLoopPlan, measure_open_loop
+from forkwise.matrix.http import parse_json, post_json, request
+from forkwise.matrix.open_loop import measure_open_loop
+from forkwise.matrix.plan import CellPlan
 from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, OpenLoop
 from forkwise.matrix.stacks import dump_stacks
+from forkwise.matrix.evidence import hung_workers_finding, log_highlights, read_log_end
+from forkwise.matrix.verification import Verification
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
@@ -49,7 +49,6 @@ RTOL, ATOL = 1e-5, 1e-6
 # Answers against the reference: per device (forkwise.gpu.TOLERANCES). On CPU, float32 batched
 # and unbatched calls differ by round-off only; on a GPU, TF32 matmuls and other reduction orders.
 
-OOM_LOG_BYTES = 4 << 20  # read at most the last 4 MiB of a log for OOM evidence
 STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
 # Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
 # its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
@@ -60,209 +59,10 @@ PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
 PATIENCE_COLD_STARTS = 3.0
 
 
-# Lines of a server log that say why a cell failed, wherever they sit in it: an exception's
-# message, a fatal signal or abort, a runtime's failed check or CUDA error, and the server's own
-# word on a worker (gunicorn's WORKER TIMEOUT, uWSGI's "DAMN ! worker ... died"), and a
-# framework's warning that a fork will deadlock.
-TELLING_PATTERN = re.compile(
-    r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception): |Cannot re-initialize|Fatal Python error|Check failed"
-    r"|CUDA_ERROR_\w+|\bSIG(?:ABRT|SEGV|BUS|ILL|KILL)\b|WORKER TIMEOUT|Worker failed to boot"
-    r"|worker \d+ \(pid: \d+\) died|RESOURCE_EXHAUSTED|out of memory|Segmentation fault|Aborted"
-    r"|deadlock"  # JAX warns so when the process that initialised it forks
-)
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-HIGHLIGHTS_KEPT = 8
-
-
-def log_highlights(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]:
-    """The first `keep` distinct telling lines of a log, each once, with how often it recurred.
-
-    Lines that differ only in numbers (pids, times, addresses) count as the same line.
-    """
-    order: list[str] = []
-    first: dict[str, str] = {}
-    count: Counter = Counter()
-    for raw in log_text.splitlines():
-        line = ANSI_ESCAPE.sub("", raw).strip()
-        if not TELLING_PATTERN.search(line):
-            continue
-        key = re.sub(r"\d+", "#", line)
-        if key not in first:
-            first[key] = line[:300]
-            order.append(key)
-        count[key] += 1
-    return tuple(first[k] + (f"  (x{count[k]})" if count[k] > 1 else "") for k in order[:keep])
-
-
-def hung_workers_finding(memory: Memory) -> str:
-    """What the workers of a hung cell were doing: CPU time near 0 means blocked (a lock, a
-    deadlock after fork), not busy computing."""
-    workers = [p for p in memory.processes if p.role == "worker"]
-    if not workers:
-        return "no worker process was alive while the request hung"
-    cpu = ", ".join(f"{p.cpu_s:.2f} s (pid {p.pid})" for p in workers)
-    return f"CPU time of each worker from its fork to the hang: {cpu}"
-
-
-def _read_log(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - OOM_LOG_BYTES))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """What to run and how hard to look at it."""
-
-    strategy: str
-    server: str
-    workers: int = 2
-    model: str = "default"
-    spec_path: Path = Path()
-    device: str = "cpu"
-    backend: str = gpu.DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND) every process uses
-    gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # GPU memory policy; device=gpu only
-    boot_timeout_s: float = 90.0  # launch to first correct answer, at most
-    # A slice of waiting: a request unanswered this long is given up on once the deployment
-    # stopped computing (matrix.progress); after the first answer, see CellRun.patience_s.
-    request_timeout_s: float = 10.0
-    verify_requests: int = 32
-    load_levels: tuple[int, ...] = ()  # concurrency levels; empty: verify only
-    warmup_s: float = 1.0  # load at the highest level before the first measured level; 0: none
-    duration_s: float = 4.0  # measured seconds per level
-    intervals: int = 4
-    driver: str = "auto"
-    worker_timeout_s: int = 30
-    overrides: dict = field(default_factory=dict)  # AppSettings overrides (e.g. max_batch)
-    scenario: str = "steady"  # a reliability scenario (matrix.scenarios); steady: none
-    scenario_duration_s: float = 9.0
-    profile_dir: Path | None = None  # py-spy the workers and model server at the highest load level
-    probe_reference_ms: float = 0.0  # the run's CPU-probe reference (forkwise.matrix.stability); 0: calibrate
-    quiet_budget_s: float = 10.0  # at most this long, in all, waiting for a quiet host before levels
-    database: str = DEFAULT_DATABASE  # sqlite, or a PostgreSQL server of the cell's own (config.DATABASES)
-    db_reset: str = DEFAULT_DB_RESET  # what a forked worker does with an inherited engine (config.DB_RESET_POLICIES)
-    db_in_master: bool = False  # the app queries the database in the master before fork
-    runtime_threads: str = "default"  # the threads axis' label; the number is overrides["intra_op_threads"]
-    open_loop: OpenLoopPlan | None = None  # after the load levels: the highest rate within a p99 budget
-
-
-class Verification:
-    """What verification saw, request by request; the verdict is derived from it."""
-
-    def __init__(self, spec: ModelSpec, serves_model: bool, constant: np.ndarray | None,
-                 tolerance: tuple[float, float] = (1e-5, 1e-6)):
-        self.inputs, self.outputs = spec.reference()
-        self.rtol, self.atol = tolerance
-        self.serves_model, self.constant = serves_model, constant
-        self.kinds: Counter[str] = Counter()
-        self.findings: list[str] = []
-        self.workers_seen: dict[int, float] = {}  # pid -> first correct answer time
-        self.acknowledged: dict[int, list[float]] = {}  # row id -> output the client got
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._digests: dict[str, int] | None = None
-
-    def index_of_digest(self, digest: str) -> int | None:
-        """The reference row whose float32 bytes hash to `digest` (as the app stores it), or None."""
-        if self._digests is None:
-            self._digests = {hashlib.sha256(row.tobytes()).hexdigest(): i for i, row in enumerate(self.inputs)}
-        return self._digests.get(digest)
-
-    def stored_rows_wrong(self, rows: list[tuple[str, list[float]]]) -> int:
-        """Rows the app wrote (input digest, output) that are off the reference or of no reference input."""
-        wrong = 0
-        for digest, output in rows:
-            index = self.index_of_digest(digest)
-            if index is None or not self.matches(np.asarray(output, np.float32).reshape(1, -1), [index]):
-                wrong += 1
-        return wrong
-
-    def matches(self, got: np.ndarray, rows: list[int]) -> bool:
-        """Outputs (one row per instance) against the reference of `rows`, within the tolerance."""
-        return bool(np.allclose(got, self.expected(rows).reshape(len(rows), -1), rtol=self.rtol, atol=self.atol))
-
-    def expected(self, rows: list[int]) -> np.ndarray:
-        if self.serves_model:
-            return self.outputs[rows]
-        return np.broadcast_to(self.constant, (len(rows), *self.constant.shape))
-
-    def digest(self, row: int) -> str:
-        """The input digest the app stores for reference row `row` (sha256 of its float32 bytes)."""
-        return hashlib.sha256(self.inputs[row].tobytes()).hexdigest()
-
-    def payload(self, rows: list[int]) -> dict:
-        return {"instances": self.inputs[rows].tolist()}
-
-    def compare(self, body, rows: list[int]) -> tuple[bool, np.ndarray | None, list[int], int, str]:
-        """A 200 body against the expected rows: (correct, predictions, ids, worker, why not)."""
-        want = self.expected(rows).reshape(len(rows), -1)
-        try:
-            got = np.asarray(body["predictions"], np.float32).reshape(len(rows), -1)
-            ids, worker = [int(i) for i in body["ids"]], int(body["worker"])
-            digests = [str(d) for d in body["digests"]]
-        except (KeyError, TypeError, ValueError):
-            return False, None, [], 0, "malformed answer"
-        if len(ids) != len(rows):
-            return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
-        if digests != [self.digest(r) for r in rows]:
-            # The database returned rows of other inputs: an answer read off another request's query.
-            return False, got, ids, worker, f"rows {ids[:4]} the database returned hold other inputs than this request's"
-        if not self.matches(got, rows):
-            return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
-        return True, got, ids, worker, ""
-
-    def check(self, reply: Reply, rows: list[int], at: float) -> str:
-        """Classify one verification reply; remember the rows a 200 acknowledged. Returns the kind."""
-        kind = reply.kind
-        with self._lock:
-            if kind == "ok":
-                correct, got, ids, worker, why = self.compare(reply.body, rows)
-                for row_id, out in zip(ids, got if got is not None else []):
-                    self.acknowledged[row_id] = [float(x) for x in out]
-                if correct:
-                    self.workers_seen.setdefault(worker, at)
-                else:
-                    kind = "wrong"
-                    self._finding(f"worker {worker}: answer off the reference ({why})")
-            elif kind == "5xx":
-                error = reply.body.get("error", {}) if isinstance(reply.body, dict) else {}
-                self._finding(f"HTTP {reply.status}: {error.get('message') or 'no JSON error body'}")
-            elif kind == "timeout" and reply.stalled is not None:
-                self.kinds["stalled" if reply.stalled else "busy"] += 1
-            self.kinds[kind] += 1
-            self.requests += 1
-        return kind
-
-    def note(self, text: str) -> None:
-        """A finding of verification (the first 20 are kept)."""
-        with self._lock:
-            self._finding(text)
-
-    def _finding(self, text: str) -> None:
-        if len(self.findings) < 20:
-            self.findings.append(text)
-
-    def errors(self) -> ErrorCounts:
-        k = self.kinds
-        return ErrorCounts(timeout=k["timeout"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"], wrong=k["wrong"])
-
-    def answers(self) -> verdicts.Answers:
-        """What verification's replies were, for the verdict rules."""
-        k = self.kinds
-        return verdicts.Answers(ok=k["ok"], wrong=k["wrong"], timeout=k["timeout"], stalled=k["stalled"],
-                                busy=k["busy"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"])
-
-
 class CellRun:
     """The life of one cell. `run()` always stops everything it started before returning."""
 
-    def __init__(self, cell: CellSpec, workdir: Path, database: DatabaseRun | None = None):
+    def __init__(self, cell: CellPlan, workdir: Path, database: DatabaseRun | None = None):
         self.cell, self.workdir = cell, workdir
         self.database = database or DatabaseRun(DEFAULT_DATABASE, sqlite_url(workdir))
         self.timings: dict[str, float] = {}
@@ -401,19 +201,24 @@ class CellRun:
 
     # --- the whole cell -----------------------------------------------------------------
 
+    def deployment(self, max_requests):
+        """The deployment the plan describes, on a free port, in the cell's work directory."""
+        cell = self.cell
+        return make_deployment(
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
+            run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
+            timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
+            backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
+            database_url=self.database.url, db_reset=cell.db_reset, db_touch_in_master=cell.db_in_master,
+        )
+
     def run(self) -> CellRecord:
         cell = self.cell
         started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.monotonic()
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
-        deployment = make_deployment(
-            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
-            run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
-            timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=scenario.max_requests,
-            backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
-            database_url=self.database.url, db_reset=cell.db_reset, db_touch_in_master=cell.db_in_master,
-        )
+        deployment = self.deployment(scenario.max_requests)
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         rtol, atol = gpu.tolerance(cell.device)
@@ -540,7 +345,7 @@ class CellRun:
         """A failing cell's server log: OOM evidence, its telling lines, its tail."""
         if judgement.verdict.ok:
             return judgement, (), ""
-        log_text = _read_log(self.launch.group.log_path)
+        log_text = read_log_end(self.launch.group.log_path)
         return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launch.group.log_tail(40)
 
     def open_loop_phase(self, v: Verification) -> OpenLoop:
@@ -549,8 +354,9 @@ class CellRun:
         d, master = self.launch.deployment, self.launch.group.pid
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
-        found = measure_open_loop(f"http://{d.host}:{d.port}/predict", bodies, self.cell.open_loop, self.patience_s,
-                                  peak, Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
+        url = f"http://{d.host}:{d.port}/predict"
+        found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
+                                  Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
             if lv.rows_found < lv.rows_expected:
                 self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
@@ -608,40 +414,52 @@ class CellRun:
             slowdown = stability.level_slowdown(slowdown_before, slowdown_after)
             self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
             self.timings["idle_wait_s"] = round(gate.drained_s, 3)
-            rows_after = db.count()
-            wrong = 0
-            for raw, index in zip(result.sampled_bodies, result.sampled_requests):
-                if not v.compare(parse_json(raw), [index])[0]:
-                    wrong += 1
-            sampled = len(result.sampled_bodies)
-            if not sampled:
-                # wrk hands back no bodies: check what the workers computed under load through the
-                # rows they wrote (the same numbers as their answers, as verification checks).
-                stored = db.sample_after(last_id_before, STORED_SAMPLE)
-                sampled, wrong = len(stored), v.stored_rows_wrong(stored)
-            samples = tuple(round(x, 1) for x in result.rps_samples)
+            rows_found = db.count() - rows_before
+            sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
             unacknowledged, in_flight = result.unacknowledged + in_flight, 0
-            yield LoadLevel(
-                concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
-                rps=round(float(np.mean(samples)) if samples else 0.0, 1),
-                rps_stdev=round(float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0, 1),
-                rps_samples=samples,
-                latency=Latency(**{f"{k}_ms": round(result.latency_ms[k], 3) for k in ("p50", "p90", "p99", "max", "mean")}),
-                errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
-                                   http_5xx=result.http_5xx, wrong=wrong),
-                rows_expected=result.total_ok_including_warmup, rows_found=rows_after - rows_before,
-                unacknowledged=unacknowledged,
-                sampled=sampled, sampled_wrong=wrong, driver=result.driver,
-                driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
-                host_slowdown=round(slowdown, 2),
-            )
+            yield _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
+                              slowdown)
+
+
+def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:
+    """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
+    hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
+    wrong = 0
+    for raw, index in zip(result.sampled_bodies, result.sampled_requests):
+        if not v.compare(parse_json(raw), [index])[0]:
+            wrong += 1
+    sampled = len(result.sampled_bodies)
+    if not sampled:
+        stored = db.sample_after(last_id_before, STORED_SAMPLE)
+        sampled, wrong = len(stored), v.stored_rows_wrong(stored)
+    return sampled, wrong
+
+
+def _load_level(concurrency: int, result, sampled: int, wrong: int, rows_found: int, unacknowledged: int,
+                server_cpu: float, slowdown: float) -> LoadLevel:
+    """One measured load level, as recorded."""
+    samples = tuple(round(x, 1) for x in result.rps_samples)
+    return LoadLevel(
+        concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
+        rps=round(float(np.mean(samples)) if samples else 0.0, 1),
+        rps_stdev=round(float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0, 1),
+        rps_samples=samples,
+        latency=Latency(**{f"{k}_ms": round(result.latency_ms[k], 3) for k in ("p50", "p90", "p99", "max", "mean")}),
+        errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
+                           http_5xx=result.http_5xx, wrong=wrong),
+        rows_expected=result.total_ok_including_warmup, rows_found=rows_found,
+        unacknowledged=unacknowledged,
+        sampled=sampled, sampled_wrong=wrong, driver=result.driver,
+        driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
+        host_slowdown=round(slowdown, 2),
+    )
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
+def run_cell(cell: CellPlan, workdir: Path | None = None) -> CellRecord:
     """Run one cell in a fresh private work directory (kept only when `workdir` is given)."""
     if workdir is not None:
         return _run_with_database(cell, workdir)
@@ -649,7 +467,7 @@ def run_cell(cell: CellSpec, workdir: Path | None = None) -> CellRecord:
         return _run_with_database(cell, Path(tmp))
 
 
-def _run_with_database(cell: CellSpec, workdir: Path) -> CellRecord:
+def _run_with_database(cell: CellPlan, workdir: Path) -> CellRecord:
     """The cell's database (a PostgreSQL server of its own, or a SQLite file) lives as long as the cell."""
     with database_for(cell.database, workdir) as database:
         return CellRun(cell, workdir, database).run()

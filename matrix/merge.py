@@ -217,7 +217,7 @@ class MissingShard:
 def planned_cells(info: dict, shard: Shard) -> tuple[str, ...] | None:
     """The cells of a shard as this checkout's profile splits them, or None when its profile is not
     here or its plan differs from the run's (the split would then differ too)."""
-    from forkwise.matrix.runner import load_profile
+    from forkwise.matrix.profile import load_profile
 
     try:
         profile = load_profile(str(info.get("profile")))

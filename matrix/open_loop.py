@@ -288,12 +288,13 @@ def best_rate(tried: list[OpenLoopResult], p99_budget_ms: float) -> float | None
 
 @dataclass(frozen=True)
 class OpenLoopPlan:
-    """A cell's open-loop phase: fixed rates, or a search of `steps` rates (see find_max_rate)."""
+    """A cell's open-loop phase: fixed rates, or a search of `steps` rates (see find_max_rate).
+    Made from the cell's plan (forkwise.matrix.plan.CellPlan.open_loop_plan), where its defaults are."""
 
     p99_budget_ms: float
-    rates: tuple[float, ...] = ()
-    steps: int = 5
-    duration_s: float = 2.0  # measured seconds per rate
+    rates: tuple[float, ...]  # empty: a search
+    steps: int
+    duration_s: float  # measured seconds per rate
     warmup_s: float = 0.5  # seconds of each rate before its measured window
 
 

@@ -18,7 +18,7 @@ from forkwise.matrix.open_loop import OpenLoopPlan
 from forkwise.matrix.scenarios import recovery_allowance_s, window_s
 
 if TYPE_CHECKING:
-    from forkwise.matrix.runner import Cell, Profile
+    from forkwise.matrix.profile import Cell, Profile
 
 # A launch's fixed cost beyond its load: start the deployment, wait for it, verify it, stop it.
 # It only weighs cells against each other for the split; nothing waits on it.

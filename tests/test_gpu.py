@@ -17,7 +17,7 @@ import pytest
 from forkwise import cli, deploy, gpu
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError, ModelError
-from forkwise.matrix import resources, runner
+from forkwise.matrix import cell_process, resources, runner
 from forkwise.matrix.cell import Verification, oom_evidence
 from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, cell_id
 from forkwise.model import spec as spec_mod
@@ -260,9 +260,9 @@ def test_gpu_profile():
     assert {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
     assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
     cell = profile.cells[0]
-    argv = runner.cell_command(cell, profile, Path("/h"))
-    assert argv[argv.index("--device") + 1] == "gpu" and argv[argv.index("--backend") + 1] == cell.backend
-    assert argv[argv.index("--gpu-policy") + 1] == "grow"
+    plan = cell_process.cell_plan(cell, profile)
+    assert plan.device == "gpu" and plan.backend == cell.backend
+    assert plan.gpu_policy == "grow"
 
 
 def test_backend_axis_and_policy_in_a_profile(tmp_path):

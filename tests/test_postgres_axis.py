@@ -9,7 +9,8 @@ import pytest
 from forkwise import postgres
 from forkwise.config import DB_RESET_POLICIES, AppSettings
 from forkwise.errors import ConfigError, PostgresMissing
-from forkwise.matrix import runner, scenarios
+from forkwise.matrix import cell_process, runner, scenarios
+from forkwise.matrix.profile import _product
 from forkwise.matrix.controls import control_key
 from forkwise.matrix.database_report import database_section
 from forkwise.matrix.document import Table, combination_label, combinations
@@ -61,7 +62,7 @@ def test_a_restart_needs_a_database_server():
     assert scenarios.SCENARIOS["restart-database"].fits(lazy, "postgresql")
     with pytest.raises(ConfigError, match="needs a database server"):
         scenarios.get("restart-database", lazy)
-    cells = runner._product({"strategy": ["lazy"], "server": ["uwsgi"], "workers": [2], "model": ["default"],
+    cells = _product({"strategy": ["lazy"], "server": ["uwsgi"], "workers": [2], "model": ["default"],
                              "database": ["sqlite", "postgresql"], "scenario": ["restart-database"]})
     assert [c.database for c in cells] == ["postgresql"]
 
@@ -69,19 +70,19 @@ def test_a_restart_needs_a_database_server():
 def test_bad_database_axis_values_are_refused():
     block = {"strategy": ["lazy"], "server": ["uwsgi"], "workers": [2], "model": ["default"]}
     with pytest.raises(ConfigError, match="axis database"):
-        runner._product({**block, "database": ["mysql"]})
+        _product({**block, "database": ["mysql"]})
     with pytest.raises(ConfigError, match="axis db_in_master"):
-        runner._product({**block, "db_in_master": ["yes"]})
+        _product({**block, "db_in_master": ["yes"]})
 
 
 def test_cells_pass_their_database_settings_to_the_cell_process(tmp_path):
     cell = runner.Cell("preload-import", "uwsgi", 2, "default", database="postgresql-unix", db_reset="none",
                        db_in_master=True)
-    argv = runner.cell_command(cell, runner.load_profile("database"), tmp_path)
-    assert argv[argv.index("--database") + 1] == "postgresql-unix"
-    assert argv[argv.index("--db-reset") + 1] == "none" and "--db-in-master" in argv
-    plain = runner.cell_command(runner.Cell("lazy", "uwsgi", 2, "default"), runner.load_profile("quick"), tmp_path)
-    assert "--db-in-master" not in plain
+    plan = cell_process.cell_plan(cell, runner.load_profile("database"))
+    assert plan.database == "postgresql-unix"
+    assert plan.db_reset == "none" and plan.db_in_master
+    plain = cell_process.cell_plan(runner.Cell("lazy", "uwsgi", 2, "default"), runner.load_profile("quick"))
+    assert not plain.db_in_master
 
 
 def test_a_host_without_postgresql_skips_those_cells_with_the_reason(monkeypatch):

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from forkwise.config import AppSettings, resolve_threads
 from forkwise.errors import ConfigError
-from forkwise.matrix import runner
+from forkwise.matrix import cell_process, runner
 from forkwise.matrix.records import CellRecord, cell_id
 from host_pace import command_bound_s
 
@@ -53,9 +52,8 @@ def test_a_profile_refuses_a_bad_threads_value(tmp_path):
 def test_the_runner_hands_the_threads_to_the_cell_and_the_record_keeps_them():
     profile = runner.load_profile("threads")
     cell = next(c for c in profile.cells if c.threads == "per-worker")
-    argv = runner.cell_command(cell, profile, Path("/tmp/home"))
-    assert argv[argv.index("--threads") + 1] == "per-worker"
-    record = runner.failed_cell_record(cell, runner.verdicts.judge_no_record(1), "", 1.0)
+    assert cell_process.cell_plan(cell, profile).runtime_threads == "per-worker"
+    record = cell_process.failed_cell_record(cell, cell_process.verdicts.judge_no_record(1), "", 1.0)
     assert record.runtime_threads == "per-worker" and record.cell_id == cell.id
     assert CellRecord.from_dict(json.loads(record.to_json())).runtime_threads == "per-worker"
     assert cell_id("lazy", "uwsgi", 2, "default", "cpu", "steady", runtime_threads="1").endswith("/threads-1/steady")

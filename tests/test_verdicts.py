@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from forkwise.matrix import runner
+from forkwise.matrix import cell_process, runner
 from forkwise.matrix import verdicts as vd
 from forkwise.matrix.records import Disruption, ErrorCounts, Latency, LoadLevel, Verdict
 from forkwise.matrix.verdicts import (
@@ -256,9 +256,9 @@ def test_a_cell_that_hands_back_no_record_is_boot():
 
 def test_the_runner_reads_the_phase_a_cell_wrote(tmp_path):
     path = tmp_path / "phase"
-    assert runner.read_phase(path) == ("", None)
+    assert cell_process.read_phase(path) == ("", None)
     path.write_text("12.5\tload at concurrency 8\n")
-    assert runner.read_phase(path) == ("load at concurrency 8", 12.5)
+    assert cell_process.read_phase(path) == ("load at concurrency 8", 12.5)
 
 
 def test_launches_combine_to_ok_only_when_every_launch_was_ok():
@@ -323,10 +323,10 @@ def test_a_cell_that_misses_its_deadline_is_recorded_with_the_phase_it_was_in(mo
     start = time.monotonic()
     subprocess.run(["sh", "-c", STALLED_CELL, "sh", "once"], env={"FORKWISE_PHASE_FILE": "/dev/null"}, check=True)
     deadline = 20 * (time.monotonic() - start)
-    monkeypatch.setattr(runner, "cell_command", lambda *args: ["sh", "-c", STALLED_CELL, "sh"])
+    monkeypatch.setattr(cell_process, "cell_command", lambda *args: ["sh", "-c", STALLED_CELL, "sh"])
     cell = runner.Cell("lazy", "gunicorn-sync", 2, "default")
     profile = runner.Profile("test", "", (cell,), limits=runner.Limits(cell_deadline_s=deadline))
-    record = runner.run_cell_process(cell, profile, Path("/nonexistent"))
+    record = cell_process.run_cell_process(cell, profile, Path("/nonexistent"))
     assert record.verdict is V.BOOT
     check(Judgement(record.verdict, record.evidence.findings), V.BOOT,
           "it was in phase 'load at concurrency 8' since 7.5 s", "not evidence about the deployment")
