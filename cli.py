@@ -18,7 +18,13 @@ from pathlib import Path
 
 from forkwise import __version__, cli_help, gpu, servers
 from forkwise.config import (
-    DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS, default_home, resolve_threads,
+    DATABASES,
+    DB_RESET_POLICIES,
+    DEFAULT_DATABASE,
+    DEFAULT_DB_RESET,
+    THREAD_LABELS,
+    default_home,
+    resolve_threads,
 )
 from forkwise.errors import ConfigError, ForkwiseError
 from forkwise.matrix.plan import CellPlan, add_plan_args, cli_fields
@@ -193,8 +199,8 @@ def cmd_schema(args, home: Path) -> int:
 
 
 def cmd_cell(args, home: Path) -> int:
-    from forkwise.matrix.cell import run_cell, summary_line
     from forkwise.matrix import scenarios
+    from forkwise.matrix.cell import run_cell, summary_line
 
     plan = _cell_plan(args, home)
     scenarios.get(plan.scenario, registry.get(plan.strategy), plan.database)  # fail fast on a bad name

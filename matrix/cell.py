@@ -9,6 +9,7 @@ forkwise.matrix.verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -24,20 +25,27 @@ import numpy as np
 from forkwise import gpu
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import (
-    RUN_TAG_VAR, DatabaseRun, Launch, database_for, device_env, launch, make_deployment, sqlite_url,
+    RUN_TAG_VAR,
+    DatabaseRun,
+    Launch,
+    database_for,
+    device_env,
+    launch,
+    make_deployment,
+    sqlite_url,
 )
 from forkwise.matrix import environment, resources, scenarios, stability, verdicts
-from forkwise.matrix.progress import ProgressWatch
 from forkwise.matrix import profiling as profiler
-from forkwise.matrix.goals import write_profile_provenance
+from forkwise.matrix.evidence import hung_workers_finding, log_highlights, read_log_end
+from forkwise.matrix.goals import profile_label, write_profile_provenance
 from forkwise.matrix.http import parse_json, post_json, request
 from forkwise.matrix.open_loop import measure_open_loop
 from forkwise.matrix.plan import CellPlan
-from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, LoadLevel, Latency, Memory, OpenLoop
+from forkwise.matrix.progress import ProgressWatch
+from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, Latency, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.stacks import dump_stacks
-from forkwise.matrix.evidence import hung_workers_finding, log_highlights, read_log_end
-from forkwise.matrix.verification import Verification
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
+from forkwise.matrix.verification import Verification
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
 from forkwise.servers.base import ServerTimeouts
@@ -214,7 +222,7 @@ class CellRun:
 
     def run(self) -> CellRecord:
         cell = self.cell
-        started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
@@ -273,7 +281,7 @@ class CellRun:
 
     # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------
 
-    def observe(self, v: Verification, scenario, spec: ModelSpec, watch: "resources.WorkerWatch") -> Judgement:
+    def observe(self, v: Verification, scenario, spec: ModelSpec, watch: resources.WorkerWatch) -> Judgement:
         """Verify; only a correct cell goes on to its scenario or its load. Each phase hands what it
         saw to the verdict rules."""
         self.enter("waiting for /healthz")
@@ -312,7 +320,7 @@ class CellRun:
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
         return judgement
 
-    def workers(self, watch: "resources.WorkerWatch") -> verdicts.Workers:
+    def workers(self, watch: resources.WorkerWatch) -> verdicts.Workers:
         return verdicts.Workers(configured=self.launch.deployment.workers, seen=tuple(watch.seen),
                                 vanished=tuple(watch.vanished))
 
@@ -392,16 +400,18 @@ class CellRun:
             last_id_before = db.last_id()
             profiling = []
             if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
-                label = f"{self.cell.strategy}.{self.cell.server}.w{d.workers}.{self.cell.model}.c{concurrency}"
+                label = profile_label(self.cell.strategy, self.cell.server, d.workers, self.cell.model, concurrency)
                 profiling = profiler.start(master, self.cell.profile_dir, self.cell.duration_s, label)
                 write_profile_provenance(self.cell.profile_dir, label, environment.current())
             self.enter(f"load at concurrency {concurrency}")
+            started = time.monotonic()
             result = run_load(
                 url, bodies, concurrency=concurrency, warmup_s=0.0,
                 duration_s=self.cell.duration_s, intervals=self.cell.intervals,
                 timeout_s=self.patience_s, driver=self.cell.driver,
             )
             server_cpu = resources.cpu_seconds(master) - cpu_before
+            idle_s = self.progress.longest_idle_s(started, time.monotonic()) if self.progress else None
             self.enter(f"waiting for the profiler at concurrency {concurrency}")
             for path in profiler.finish(profiling, timeout_s=10):
                 self.findings.append(f"profile at concurrency {concurrency}: {path}")
@@ -417,8 +427,10 @@ class CellRun:
             rows_found = db.count() - rows_before
             sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
             unacknowledged, in_flight = result.unacknowledged + in_flight, 0
-            yield _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
-                              slowdown)
+            level = _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
+                                slowdown)
+            yield dataclasses.replace(level, longest_idle_s=_round(idle_s),
+                                      blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
 
 
 def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:

@@ -132,7 +132,7 @@ def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str,
         rows_expected=0, rows_found=0, worker_pids=(),
         evidence=Evidence(findings=judgement.findings, log_tail=log_tail),
         environment=environment.current(),
-        started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         duration_s=round(duration_s, 2), scenario=cell.scenario,
         database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master, runtime_threads=cell.threads,
     )

@@ -18,12 +18,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from forkwise.errors import ConfigError
-from forkwise.matrix.goals import evaluate, profile_label
+from forkwise.matrix.goals import evaluate, record_profile_label
 from forkwise.matrix.records import CellRecord
 from forkwise.procs import ProcessGroup
 
@@ -40,7 +40,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return profile_label(self.record, self.concurrency)
+        return record_profile_label(self.record, self.concurrency)
 
 
 def missed_goal_targets(records: Sequence[CellRecord]) -> list[Target]:

@@ -40,12 +40,17 @@ class Goal:
     ratio: float | None  # the measured ratio the goal is judged on (None: not measurable here)
     target: str
     met: bool | None  # None: the run has no data for it
-    cells: tuple[str, ...] = ()  # profile labels of the cells it was judged on (see profile_label)
+    cells: tuple[str, ...] = ()  # profile labels of the cells it was judged on (see record_profile_label)
 
 
-def profile_label(record: CellRecord, concurrency: int = TOP_CONCURRENCY) -> str:
-    """The name `forkwise cell --profile-dir` gives that cell's profiles at that concurrency."""
-    return f"{record.strategy}.{record.server}.w{record.workers}.{record.model}.c{concurrency}"
+def profile_label(strategy: str, server: str, workers: int, model: str, concurrency: int) -> str:
+    """The name `forkwise cell --profile-dir` gives a cell's profiles at a concurrency."""
+    return f"{strategy}.{server}.w{workers}.{model}.c{concurrency}"
+
+
+def record_profile_label(record: CellRecord, concurrency: int = TOP_CONCURRENCY) -> str:
+    """profile_label of a recorded cell."""
+    return profile_label(record.strategy, record.server, record.workers, record.model, concurrency)
 
 
 def _ok(records: Sequence[CellRecord]) -> list[CellRecord]:
@@ -82,7 +87,7 @@ def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
     measured = (f"{r.strategy} under {r.server} (w{r.workers}): {mine.rps:.0f} req/s; "
                 f"control {theirs.rps:.0f} req/s")
     return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
-                (profile_label(r), profile_label(control)))
+                (record_profile_label(r), record_profile_label(control)))
 
 
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
@@ -102,7 +107,7 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
                     ">= 2.0", None)
     ratio, b, lazy, rb, rl = max(pairs, key=lambda p: p[0])
     return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
-                round(ratio, 2), ">= 2.0", ratio >= 2.0, (profile_label(b), profile_label(lazy)))
+                round(ratio, 2), ">= 2.0", ratio >= 2.0, (record_profile_label(b), record_profile_label(lazy)))
 
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:
@@ -262,7 +267,7 @@ def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
     ratio, b, plain, pb, pp = max(pairs, key=lambda p: p[0])
     return Goal(3, text, f"worst of {len(pairs)} servers: {b.server} (w{b.workers}): batched p50 {pb:.2f} ms, "
                 f"child-process {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
-                (profile_label(b, 1), profile_label(plain, 1)))
+                (record_profile_label(b, 1), record_profile_label(plain, 1)))
 
 
 OVERHEAD_BENCH = "test_model_server_overhead_1x256"
@@ -310,7 +315,7 @@ def goal_gpu(records: Sequence[CellRecord]) -> Goal:
         met = met and ratio >= 0.85 and mine.rps >= theirs.rps and memory is not None and memory <= 0.25
         parts.append(f"{b.backend} {b.server}: {ratio:.2f}x control, {mine.rps / theirs.rps:.2f}x lazy, "
                      f"memory {'?' if memory is None else f'{memory:.2f}'}x lazy")
-        cells += [profile_label(b, GPU_CONCURRENCY), profile_label(lazy, GPU_CONCURRENCY)]
+        cells += [record_profile_label(b, GPU_CONCURRENCY), record_profile_label(lazy, GPU_CONCURRENCY)]
     if hung:
         parts.append(f"HANG: {', '.join(hung)}")
     elif not ratios:

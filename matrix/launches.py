@@ -83,6 +83,7 @@ def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
         launch_rps=tuple(lv.rps for lv in timed),
         host_slowdown=max(lv.host_slowdown for lv in timed),
         launches_set_aside=len(levels) - len(timed),
+        longest_idle_s=max((lv.longest_idle_s for lv in levels if lv.longest_idle_s is not None), default=None),
     )
 
 

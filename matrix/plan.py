@@ -15,13 +15,19 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from forkwise import gpu
 from forkwise.config import (
-    DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS, resolve_threads,
+    DATABASES,
+    DB_RESET_POLICIES,
+    DEFAULT_DATABASE,
+    DEFAULT_DB_RESET,
+    THREAD_LABELS,
+    resolve_threads,
 )
 from forkwise.errors import ConfigError
 
@@ -277,7 +283,7 @@ class CellPlan:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "plan") -> "CellPlan":
+    def from_dict(cls, data: Any, where: str = "plan") -> CellPlan:
         """A plan from its JSON form; unknown keys and bad values are a ConfigError that says which."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -297,7 +303,7 @@ class CellPlan:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "plan") -> "CellPlan":
+    def from_json(cls, text: str, where: str = "plan") -> CellPlan:
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -307,7 +313,7 @@ class CellPlan:
     # --- the command line ---------------------------------------------------------------
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "CellPlan":
+    def from_args(cls, args: argparse.Namespace) -> CellPlan:
         """The plan the `forkwise cell` flags (add_plan_args) give."""
         return cls(**{f.name: getattr(args, f.name) for f in cli_fields()})
 

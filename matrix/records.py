@@ -103,6 +103,11 @@ class LoadLevel:
     # Combined records: launches whose throughput at this level was set aside because they ran
     # in a slow spell while another launch did not (their rows and errors still count).
     launches_set_aside: int = 0
+    # The longest stretch of the level in which the deployment used no CPU (matrix.progress; the
+    # longest of every launch), and the stretch that shows it blocked (the cell's request
+    # timeout): a request that timed out is a HANG only on that evidence. None: not watched.
+    longest_idle_s: float | None = None
+    blocked_after_s: float | None = None
 
     @property
     def host_slow(self) -> bool:

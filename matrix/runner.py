@@ -23,15 +23,13 @@ from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix.cell import summary_line
 from forkwise.matrix.cell_process import HostWatch, run_cell_process
 from forkwise.matrix.launches import pass_order
-# The profile's names, re-exported: what `forkwise matrix` runs is read here.
-from forkwise.matrix.profile import (  # noqa: F401
-    Cell, Limits, LoadSettings, Profile, load_profile, parse_only, profile_names,
-)
-from forkwise.matrix.recommend import Budgets
-from forkwise.matrix.shards import WHOLE, Shard, shard_cells
-from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record, read_records
-from forkwise.model.spec import ensure_spec
 
+# The profile's names, re-exported: what `forkwise matrix` runs is read here.
+from forkwise.matrix.profile import Cell, Limits, LoadSettings, Profile, load_profile, parse_only, profile_names  # noqa: F401
+from forkwise.matrix.recommend import Budgets
+from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record, read_records
+from forkwise.matrix.shards import WHOLE, Shard, shard_cells
+from forkwise.model.spec import ensure_spec
 
 # --- progress ------------------------------------------------------------------------------
 
@@ -150,7 +148,7 @@ def _run_info(prof: Profile, cells: int, selection: dict[str, set[str]], shard: 
     """What run.json says of the run before it starts."""
     return {
         "profile": prof.name, "description": prof.description,
-        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["forkwise", *sys.argv[1:]]) if "matrix" in sys.argv[1:] else "forkwise matrix",
         "cells": cells, "load": dataclasses.asdict(prof.load) | {"levels": list(prof.load.levels)},
         "limits": dataclasses.asdict(prof.limits), "gpu_policy": prof.gpu_policy,

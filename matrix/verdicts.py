@@ -239,7 +239,7 @@ def _level_failures(level: LoadLevel) -> tuple[list[tuple[Verdict, str]], list[s
     e, tag = level.errors, f"under load at concurrency {level.concurrency}"
     failures, notes = [], []
     if e.timeout:
-        failures.append((Verdict.HANG, f"{e.timeout} requests timed out {tag}"))
+        failures.append(_unanswered(e.timeout, tag, level.longest_idle_s, level.blocked_after_s))
     if e.http_5xx:
         failures.append((Verdict.ERROR, f"{e.http_5xx} answers were 5xx {tag}"))
     if level.sampled_wrong:
@@ -272,19 +272,17 @@ def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
     return Judgement.of(failures, notes)
 
 
-def _disruption_timeouts(dis: Disruption, name: str) -> tuple[Verdict, str]:
+def _unanswered(count: int, where: str, idle_s: float | None, blocked_after_s: float | None) -> tuple[Verdict, str]:
     """Requests the load driver gave up on (after the cell's patience): a HANG only on evidence that
     the deployment stood blocked (no CPU progress for a request timeout); unanswered while it kept
     computing, they were starved or dropped: an ERROR of the deployment, not a hang."""
-    lost = f"{dis.failed.timeout} requests got no answer within the cell's patience during {name}"
-    if dis.longest_idle_s is None or dis.blocked_after_s is None:
+    lost = f"{count} requests got no answer within the cell's patience {where}"
+    if idle_s is None or blocked_after_s is None:
         return Verdict.HANG, f"{lost} (progress not watched)"
-    if dis.longest_idle_s >= dis.blocked_after_s:
-        return Verdict.HANG, (f"{lost}; the deployment made no CPU progress for {dis.longest_idle_s:.1f} s: "
-                              f"blocked, not computing")
+    if idle_s >= blocked_after_s:
+        return Verdict.HANG, f"{lost}; the deployment made no CPU progress for {idle_s:.1f} s: blocked, not computing"
     return Verdict.ERROR, (f"{lost}, although the deployment kept computing (it never stood idle for "
-                           f"{dis.blocked_after_s:.1f} s; longest {dis.longest_idle_s:.1f} s): "
-                           f"requests starved or dropped, not a hang")
+                           f"{blocked_after_s:.1f} s; longest {idle_s:.1f} s): requests starved or dropped, not a hang")
 
 
 def judge_disruption(seen: DisruptionSeen) -> Judgement:
@@ -294,7 +292,7 @@ def judge_disruption(seen: DisruptionSeen) -> Judgement:
     notes = [f"event at {dis.at_s} s: {dis.event}"] if dis.event else []
     failures: list[tuple[Verdict, str]] = []
     if dis.failed.timeout:
-        failures.append(_disruption_timeouts(dis, name))
+        failures.append(_unanswered(dis.failed.timeout, f"during {name}", dis.longest_idle_s, dis.blocked_after_s))
     other_5xx = dis.failed.http_5xx - dis.http_503
     if other_5xx:
         failures.append((Verdict.ERROR, f"{other_5xx} answers were 5xx other than 503 during {name}"))

@@ -49,6 +49,15 @@ def test_combine_pools_the_samples_of_every_launch():
     assert combined.requests == first.requests + second.requests
 
 
+def test_the_longest_idle_stretch_of_any_launch_is_kept():
+    first, second = launch("lazy", {8: 1300.0}), launch("lazy", {8: 1340.0})
+    idle = [dataclasses.replace(r, load=(dataclasses.replace(r.load[0], longest_idle_s=s, blocked_after_s=5.0),))
+            for r, s in ((first, 0.4), (second, 6.2))]
+    combined = combine(idle).load[0]
+    assert combined.longest_idle_s == 6.2 and combined.blocked_after_s == 5.0
+    assert combine([first, second]).load[0].longest_idle_s is None  # not watched: nothing to keep
+
+
 def test_latency_percentiles_are_weighted_by_requests():
     slow = launch("lazy", {8: 100.0})
     fast = launch("lazy", {8: 300.0})

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from host_pace import command_bound_s, quick_bound_s
 
 from forkwise.cli import main
 from forkwise.errors import ConfigError
-from forkwise.matrix import cell_process, environment, runner
+from forkwise.matrix import environment, runner
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import CellRecord, read_records
 from forkwise.matrix.runner import load_profile
 from forkwise.matrix.shards import Shard, estimate_s, parse_shard, shard_cells, split
+from host_pace import command_bound_s, quick_bound_s
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hosts" / "ci-epyc-2"
 

@@ -120,7 +120,10 @@ def level(concurrency: int = 8, driver: str = "builtin", **changes) -> LoadLevel
 
 @pytest.mark.parametrize("lv, verdict, phrase", [
     (level(), V.OK, None),
-    (level(timeout=3), V.HANG, "3 requests timed out under load at concurrency 8"),
+    (level(timeout=3), V.HANG, "3 requests got no answer within the cell's patience under load at concurrency 8 "
+     "(progress not watched)"),
+    (level(timeout=3, longest_idle_s=5.5, blocked_after_s=5.0), V.HANG, "no CPU progress for 5.5 s"),
+    (level(timeout=3, longest_idle_s=0.6, blocked_after_s=5.0), V.ERROR, "starved or dropped, not a hang"),
     (level(http_5xx=2), V.ERROR, "2 answers were 5xx"),
     (level(sampled_wrong=4), V.WRONG, "4 of 50 sampled answers were off"),
     (level(rows_found=990), V.LOST, "1000 rows acknowledged, 990 written"),
@@ -144,7 +147,7 @@ def test_workers_that_died_under_load_crash_the_cell():
 
 def test_load_takes_the_most_severe_failure_of_any_level():
     judgement = vd.judge_load([level(1, http_5xx=1), level(8, timeout=1)], Workers(2, (11, 12, 13), (12,)))
-    check(judgement, V.HANG, "5xx under load at concurrency 1", "timed out under load at concurrency 8",
+    check(judgement, V.HANG, "5xx under load at concurrency 1", "no answer within the cell's patience under load at concurrency 8",
           "workers died")
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from host_pace import command_bound_s
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "matrix.yml"
