@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="a run folder: its records.jsonl (and run.json)")
     _add_budget_args(p)
 
+    p = sub.add_parser("evidence", help="take a run's goal evidence (micro-benchmarks, profiles of missed goals' "
+                                        "cells) into its folder, then render its report again")
+    p.add_argument("dir", type=Path, help="a run folder made on this machine: its records.jsonl and run.json")
+
     p = sub.add_parser("compare", help="compare two runs; differences within the noise are marked n.s.")
     p.add_argument("a", type=Path, help="the earlier run's folder (records.jsonl or results.json)")
     p.add_argument("b", type=Path, help="the later run's folder, judged against a")
@@ -332,6 +336,14 @@ def cmd_report(args, home: Path) -> int:
     return 0
 
 
+def cmd_evidence(args, home: Path) -> int:
+    from forkwise.matrix.runner import add_goal_evidence
+
+    for path in add_goal_evidence(args.dir, home):
+        print(path)
+    return 0
+
+
 def cmd_compare(args, home: Path) -> int:
     from forkwise.matrix.compare import compare, load_run
     from forkwise.matrix.compare_report import regressions, render_comparison
@@ -352,7 +364,8 @@ def cmd_compare(args, home: Path) -> int:
 
 
 COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_schema, "cell": cmd_cell, "serve": cmd_serve,
-            "matrix": cmd_matrix, "merge": cmd_merge, "report": cmd_report, "compare": cmd_compare}
+            "matrix": cmd_matrix, "merge": cmd_merge, "report": cmd_report, "evidence": cmd_evidence,
+            "compare": cmd_compare}
 
 
 def _terminate_as_interrupt(signum, frame):

@@ -57,6 +57,9 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("forkwise report results/default", "render the run's RESULTS.md, CSV, JSON and HTML again"),
         ("forkwise report results/default --p99-ms 50 --memory-mb 4000", "recommend within other budgets"),
     ),
+    "evidence": (
+        ("forkwise evidence results/default", "profile the missed goals' cells, run the micro-benchmarks"),
+    ),
     "compare": (
         ("forkwise compare results/default-run1 results/default", "print the comparison"),
         ("forkwise compare results/default-run1 results/default --max-regression 10 --out COMPARE.md",

@@ -413,7 +413,7 @@ class CellRun:
             server_cpu = resources.cpu_seconds(master) - cpu_before
             idle_s = self.progress.longest_idle_s(started, time.monotonic()) if self.progress else None
             self.enter(f"waiting for the profiler at concurrency {concurrency}")
-            for path in profiler.finish(profiling, timeout_s=10):
+            for path in profiler.finish(profiling, timeout_s=profiler.FINISH_GRACE_S):
                 self.findings.append(f"profile at concurrency {concurrency}: {path}")
             self.enter(f"the host probe after concurrency {concurrency}, once the deployment is idle")
             drain_s = result.duration_s

@@ -23,6 +23,7 @@ from forkwise import postgres, servers
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.errors import RecordError
 from forkwise.matrix import environment, stability, verdicts
+from forkwise.matrix import profiling as profiler
 from forkwise.matrix.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR
 from forkwise.matrix.open_loop import OpenLoopPlan
 from forkwise.matrix.plan import PER_CELL_QUIET_BUDGET_S, CellPlan
@@ -36,7 +37,7 @@ STOP_GRACE_S = 10.0  # a cell stops its deployment with this grace (SIGTERM, the
 PER_LEVEL_QUIET_S = 1.5  # the most a level waits for a quiet host (matrix.stability)
 
 
-def cell_deadline_s(cell: Cell, profile: Profile) -> float:
+def cell_deadline_s(cell: Cell, profile: Profile, profiling: bool = False) -> float:
     """How long a cell process may run before the runner stops it: the sum of every bounded wait
     of its plan, each at its bound, so only a stall of forkwise itself (or a bug) reaches it.
     Waits that follow the cell's cold start are bounded through the boot timeout."""
@@ -54,6 +55,7 @@ def cell_deadline_s(cell: Cell, profile: Profile) -> float:
         # The host probe waits for an idle deployment, each time at most as long as the load before it.
         work += max(load.warmup_s, load.duration_s) + 2 * levels * load.duration_s
         work += HostWatch.PER_CELL_BUDGET_S
+        work += profiling * profiler.FINISH_GRACE_S  # py-spy at the highest level only
         if load.mode == "open":  # each rate: its warm-up and window, its in-flight requests, an idle wait
             rate_s = OpenLoopPlan.warmup_s + load.duration_s
             work += (len(load.rates) or load.rate_steps) * (2 * rate_s + patience + STOP_GRACE_S)
@@ -93,10 +95,11 @@ class HostWatch:
                 "probe_rebased": ref.rebased, "quiet_wait_s": round(budget_s - self.budget_left_s, 1)}
 
 
-def cell_plan(cell: Cell, profile: Profile, host: HostWatch | None = None) -> CellPlan:
-    """What the cell process runs: the cell's axes with the profile's load and limits."""
+def cell_plan(cell: Cell, profile: Profile, host: HostWatch | None = None, profile_dir: Path | None = None) -> CellPlan:
+    """What the cell process runs: the cell's axes with the profile's load and limits (and py-spy
+    at the highest level into `profile_dir`, when given)."""
     load, limits = profile.load, profile.limits
-    plan = CellPlan(
+    plan = CellPlan(profile_dir=profile_dir,
         strategy=cell.strategy, server=cell.server, workers=cell.workers, model=cell.model,
         request_timeout_s=limits.request_timeout_s, boot_timeout_s=limits.boot_timeout_s, scenario=cell.scenario,
         device=cell.device, backend=cell.backend, gpu_policy=profile.gpu_policy, database=cell.database,
@@ -152,13 +155,14 @@ def read_phase(path: Path) -> tuple[str, float | None]:
         return text, None
 
 
-def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None) -> CellRecord:
+def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch | None = None,
+                     profile_dir: Path | None = None) -> CellRecord:
     """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
     tag = secrets.token_hex(8)
-    deadline_s = cell_deadline_s(cell, profile)
+    deadline_s = cell_deadline_s(cell, profile, profiling=profile_dir is not None)
     with tempfile.TemporaryDirectory(prefix="forkwise-cell-plan-") as tmp:
         phase_file, plan_path, record_path = Path(tmp) / "phase", Path(tmp) / "plan.json", Path(tmp) / "record.json"
-        plan_path.write_text(cell_plan(cell, profile, host).to_json())
+        plan_path.write_text(cell_plan(cell, profile, host, profile_dir).to_json())
         env = {**os.environ, MATRIX_TAG_VAR: tag, PHASE_FILE_VAR: str(phase_file)}
         start = time.monotonic()
         proc = subprocess.Popen(cell_command(plan_path, record_path, home), stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ without it); each cell runs in its own ``forkwise cell`` process, as in the run.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.goals import evaluate, record_profile_label
+from forkwise.matrix.profile import Cell, Profile
+from forkwise.matrix.profiling import find_py_spy
 from forkwise.matrix.records import CellRecord
 from forkwise.procs import ProcessGroup
 
@@ -92,10 +95,48 @@ def run_micro_benchmarks(run_dir: Path) -> Path:
 ProfileCell = Callable[[Target, Path], CellRecord]
 
 
-def profile_missed_goals(records: Sequence[CellRecord], run_dir: Path, profile_cell: ProfileCell) -> list[CellRecord]:
+def profile_missed_goals(records: Sequence[CellRecord], run_dir: Path,
+                         profile_cell: ProfileCell) -> dict[str, CellRecord]:
     """Launch every cell of a missed goal once more with py-spy (``profile_cell`` runs one cell's
-    process at one concurrency); returns those launches' records (not the run's: a profiled launch
-    is slowed by its profiler and is not a measurement)."""
+    process at one concurrency); returns those launches' records by profile label (not the run's
+    records: a profiled launch is slowed by its profiler and is not a measurement)."""
     folder = profiles_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return [profile_cell(target, folder) for target in missed_goal_targets(records)]
+    return {target.label: profile_cell(target, folder) for target in missed_goal_targets(records)}
+
+
+def cell_of(record: CellRecord) -> Cell:
+    """The matrix cell a record measured."""
+    return Cell(strategy=record.strategy, server=record.server, workers=record.workers, model=record.model,
+                device=record.device, scenario=record.scenario, backend=record.backend, database=record.database,
+                db_reset=record.db_reset, db_in_master=record.db_in_master, threads=record.runtime_threads)
+
+
+def collect(run_dir: Path, records: Sequence[CellRecord], profile: Profile, home: Path) -> dict:
+    """Take the run's goal evidence into its folder (see the module's doc); returns what run.json
+    keeps of it. A part that cannot be taken is said there and on stderr, and the run goes on:
+    its cells' results stand without it."""
+    from forkwise.matrix.cell_process import run_cell_process
+
+    said: dict = {}
+    missing = micro_benchmarks_missing()
+    if missing:
+        said["bench"] = f"not run: {missing}"
+    else:
+        try:
+            said["bench"] = str(run_micro_benchmarks(run_dir).relative_to(run_dir))
+        except ConfigError as exc:
+            said["bench"] = f"failed: {exc}"
+    if find_py_spy() is None:
+        said["profiles"] = "not taken: py-spy is not installed (pip install 'forkwise[profile]')"
+    else:
+        def profile_cell(target: Target, folder: Path) -> CellRecord:
+            at_level = dataclasses.replace(profile, load=dataclasses.replace(profile.load, levels=(target.concurrency,)))
+            print(f"forkwise: profiling {target.label} (a missed goal's cell)", file=sys.stderr)
+            return run_cell_process(cell_of(target.record), at_level, home, profile_dir=folder)
+
+        launches = profile_missed_goals(records, run_dir, profile_cell)
+        said["profiles"] = {label: record.verdict.value for label, record in launches.items()}
+    for part, what in said.items():
+        print(f"forkwise: goal evidence, {part}: {what}", file=sys.stderr)
+    return said

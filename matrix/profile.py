@@ -120,6 +120,17 @@ LOAD_MODES = ("closed", "open")
 
 
 @dataclass(frozen=True)
+class GoalSettings:
+    # After the cells: py-spy profiles of every cell of a missed performance goal and the
+    # micro-benchmarks, taken by the run on its own machine into its folder (matrix.goal_evidence).
+    evidence: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.evidence, bool):
+            raise ConfigError(f"goals.evidence must be true or false; got {self.evidence!r}")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -128,6 +139,7 @@ class Profile:
     limits: Limits = field(default_factory=Limits)
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # device=gpu cells: grow, fraction or off (frameworks' defaults)
     recommend: Budgets = field(default_factory=Budgets)  # the [recommend] table: the report's budgets
+    goals: GoalSettings = field(default_factory=GoalSettings)  # the [goals] table
 
     def select(self, only: dict[str, set[str]]) -> list[Cell]:
         return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
@@ -177,7 +189,7 @@ def _product(block: dict) -> list[Cell]:
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
 
 
-PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend")
+PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals")
 
 
 def _from_table(settings: type, table, section: str):
@@ -217,6 +229,7 @@ def load_profile(name_or_path: str) -> Profile:
     try:
         load = _from_table(LoadSettings, data.get("load", {}), "load")
         limits = _from_table(Limits, data.get("limits", {}), "limits")
+        goals = _from_table(GoalSettings, data.get("goals", {}), "goals")
     except ConfigError as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
     policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
@@ -225,7 +238,7 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"profile {name}: gpu_policy 'fraction' applies to the jax backend only; use 'grow'")
     recommend = Budgets.from_table(data.get("recommend", {}), f"profile {name}")
     return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load,
-                   limits=limits, gpu_policy=policy, recommend=recommend)
+                   limits=limits, gpu_policy=policy, recommend=recommend, goals=goals)
 
 
 def parse_only(items: list[str]) -> dict[str, set[str]]:

@@ -20,6 +20,9 @@ from forkwise.procs import stop_process
 
 TOP = 25
 
+# How long py-spy may take to write its summaries once its sampling window ended.
+FINISH_GRACE_S = 10.0
+
 
 def find_py_spy() -> str | None:
     """py-spy on PATH, or installed beside this interpreter (a virtualenv that is not activated)."""

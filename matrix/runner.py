@@ -22,7 +22,8 @@ from forkwise.config import DEFAULT_DATABASE
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix.cell import summary_line
 from forkwise.matrix.cell_process import HostWatch, run_cell_process
-from forkwise.matrix.launches import pass_order
+from forkwise.matrix import goal_evidence
+from forkwise.matrix.launches import combine_all, pass_order
 
 # The profile's names, re-exported: what `forkwise matrix` runs is read here.
 from forkwise.matrix.profile import Cell, Limits, LoadSettings, Profile, load_profile, parse_only, profile_names  # noqa: F401
@@ -92,6 +93,18 @@ def report_dir(out: Path, run_info: dict | None = None, p99_ms: float | None = N
         budgets = Budgets.from_dict(info.get("recommend")).overridden(p99_ms, memory_mb, "command line")
         info = {**info, "recommend": budgets.to_dict()}
     return write_report(records, Path(out), info.get("profile", Path(out).name), info)
+
+
+def add_goal_evidence(out: Path, home: Path) -> list[Path]:
+    """`forkwise evidence`: a run's goal evidence taken now, on this machine (matrix.goal_evidence),
+    with the run's own profile; run.json says so, and the report is rendered again."""
+    info = _saved_run_info(out)
+    if "profile" not in info:
+        raise ConfigError(f"{out} has no run.json naming its profile: not a folder `forkwise matrix` wrote")
+    records = combine_all(read_records(Path(out) / RECORDS_FILE))
+    info["goal_evidence"] = goal_evidence.collect(Path(out), records, load_profile(info["profile"]), home)
+    (Path(out) / "run.json").write_text(json.dumps(info, indent=2))
+    return report_dir(out, info)
 
 
 def _saved_run_info(out: Path) -> dict:
@@ -212,6 +225,9 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
             append_record(records_path, record)
             launches.setdefault(cell.id, []).append(record)
             progress.finished(record, number=number)
+    if prof.goals.evidence and shard == WHOLE:  # a shard has part of the goals: the merged run has them
+        measured = combine_all(read_records(records_path))
+        run_info["goal_evidence"] = goal_evidence.collect(out, measured, prof, home)
     run_info["duration_s"] = round(time.monotonic() - started, 1)
     run_info.update(host.run_info(prof.load.quiet_budget_s))
     run_info["launches"] = progress.done

@@ -42,9 +42,37 @@ def test_profiling_runs_each_target_in_the_run_folder(tmp_path):
     done = evidence.profile_missed_goals(records, tmp_path, profile_cell)
     assert [label for label, _ in seen] == [t.label for t in evidence.missed_goal_targets(records)]
     assert {folder for _, folder in seen} == {tmp_path / "profiles"} and (tmp_path / "profiles").is_dir()
-    assert len(done) == len(seen)
+    assert sorted(done) == sorted(label for label, _ in seen)
 
 
 def test_micro_benchmarks_say_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(evidence, "BENCHMARKS", tmp_path / "nowhere")
     assert "source checkout" in evidence.micro_benchmarks_missing()
+
+
+def test_a_run_collects_its_evidence_and_says_what_it_could_not(monkeypatch, tmp_path):
+    from forkwise.matrix import cell_process
+    from forkwise.matrix.profile import load_profile
+
+    records = list(read_records(RUN))
+    profiled = []
+
+    def fake_cell_process(cell, profile, home, host=None, profile_dir=None):
+        profiled.append((cell.strategy, profile.load.levels, profile_dir))
+        return next(r for r in records if r.strategy == cell.strategy)
+
+    monkeypatch.setattr(cell_process, "run_cell_process", fake_cell_process)
+    monkeypatch.setattr(evidence, "micro_benchmarks_missing", lambda: "pytest-benchmark is not installed")
+    monkeypatch.setattr(evidence, "find_py_spy", lambda: "/usr/bin/py-spy")
+    said = evidence.collect(tmp_path, records, load_profile("default"), tmp_path / "home")
+    assert said["bench"] == "not run: pytest-benchmark is not installed"
+    targets = evidence.missed_goal_targets(records)
+    assert len(profiled) == len(targets) == len(said["profiles"])
+    assert all(levels == (t.concurrency,) and folder == tmp_path / "profiles"
+               for (_, levels, folder), t in zip(profiled, targets, strict=True))
+
+
+def test_the_default_profile_takes_its_goal_evidence_and_quick_does_not():
+    from forkwise.matrix.profile import load_profile
+
+    assert load_profile("default").goals.evidence and not load_profile("quick").goals.evidence
