@@ -89,8 +89,10 @@ def test_run_publishes_every_format_and_leaves_nothing(quick_run):
     assert not server_processes_since(t0)
 
 
-def _raw_http(port: int, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def _raw_http(port: int, data: bytes) -> tuple[int, bytes]:
+    # A first request may import TensorFlow and load the model: wait as long as this host needs,
+    # so a request is never given up on (and sent again) while the server still computes it.
+    with socket.create_connection(("127.0.0.1", port), timeout=command_bound_s()) as s:
         s.sendall(data)
         chunks = b""
         while True:
@@ -128,7 +130,7 @@ def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_p
                 status, body = _post(port, good)
                 if status == 200:
                     break
-            except OSError:
+            except ConnectionError:  # not listening yet: the request never reached the app
                 pass
             assert time.monotonic() < deadline, "serve never answered"
             time.sleep(0.3)
