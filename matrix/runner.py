@@ -20,9 +20,9 @@ from pathlib import Path
 from forkwise import gpu, postgres
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.errors import ConfigError, RecordError
+from forkwise.matrix import goal_evidence
 from forkwise.matrix.cell import summary_line
 from forkwise.matrix.cell_process import HostWatch, run_cell_process
-from forkwise.matrix import goal_evidence
 from forkwise.matrix.launches import combine_all, pass_order
 
 # The profile's names, re-exported: what `forkwise matrix` runs is read here.

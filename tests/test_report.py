@@ -640,7 +640,8 @@ def missed_goal_records() -> list[CellRecord]:
 
 
 def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_path):
-    from forkwise.matrix.goals import record_profile_label as profile_label, write_profile_provenance
+    from forkwise.matrix.goals import record_profile_label as profile_label
+    from forkwise.matrix.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
@@ -661,7 +662,8 @@ def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_pat
 
 
 def test_profiles_from_another_machine_are_left_out(tmp_path):
-    from forkwise.matrix.goals import record_profile_label as profile_label, write_profile_provenance
+    from forkwise.matrix.goals import record_profile_label as profile_label
+    from forkwise.matrix.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
