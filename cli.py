@@ -40,9 +40,11 @@ def _threads(text: str) -> str:
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
     """The recommendation's budgets (forkwise.matrix.recommend), over the profile's [recommend]."""
     p.add_argument("--p99-ms", type=_positive(float), default=None,
-                   help="recommend within this p99 latency (default: the profile's [recommend] p99_ms; RESULTS.md states it)")
+                   help="recommend within this p99 latency "
+                        "(default: the profile's [recommend] p99_ms; RESULTS.md states it)")
     p.add_argument("--memory-mb", type=_positive(float), default=None,
-                   help="recommend within this total PSS of the deployment (default: the profile's [recommend] memory_mb)")
+                   help="recommend within this total PSS of the deployment "
+                        "(default: the profile's [recommend] memory_mb)")
 
 
 def _positive(kind, allow_zero: bool = False):
@@ -127,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="run a matrix profile and publish its results")
     p.add_argument("--profile", default="default", metavar="NAME|PATH.toml",
                    help="a profile listed below, or the path of your own .toml")
-    p.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2", help="restrict an axis, e.g. strategy=lazy,server=uwsgi")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
+                   help="restrict an axis, e.g. strategy=lazy,server=uwsgi")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: results/<profile>)")
-    p.add_argument("--resume", action="store_true", help="keep the records already in --out and run only the missing cells")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the records already in --out and run only the missing cells")
     p.add_argument("--plain", action="store_true", help="plain progress lines (no live display), for CI logs")
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="run shard K of N: the profile's cells split by expected duration, the same on every host")
@@ -300,7 +304,7 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
     finally:
         running.group.stop()
     if stop["signal"] is None:
-        print(f"error: the server exited with code {running.group.proc.returncode}", file=sys.stderr)
+        print(f"error: the server exited with code {running.group.returncode}", file=sys.stderr)
         return 1
     return 0
 
@@ -363,7 +367,8 @@ def cmd_compare(args, home: Path) -> int:
     return 1 if found else 0
 
 
-COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_schema, "cell": cmd_cell, "serve": cmd_serve,
+COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_schema, "cell": cmd_cell,
+            "serve": cmd_serve,
             "matrix": cmd_matrix, "merge": cmd_merge, "report": cmd_report, "evidence": cmd_evidence,
             "compare": cmd_compare}
 

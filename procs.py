@@ -107,6 +107,16 @@ class ProcessGroup:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """The command's exit status; None before start() and while it runs."""
+        return self.proc.returncode if self.proc is not None else None
+
+    def wait(self) -> int:
+        """Wait for the command to exit; its exit status."""
+        assert self.proc is not None, "wait() on a group that was never started"
+        return self.proc.wait()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -42,7 +42,7 @@ from forkwise.matrix.http import parse_json, post_json, request
 from forkwise.matrix.open_loop import measure_open_loop
 from forkwise.matrix.plan import CellPlan
 from forkwise.matrix.progress import ProgressWatch
-from forkwise.matrix.records import CellRecord, ErrorCounts, Evidence, Latency, LoadLevel, Memory, OpenLoop
+from forkwise.matrix.records import CellRecord, Disruption, ErrorCounts, Evidence, Latency, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.stacks import dump_stacks
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
 from forkwise.matrix.verification import Verification
@@ -80,7 +80,7 @@ class CellRun:
         self.created = time.monotonic()
         self.memory: Memory | None = None
         self.load_levels: tuple[LoadLevel, ...] = ()
-        self.disruption = None
+        self.disruption: Disruption | None = None
         self.rows = verdicts.RowsSeen(acknowledged=0)
         self.stacks: tuple[str, ...] = ()
         self.open_loop: OpenLoop | None = None
@@ -92,17 +92,24 @@ class CellRun:
         if path:
             Path(path).write_text(f"{time.monotonic() - self.created:.1f}\t{phase}\n")
 
+    @property
+    def launched(self) -> Launch:
+        """The deployment's launch, for the phases: run() launches it before any of them."""
+        if self.launch is None:
+            raise AssertionError("a cell phase ran before run() launched the deployment")
+        return self.launch
+
     # --- phases ---------------------------------------------------------------------
 
     def _elapsed(self) -> float:
-        return time.monotonic() - self.launch.group.started_at
+        return time.monotonic() - self.launched.group.started_at
 
     def wait_alive(self) -> bool:
-        d = self.launch.deployment
-        deadline = self.launch.group.started_at + self.cell.boot_timeout_s
+        d = self.launched.deployment
+        deadline = self.launched.group.started_at + self.cell.boot_timeout_s
         while time.monotonic() < deadline:
-            if not self.launch.group.alive():
-                self.findings.append(f"server exited with code {self.launch.group.proc.returncode} before answering")
+            if not self.launched.group.alive():
+                self.findings.append(f"server exited with code {self.launched.group.returncode} before answering")
                 return False
             if request(d.host, d.port, "GET", "/healthz", timeout_s=2).kind == "ok":
                 self.timings["alive_s"] = self._elapsed()
@@ -130,10 +137,10 @@ class CellRun:
         it is waited for as long as the deployment computes, up to the boot deadline, and is a
         timeout only when the deployment stopped making progress.
         """
-        d = self.launch.deployment
-        deadline = self.launch.group.started_at + self.cell.boot_timeout_s
-        last, tries = "boot", Counter()
-        while time.monotonic() < deadline and self.launch.group.alive():
+        d = self.launched.deployment
+        deadline = self.launched.group.started_at + self.cell.boot_timeout_s
+        last, tries = "boot", Counter[str]()
+        while time.monotonic() < deadline and self.launched.group.alive():
             reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s,
                               keep_waiting=self.still_computing, ceiling_s=max(1.0, deadline - time.monotonic()))
             last = reply.kind
@@ -151,15 +158,15 @@ class CellRun:
                     self.findings.append(f"the first request: {reply.error}")
                 return last
             time.sleep(0.2)  # 503 while the model warms, or a worker (re)starting: try again
-        if not self.launch.group.alive():
-            self.findings.append(f"server exited with code {self.launch.group.proc.returncode}")
+        if not self.launched.group.alive():
+            self.findings.append(f"server exited with code {self.launched.group.returncode}")
         else:
             self.findings.append(f"no correct answer within {self.cell.boot_timeout_s} s; replies: {dict(tries)}")
         return last
 
     def verify(self, v: Verification) -> None:
         """K requests at a concurrency of at least the number of workers; stop early once hung."""
-        d = self.launch.deployment
+        d = self.launched.deployment
         concurrency = max(4, d.workers * d.threads)
         hung = threading.Event()
 
@@ -183,7 +190,7 @@ class CellRun:
             # and a worker may still be loading the model when another already answers. Larger
             # requests keep each worker busy longer, so concurrent ones reach the others. Bounded
             # by the boot deadline: a worker that never answers by then makes the cell WRONG.
-            deadline = self.launch.group.started_at + self.cell.boot_timeout_s
+            deadline = self.launched.group.started_at + self.cell.boot_timeout_s
             round_no = 1
             while not hung.is_set() and len(v.workers_seen) < d.workers and time.monotonic() < deadline:
                 start = budget * round_no
@@ -197,7 +204,7 @@ class CellRun:
         """The database against the acknowledged answers; `slack`: requests whose answers never
         came back (the server may have written their rows)."""
         self.enter("checking the database against the answers")
-        db = Database(self.launch.deployment.settings.database_url)
+        db = Database(self.launched.deployment.settings.database_url)
         total = db.count()
         stored = db.outputs(list(v.acknowledged))
         missing = tuple(i for i in v.acknowledged if i not in stored)
@@ -227,6 +234,7 @@ class CellRun:
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
         deployment = self.deployment(scenario.max_requests)
+        assert cell.spec_path is not None, "the cell command resolves the model to a spec file before the cell runs"
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         rtol, atol = gpu.tolerance(cell.device)
@@ -294,12 +302,12 @@ class CellRun:
                 self.verify(v)
         judgement = verdicts.judge_verification(verdicts.VerificationSeen(
             healthy=healthy, first=first, answers=v.answers(), workers_answered=len(v.workers_seen),
-            workers=self.workers(watch), server_alive=self.launch.group.alive(), patience_s=self.patience_s))
+            workers=self.workers(watch), server_alive=self.launched.group.alive(), patience_s=self.patience_s))
         if healthy:
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v)))
         if not judgement.verdict.ok:
             return judgement
-        self.memory = resources.measure_memory(self.launch.group.pid)
+        self.memory = resources.measure_memory(self.launched.group.pid)
         if scenario.name == "bad-input":
             judgement = self.bad_input(v)
         elif scenario.name != "steady":
@@ -321,7 +329,7 @@ class CellRun:
         return judgement
 
     def workers(self, watch: resources.WorkerWatch) -> verdicts.Workers:
-        return verdicts.Workers(configured=self.launch.deployment.workers, seen=tuple(watch.seen),
+        return verdicts.Workers(configured=self.launched.deployment.workers, seen=tuple(watch.seen),
                                 vanished=tuple(watch.vanished))
 
     def bad_input(self, v: Verification) -> Judgement:
@@ -339,7 +347,7 @@ class CellRun:
         """The failing deployment, before it is stopped: its memory process by process (a master
         holding the GPU before any worker answered is the evidence for a fork-safety failure) and,
         when it hangs, each worker's CPU time and where it is stuck."""
-        master = self.launch.group.pid
+        master = self.launched.group.pid
         state = resources.measure_memory(master)
         self.memory = self.memory or state
         if judgement.hung:
@@ -353,13 +361,13 @@ class CellRun:
         """A failing cell's server log: OOM evidence, its telling lines, its tail."""
         if judgement.verdict.ok:
             return judgement, (), ""
-        log_text = read_log_end(self.launch.group.log_path)
-        return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launch.group.log_tail(40)
+        log_text = read_log_end(self.launched.group.log_path)
+        return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launched.group.log_tail(40)
 
     def open_loop_phase(self, v: Verification) -> OpenLoop:
         """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.open_loop)."""
         self.enter("open-loop load")
-        d, master = self.launch.deployment, self.launch.group.pid
+        d, master = self.launched.deployment, self.launched.group.pid
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
         url = f"http://{d.host}:{d.port}/predict"
@@ -374,11 +382,11 @@ class CellRun:
     def load(self, v: Verification, spec: ModelSpec):
         from forkwise.matrix.load import run_load
 
-        d = self.launch.deployment
+        d = self.launched.deployment
         db = Database(d.settings.database_url)
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         url = f"http://{d.host}:{d.port}/predict"
-        master = self.launch.group.pid
+        master = self.launched.group.pid
         in_flight = 0  # requests of the warm-up whose answers never came back: they may write rows later
         if self.cell.warmup_s > 0:
             self.enter("load warm-up")
@@ -437,7 +445,7 @@ def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -
     """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
     hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
     wrong = 0
-    for raw, index in zip(result.sampled_bodies, result.sampled_requests):
+    for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=True):
         if not v.compare(parse_json(raw), [index])[0]:
             wrong += 1
     sampled = len(result.sampled_bodies)
@@ -496,7 +504,8 @@ def summary_line(record: CellRecord) -> str:
         text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"
     if record.open_loop is not None:
         best = record.open_loop.max_rate_rps
-        text += f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} within p99 {record.open_loop.p99_budget_ms:g} ms"
+        text += (f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} "
+                 f"within p99 {record.open_loop.p99_budget_ms:g} ms")
     if not record.verdict.ok and record.evidence.findings:
         text += f"\n    {record.evidence.findings[0]}"
     return text

@@ -86,7 +86,7 @@ def run_micro_benchmarks(run_dir: Path) -> Path:
     argv = [sys.executable, "-m", "pytest", str(BENCHMARKS), "-q", "-p", "no:cacheprovider", "--benchmark-only",
             f"--benchmark-json={out}"]
     with ProcessGroup(argv, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, None, cwd=BENCHMARKS.parent) as group:
-        code = group.proc.wait()  # the group (model servers the benchmarks start) is stopped on leaving
+        code = group.wait()  # the group (model servers the benchmarks start) is stopped on leaving
     if code != 0 or not out.exists():
         raise ConfigError(f"the micro-benchmarks failed (pytest exit {code}); run `tox -e bench` to see why")
     return out
@@ -131,7 +131,8 @@ def collect(run_dir: Path, records: Sequence[CellRecord], profile: Profile, home
         said["profiles"] = "not taken: py-spy is not installed (pip install 'forkwise[profile]')"
     else:
         def profile_cell(target: Target, folder: Path) -> CellRecord:
-            at_level = dataclasses.replace(profile, load=dataclasses.replace(profile.load, levels=(target.concurrency,)))
+            at_level = dataclasses.replace(
+                profile, load=dataclasses.replace(profile.load, levels=(target.concurrency,)))
             print(f"forkwise: profiling {target.label} (a missed goal's cell)", file=sys.stderr)
             return run_cell_process(cell_of(target.record), at_level, home, profile_dir=folder)
 

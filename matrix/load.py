@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 from urllib.parse import urlsplit
 
 from forkwise.errors import ForkwiseError
@@ -84,7 +85,8 @@ class _Run:
         self.ilen = cfg["duration_s"] / self.k
         self.warm_end = self.stop_at = math.inf
         self.stopping = False
-        self.bins, self.lat = [0] * self.k, []
+        self.bins = [0] * self.k
+        self.lat: list[float] = []
         self.errors = dict.fromkeys(_ERROR_KINDS, 0)
         self.total_ok = self.n200 = self.unacked = self.unavailable = 0
         self.samples: list[tuple[int, bytes]] = []
@@ -281,7 +283,8 @@ def _run_wrk(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
     env = {**os.environ, "FORKWISE_WRK_BODIES": str(tmp / "bodies.jsonl")}
     run_s = max(1, round(duration_s / intervals))
     plan = ([max(1, math.ceil(warmup_s))] if warmup_s > 0 else []) + [run_s] * intervals
-    runs, cpu = [], 0.0
+    runs: list[dict[str, Any]] = []
+    cpu = 0.0
     for seconds in plan:
         argv = [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s",
                 "--timeout", f"{max(1, math.ceil(timeout_s))}s", "-s", str(WRK_SCRIPT), url,
@@ -300,9 +303,10 @@ def _run_wrk(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
         except (ValueError, IndexError) as exc:
             raise LoadError(f"wrk run failed ({exc}); output:\n{text[-2000:]}") from exc
     measured = runs[len(plan) - intervals:]
+    counts = {k: sum(r[k] for r in measured) for k in ("ok", *_ERROR_KINDS)}
     return LoadResult(
         "wrk", concurrency, sum(r["duration_us"] for r in measured) / 1e6,
-        *(sum(r[k] for r in measured) for k in ("ok", *_ERROR_KINDS)),
+        counts["ok"], counts["http_4xx"], counts["http_5xx"], counts["timeout"], counts["connect"],
         tuple(r["ok"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0 for r in measured),
         _merge_wrk_latency(measured), cpu, (), (), sum(r["ok"] for r in runs),
         sum(max(0, r["sent"] - r["requests"]) for r in runs))
@@ -359,9 +363,10 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
     except (ValueError, IndexError) as exc:
         raise LoadError(f"builtin load driver failed ({exc}); output:\n" + "\n".join(lines[-20:])) from exc
     samples = [(i, base64.b64decode(b)) for i, b in raw["samples"]]
-    return LoadResult("builtin", concurrency, raw["duration_s"], *(raw[k] for k in ("ok", *_ERROR_KINDS)),
-                      tuple(raw["rps_samples"]), raw["latency_ms"], cpu, tuple(b for _, b in samples),
-                      tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"], raw["http_503"])
+    return LoadResult("builtin", concurrency, raw["duration_s"], raw["ok"], raw["http_4xx"], raw["http_5xx"],
+                      raw["timeout"], raw["connect"], tuple(raw["rps_samples"]), raw["latency_ms"], cpu,
+                      tuple(b for _, b in samples), tuple(i for i, _ in samples), raw["total_ok"], raw["unacked"],
+                      raw["http_503"])
 
 
 def run_child(argv: list[str], child_main) -> int:

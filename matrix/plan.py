@@ -162,6 +162,12 @@ class Setting:
     choices: tuple | None = None
     metavar: str | None = None
 
+    def cli_flag(self) -> str:
+        """The flag of a setting that has one (cli_fields keeps only those)."""
+        if self.flag is None:
+            raise AssertionError(f"setting {self.help!r} has no `forkwise cell` flag")
+        return self.flag
+
 
 def setting(help: str, kind: Kind, default: Any = dataclasses.MISSING, *, flag: str | None = None,
             check: Callable[[Any], None] | None = None, choices: tuple | None = None, metavar: str | None = None):
@@ -325,7 +331,7 @@ class CellPlan:
             value = getattr(self, f.name)
             if f.default is not dataclasses.MISSING and value == f.default:
                 continue
-            argv += [decl.flag] if decl.kind is BOOL else [decl.flag, decl.kind.text(value)]
+            argv += [decl.cli_flag()] if decl.kind is BOOL else [decl.cli_flag(), decl.kind.text(value)]
         return argv
 
 
@@ -368,13 +374,13 @@ def add_plan_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
     for f in cli_fields():
         decl: Setting = f.metadata["setting"]
         if decl.kind is BOOL:
-            parser.add_argument(decl.flag, dest=f.name, action="store_true", help=decl.help)
+            parser.add_argument(decl.cli_flag(), dest=f.name, action="store_true", help=decl.help)
             continue
         has_default = f.default is not dataclasses.MISSING
         shown = decl.kind.text(f.default) if has_default and f.default not in (None, ()) else "none"
-        metavar = decl.metavar or (None if decl.choices else decl.flag.lstrip("-").upper().replace("-", "_"))
+        metavar = decl.metavar or (None if decl.choices else decl.cli_flag().lstrip("-").upper().replace("-", "_"))
         parser.add_argument(
-            decl.flag, dest=f.name, type=_argparse_type(decl), choices=decl.choices, metavar=metavar,
+            decl.cli_flag(), dest=f.name, type=_argparse_type(decl), choices=decl.choices, metavar=metavar,
             default=f.default if has_default else None, required=required and not has_default,
             help=decl.help if not has_default else f"{decl.help} (default: {shown})",
         )

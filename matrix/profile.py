@@ -27,7 +27,7 @@ from forkwise.strategies import registry
 AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario", "database", "db_reset",
         "db_in_master", "threads")
 DEVICES = gpu.DEVICES
-AXIS_DEFAULTS = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": ["steady"],
+AXIS_DEFAULTS: dict[str, list] = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": ["steady"],
                  "database": [DEFAULT_DATABASE], "db_reset": [DEFAULT_DB_RESET], "db_in_master": [False],
                  "threads": ["default"]}
 
@@ -93,7 +93,8 @@ class LoadSettings:
         if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
             raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
         if not isinstance(self.top_level_repeats, int) or not 0 <= self.top_level_repeats <= 10:
-            raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; got {self.top_level_repeats!r}")
+            raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; "
+                              f"got {self.top_level_repeats!r}")
         if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
             raise ConfigError(f"load.quiet_budget_s must be a number of seconds >= 0; got {self.quiet_budget_s!r}")
 
@@ -161,13 +162,15 @@ def _validate_axis(axis: str, values: list) -> list:
         if valid is not None and value not in valid:
             raise ConfigError(f"axis {axis}: {value!r} is not one of {', '.join(valid)}")
         if axis == "threads" and not (value in THREAD_LABELS or (type(value) is int and value >= 1)):
-            raise ConfigError(f"axis threads: {value!r} is not one of {', '.join(THREAD_LABELS)} nor a whole number >= 1")
+            raise ConfigError(f"axis threads: {value!r} is not one of {', '.join(THREAD_LABELS)} "
+                              f"nor a whole number >= 1")
         if axis == "db_in_master" and not isinstance(value, bool):
             raise ConfigError(f"axis db_in_master: {value!r} is not true or false")
         if axis == "workers" and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"axis workers: {value!r} is not a whole number >= 1")
         if axis == "model" and value not in BUILTIN_MODELS and not str(value).endswith(".keras"):
-            raise ConfigError(f"axis model: {value!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a .keras path")
+            raise ConfigError(f"axis model: {value!r} is neither a built-in model "
+                              f"({', '.join(BUILTIN_MODELS)}) nor a .keras path")
     return [str(v) for v in values] if axis == "threads" else values
 
 
@@ -183,7 +186,7 @@ def _product(block: dict) -> list[Cell]:
             axes[axis] = AXIS_DEFAULTS[axis]
         else:
             raise ConfigError(f"profile: axis {axis!r} is missing")
-    cells = [Cell(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    cells = [Cell(**dict(zip(axes, combo, strict=True))) for combo in itertools.product(*axes.values())]
     # A scenario that cannot apply (kill-model-server without a model server, restart-database
     # without a database server) is no cell.
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
@@ -212,7 +215,8 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"profile file {name_or_path} does not exist; profiles: {', '.join(profile_names())}")
     else:
         if name_or_path not in profile_names():
-            raise ConfigError(f"unknown profile {name_or_path!r}; profiles: {', '.join(profile_names())}, or a .toml path")
+            raise ConfigError(f"unknown profile {name_or_path!r}; "
+                              f"profiles: {', '.join(profile_names())}, or a .toml path")
         text = (importlib_resources.files("forkwise.matrix") / "profiles" / f"{name_or_path}.toml").read_text()
         name = name_or_path
     try:

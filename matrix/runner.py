@@ -233,6 +233,6 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     run_info["launches"] = progress.done
     (out / "run.json").write_text(json.dumps(run_info, indent=2))
     paths = report_dir(out, run_info)
-    print(f"forkwise: {len(cells)} cells, {progress.done} launches in {run_info['duration_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}",
-          file=sys.stderr)
+    print(f"forkwise: {len(cells)} cells, {progress.done} launches in {run_info['duration_s']:.0f} s; "
+          f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0

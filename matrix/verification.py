@@ -52,6 +52,7 @@ class Verification:
     def expected(self, rows: list[int]) -> np.ndarray:
         if self.serves_model:
             return self.outputs[rows]
+        assert self.constant is not None, "an app that serves no model answers a constant"
         return np.broadcast_to(self.constant, (len(rows), *self.constant.shape))
 
     def digest(self, row: int) -> str:
@@ -74,7 +75,8 @@ class Verification:
             return False, got, ids, worker, f"{len(ids)} ids for {len(rows)} instances"
         if digests != [self.digest(r) for r in rows]:
             # The database returned rows of other inputs: an answer read off another request's query.
-            return False, got, ids, worker, f"rows {ids[:4]} the database returned hold other inputs than this request's"
+            why = f"rows {ids[:4]} the database returned hold other inputs than this request's"
+            return False, got, ids, worker, why
         if not self.matches(got, rows):
             return False, got, ids, worker, f"max abs diff {float(np.max(np.abs(got - want))):.3g}"
         return True, got, ids, worker, ""
@@ -85,7 +87,8 @@ class Verification:
         with self._lock:
             if kind == "ok":
                 correct, got, ids, worker, why = self.compare(reply.body, rows)
-                for row_id, out in zip(ids, got if got is not None else []):
+                # ids and predictions come from the server under test: their lengths may differ
+                for row_id, out in zip(ids, got if got is not None else [], strict=False):
                     self.acknowledged[row_id] = [float(x) for x in out]
                 if correct:
                     self.workers_seen.setdefault(worker, at)
@@ -112,7 +115,8 @@ class Verification:
 
     def errors(self) -> ErrorCounts:
         k = self.kinds
-        return ErrorCounts(timeout=k["timeout"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"], wrong=k["wrong"])
+        return ErrorCounts(timeout=k["timeout"], connect=k["connect"], http_4xx=k["4xx"], http_5xx=k["5xx"],
+                           wrong=k["wrong"])
 
     def answers(self) -> verdicts.Answers:
         """What verification's replies were, for the verdict rules."""

@@ -45,6 +45,7 @@ class ModelClient:
         kind, payload = protocol.recv_frame(sock)
         if kind == protocol.FAILURE:
             raise ModelUnavailable(f"model server failed: {payload}")
+        assert isinstance(payload, np.ndarray), "every frame but a failure carries rows"
         if kind != protocol.ANSWER or len(payload) != len(batch):
             raise protocol.ProtocolError(f"expected an answer of {len(batch)} rows, got {kind!r} of {len(payload)}")
         return payload

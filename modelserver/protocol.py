@@ -45,7 +45,7 @@ def send_array(sock: socket.socket, kind: bytes, array: np.ndarray) -> None:
     """One frame in one system call where the socket takes it whole (header and rows, no copy)."""
     array = np.ascontiguousarray(array, dtype="<f4").reshape(len(array), -1)
     header = HEADER.pack(kind, array.shape[0], array.shape[1])
-    data = memoryview(array).cast("B")
+    data = array.data.cast("B")
     sent = sock.sendmsg([header, data])
     if sent < len(header) + len(data):  # a short write: the rest as sendall does it
         sock.sendall((header + data.tobytes())[sent:])

@@ -281,6 +281,7 @@ def reply_on(conn: socket.socket) -> Callable[[Job], None]:
             if job.failure is not None:
                 protocol.send_failure(conn, job.failure)
             else:
+                assert job.answer is not None, "a job finishes with an answer or a failure"
                 protocol.send_array(conn, protocol.ANSWER, job.answer)
         except OSError:
             # The worker gave up on this request (its timeout) and closed the connection: the
@@ -305,6 +306,7 @@ def handle(conn: socket.socket, batcher: Batcher, input_shape: tuple[int, ...]) 
             try:
                 if kind != protocol.REQUEST:
                     raise protocol.ProtocolError(f"expected a request frame, got {kind!r}")
+                assert isinstance(rows, np.ndarray), "every frame but a failure carries rows"
                 job = Job(protocol.unflatten(rows, input_shape), reply)
             except protocol.ProtocolError as exc:
                 protocol.send_failure(conn, str(exc))

@@ -370,5 +370,6 @@ def test_load_predictor_without_the_backend_says_which_extra(tmp_path):
             "try:\n    load_predictor('/nowhere.keras')\n"
             "except ModelError as exc:\n    print('ModelError:', exc)\n")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=command_bound_s())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=command_bound_s())
     assert "ModelError:" in out.stdout and "pip install 'forkwise[jax]'" in out.stdout, out.stderr[-500:]

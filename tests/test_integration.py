@@ -188,7 +188,8 @@ def test_cli_errors_are_one_line_and_nonzero(home):
     assert proc.stderr.startswith("error: unknown strategy 'nope'") and "lazy" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi",
-                                       "--model", "/nonexistent/m.keras"), capture_output=True, text=True, timeout=command_bound_s())
+                                       "--model", "/nonexistent/m.keras"),
+                          capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 2 and "no such model file" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -78,7 +78,8 @@ def test_the_setting_reaches_the_runtime_in_the_worker(threads, tiny_spec_path, 
     settings = AppSettings(strategy="lazy", model_spec=tiny_spec_path, database_url=f"sqlite:///{tmp_path / 'db'}",
                            run_dir=tmp_path, preload_app=False, intra_op_threads=threads)
     env = {**os.environ, **settings.to_environ(), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=command_bound_s())
+    out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True,
+                         timeout=command_bound_s())
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"runtime": threads, "inter": threads, "predictor": threads, "ready": True}

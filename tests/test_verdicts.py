@@ -147,8 +147,8 @@ def test_workers_that_died_under_load_crash_the_cell():
 
 def test_load_takes_the_most_severe_failure_of_any_level():
     judgement = vd.judge_load([level(1, http_5xx=1), level(8, timeout=1)], Workers(2, (11, 12, 13), (12,)))
-    check(judgement, V.HANG, "5xx under load at concurrency 1", "no answer within the cell's patience under load at concurrency 8",
-          "workers died")
+    check(judgement, V.HANG, "5xx under load at concurrency 1",
+          "no answer within the cell's patience under load at concurrency 8", "workers died")
 
 
 # --- disruption ------------------------------------------------------------------------------

