@@ -33,6 +33,7 @@ from pathlib import Path
 import psutil
 
 from forkwise.errors import ConfigError, DatabaseServerError, PostgresMissing
+from forkwise.logs import distinct_lines
 from forkwise.procs import free_port
 
 log = logging.getLogger("forkwise.postgres")
@@ -400,19 +401,7 @@ def reap_orphans() -> list[Path]:
 def telling_lines(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]:
     """The first `keep` distinct telling lines of a PostgreSQL log, without their time and pid;
     lines that differ only in numbers count as one, with how often it recurred."""
-    order: list[str] = []
-    first: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for raw in log_text.splitlines():
-        line = LOG_PREFIX.sub("", raw).strip()
-        if not TELLING_LINE.search(line):
-            continue
-        key = re.sub(r"\d+", "#", line)
-        if key not in first:
-            first[key] = line[:300]
-            order.append(key)
-        counts[key] = counts.get(key, 0) + 1
-    return tuple(first[k] + (f"  (x{counts[k]})" if counts[k] > 1 else "") for k in order[:keep])
+    return distinct_lines(log_text, TELLING_LINE, keep, strip=LOG_PREFIX)
 
 
 def app_connections(conn) -> int:

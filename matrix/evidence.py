@@ -6,9 +6,9 @@ The verdict rules that read a log (out-of-memory evidence) are in forkwise.matri
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 
+from forkwise.logs import distinct_lines
 from forkwise.matrix.records import Memory
 
 OOM_LOG_BYTES = 4 << 20  # read at most the last 4 MiB of a log for OOM evidence
@@ -33,19 +33,7 @@ def log_highlights(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...
 
     Lines that differ only in numbers (pids, times, addresses) count as the same line.
     """
-    order: list[str] = []
-    first: dict[str, str] = {}
-    count: Counter = Counter()
-    for raw in log_text.splitlines():
-        line = ANSI_ESCAPE.sub("", raw).strip()
-        if not TELLING_PATTERN.search(line):
-            continue
-        key = re.sub(r"\d+", "#", line)
-        if key not in first:
-            first[key] = line[:300]
-            order.append(key)
-        count[key] += 1
-    return tuple(first[k] + (f"  (x{count[k]})" if count[k] > 1 else "") for k in order[:keep])
+    return distinct_lines(log_text, TELLING_PATTERN, keep, strip=ANSI_ESCAPE)
 
 
 def hung_workers_finding(memory: Memory) -> str:
