@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from forkwise.matrix.document import (
-    MISSING, SERVER_ORDER, Block, Heading, Para, Table, latest_by_cell, ordered, rank,
+    MISSING, Block, Heading, Para, Table, latest_by_cell, ordered, server_order, server_rank,
 )
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.strategies.import_in_route import ImportInRoute
@@ -85,7 +85,7 @@ def case_sentence(case: ArticleCase, cells: Sequence[CellRecord]) -> str:
     if ok == 0:
         return (f"{case.strategy} failed under {every} ({summary}): "
                 f"the article's claim that {case.claim} was observed.")
-    failing = ", ".join(ordered({r.server for r in cells if not r.verdict.ok}, SERVER_ORDER))
+    failing = ", ".join(ordered({r.server for r in cells if not r.verdict.ok}, server_order()))
     return (f"{case.strategy} answered correctly under {ok} of {n} {unit} ({summary}) and failed on "
             f"{failing}: the article's claim that {case.claim} was observed there only.")
 
@@ -100,7 +100,7 @@ def other_scenarios_sentence(cells: Sequence[CellRecord]) -> str:
 def case_table(cells: Sequence[CellRecord]) -> Table:
     rows = tuple(
         (r.cell_id, r.verdict.value, r.evidence.findings[0] if r.evidence.findings else MISSING)
-        for r in sorted(cells, key=lambda r: (rank(r.server, SERVER_ORDER), r.cell_id))
+        for r in sorted(cells, key=lambda r: (server_rank(r.server), r.cell_id))
     )
     return Table(("cell", "verdict", "first finding"), rows)
 

@@ -13,21 +13,11 @@ import io
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from forkwise.matrix.records import CellRecord, LoadLevel, Verdict
 
-STRATEGY_ORDER = (
-    "import-in-route",
-    "preload",
-    "preload-import",
-    "lazy",
-    "locked-singleton",
-    "child-process",
-    "child-process-batched",
-    "control",
-)
-SERVER_ORDER = ("gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads")
 MISSING = "-"
 
 
@@ -44,12 +34,37 @@ def rank(name: str, canonical: Sequence[str]) -> int:
     return canonical.index(name) if name in canonical else len(canonical)
 
 
+@lru_cache(maxsize=1)
+def strategy_order() -> tuple[str, ...]:
+    """The registered strategies, in the order their classes declare (``Strategy.report_rank``)."""
+    from forkwise.strategies import registry
+
+    classes = [registry.get(name) for name in registry.names()]
+    return tuple(c.name for c in sorted(classes, key=lambda c: (c.report_rank, c.name)))
+
+
+def server_order() -> tuple[str, ...]:
+    """The server adapters, in their registry's order."""
+    from forkwise.servers import names
+
+    return tuple(names())
+
+
 def strategies_of(records: Iterable[CellRecord]) -> list[str]:
-    return ordered((r.strategy for r in records), STRATEGY_ORDER)
+    return ordered((r.strategy for r in records), strategy_order())
 
 
 def servers_of(records: Iterable[CellRecord]) -> list[str]:
-    return ordered((r.server for r in records), SERVER_ORDER)
+    return ordered((r.server for r in records), server_order())
+
+
+def server_rank(name: str) -> int:
+    return rank(name, server_order())
+
+
+def cell_order(record: CellRecord) -> tuple[int, int]:
+    """Where a cell's row goes: by its strategy, then by its server."""
+    return (rank(record.strategy, strategy_order()), server_rank(record.server))
 
 
 def latest_by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from forkwise.matrix import report
 from forkwise.matrix.document import (
-    MISSING, SERVER_ORDER, STRATEGY_ORDER, Block, Heading, Para, Table, rank, render_html, render_markdown,
+    MISSING, Block, Heading, Para, Table, cell_order, render_html, render_markdown,
 )
 from forkwise.matrix.merge import HOSTS_DIR, RUN_INFO, Host, MissingShard
 from forkwise.matrix.recommend import Budgets
@@ -83,14 +83,14 @@ def _verdicts(records: Sequence[CellRecord]) -> str:
 def host_table(runs: Sequence[HostRun]) -> Table:
     rows = []
     for hr in runs:
-        sources = ", ".join(f"shard {s['shard']} ({s['folder']})" for s in hr.run.info.get("sources", []))
+        sources = ", ".join(f"shard {s['shard']} ({s['folder']})" for s in hr.run.info.sources)
         rows.append((hr.name, hr.host.hardware, str(len(hr.run.records)),
                      _verdicts(hr.run.records), f"{HOSTS_DIR}/{hr.name}", sources or MISSING))
     return Table(("host", "hardware", "cells", "verdicts", "folder", "measured in"), tuple(rows))
 
 
 def _cell_order(record: CellRecord) -> tuple:
-    return (rank(record.strategy, STRATEGY_ORDER), rank(record.server, SERVER_ORDER), record.cell_id)
+    return (*cell_order(record), record.cell_id)
 
 
 def side_by_side(runs: Sequence[HostRun]) -> Table:

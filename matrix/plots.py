@@ -7,8 +7,8 @@ import math
 from typing import Callable, Sequence
 
 from forkwise.matrix.document import (
-    STRATEGY_ORDER, Block, Heading, Para, Plot, combination, combination_label, combinations, latest_by_cell,
-    new_figure, png, rank, servers_of, strategies_of, strategy_colors,
+    Block, Heading, Para, Plot, cell_order, combination, combination_label, combinations, latest_by_cell,
+    new_figure, png, servers_of, strategies_of, strategy_colors,
 )
 from forkwise.matrix.records import CellRecord
 
@@ -34,7 +34,7 @@ def throughput_plot(records: Sequence[CellRecord]) -> Plot | None:
     axes = fig.subplots(1, len(servers), sharey=True, squeeze=False)[0]
     for ax, server in zip(axes, servers):
         on_server = [r for r in with_load if r.server == server]
-        for record in sorted(on_server, key=lambda r: rank(r.strategy, STRATEGY_ORDER)):
+        for record in sorted(on_server, key=lambda r: cell_order(r)[0]):
             levels = sorted(record.load, key=lambda lv: lv.concurrency)
             ax.errorbar([lv.concurrency for lv in levels], [lv.rps for lv in levels],
                         yerr=[lv.rps_stdev for lv in levels], marker="o", capsize=3, color=colors[record.strategy],

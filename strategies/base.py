@@ -51,6 +51,9 @@ class Strategy:
     # False for a strategy that answers without the model (the `control` ceiling):
     # verification then checks `constant_output` instead of the reference set.
     serves_model: ClassVar[bool] = True
+    # Where reports list the strategy (lower first; equal ranks by name): the built-ins from
+    # loading in the request, through loading before and after fork, to the model-less ceiling.
+    report_rank: ClassVar[int] = 1000
 
     def __init__(self, settings: AppSettings, spec: ModelSpec):
         """Runs in the process that builds the web app: the master when preloaded, else each worker."""
