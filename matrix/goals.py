@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from forkwise import strategies
 from forkwise.matrix.controls import Controls, is_control
-from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
+from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio, strategy_order
 from forkwise.matrix.records import CellRecord, Environment, LoadLevel, Verdict
 from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
 from forkwise.strategies.lazy import Lazy
@@ -28,8 +29,12 @@ from forkwise.strategies.lazy import Lazy
 BATCHED = ChildProcessBatched.name
 LAZY = Lazy.name
 CHILD_PROCESS = ChildProcess.name
-MODEL_SERVERS = (ChildProcess.name, ChildProcessBatched.name)
 TOP_CONCURRENCY = 32
+
+
+def model_server_strategies() -> tuple[str, ...]:
+    """The registered strategies that run a model-server process (``Strategy.has_model_server``)."""
+    return tuple(name for name in strategy_order() if strategies.get(name).has_model_server)
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,7 @@ def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
 
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
     """2. With the large model, the batched model server reaches >= 2x lazy at c32, same server."""
-    text = "child-process-batched / lazy, requests/s at concurrency 32, large model, same server and workers"
+    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same server and workers"
     pairs = []
     for b in _ok(records):
         if b.strategy != BATCHED or b.model != "large":
@@ -107,10 +112,10 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:
     """6. The model server's total PSS is below lazy's at 2 workers, and the gap grows at 4."""
-    text = "total PSS, lazy minus model server (child-process or batched), same server, 2 and 4 workers"
+    text = f"total PSS, {LAZY} minus model server ({CHILD_PROCESS} or batched), same server, 2 and 4 workers"
     rows = []
     for server in sorted({r.server for r in records}):
-        for strategy in MODEL_SERVERS:
+        for strategy in model_server_strategies():
             gaps = {}
             for workers in (2, 4):
                 ms = _find(_ok(records), strategy=strategy, server=server, workers=workers, model="default")
@@ -244,7 +249,7 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
 def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
     """3. At concurrency 1 a lone request is not held for a batch: the batched model server's p50 within
     1.2x of the unbatched one's, same server and workers, default model on the CPU (the worst pair)."""
-    text = "child-process-batched / child-process, p50 latency at concurrency 1, default model, same server and workers"
+    text = f"{BATCHED} / {CHILD_PROCESS}, p50 latency at concurrency 1, default model, same server and workers"
     pairs = []
     for b in _ok(records):
         if b.strategy != BATCHED or b.model != "default" or b.device != "cpu":
@@ -258,7 +263,7 @@ def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
         return Goal(3, text, "no OK batched and child-process pair with load at concurrency 1", None, "<= 1.2", None)
     ratio, b, plain, pb, pp = max(pairs, key=lambda p: p[0])
     return Goal(3, text, f"worst of {len(pairs)} servers: {b.server} (w{b.workers}): batched p50 {pb:.2f} ms, "
-                f"child-process {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
+                f"{CHILD_PROCESS} {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
                 (profile_label(b, 1), profile_label(plain, 1)))
 
 

@@ -11,7 +11,9 @@ One name would not survive a second run: on a shared 2-core host a level's throu
 10-15% from one launch to the next, and the leader of one run was the runner-up of the next.
 So the answer is a set, chosen by subset selection (Gupta's procedure): a cell is in it unless
 another cell is ahead of it by more than z standard errors of their difference, z the one-sided
-Bonferroni quantile over its k - 1 comparisons at FAMILY_ALPHA. The set then holds the cell
+Bonferroni quantile over its k - 1 comparisons at FAMILY_ALPHA (the rule lives with compare's tests, in
+``significance``: one place for what the noise lets two measures differ by; compare asks whether a
+run changed, two-sided and on a log scale, this asks which cells may be the best). The set then holds the cell
 with the truly most throughput with at least 95% confidence. A level's standard error is its
 spread across launches (its own, or its run's pooled launch noise at that concurrency when that
 is larger: a level whose two launches agreed by chance is not taken as more precise than the
@@ -24,7 +26,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any, Sequence
 
 from forkwise.errors import ConfigError
@@ -34,9 +35,10 @@ from forkwise.matrix.document import (
     strategy_colors,
 )
 from forkwise.matrix.launches import describe_noise, launch_noise
+from forkwise.matrix import significance
 from forkwise.matrix.records import CellRecord, LoadLevel
-
-FAMILY_ALPHA = 0.05  # the chance that the set misses the truly best cell
+from forkwise.matrix.significance import FAMILY_ALPHA  # here: the chance that the set misses the best cell
+from forkwise.matrix.significance import subset_critical_z as critical_z
 DEFAULT_P99_MS = 100.0  # a common service-level objective for an interactive endpoint
 DEFAULT_MEMORY_MB: float | None = None  # no memory budget unless one is set
 DEFAULT = "default"
@@ -175,16 +177,9 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
     return found
 
 
-def critical_z(comparisons: int, alpha: float = FAMILY_ALPHA) -> float:
-    """One-sided Bonferroni quantile over `comparisons` comparisons (0 when there are none)."""
-    return NormalDist().inv_cdf(1 - alpha / comparisons) if comparisons > 0 else 0.0
-
-
 def clearly_ahead(a: Point, b: Point, z: float) -> bool:
-    """Is a's throughput ahead of b's by more than the noise lets two cells differ by chance?
-    Never when neither has a measured spread: nothing says how far apart chance puts them."""
-    se = math.hypot(a.stderr, b.stderr)
-    return se > 0 and a.level.rps - b.level.rps > z * se
+    """Is a's throughput ahead of b's by more than the noise lets two cells differ by chance?"""
+    return significance.clearly_ahead(a.level.rps, a.stderr, b.level.rps, b.stderr, z)
 
 
 def contenders(points: Sequence[Point], alpha: float = FAMILY_ALPHA) -> list[Point]:
