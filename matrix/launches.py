@@ -24,13 +24,12 @@ import math
 import statistics
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from forkwise.matrix.records import CellRecord, ErrorCounts, LoadLevel, Latency
+from forkwise.matrix.records import CellRecord, ErrorCounts, LoadLevel, Latency, adding_up
 from forkwise.matrix.verdicts import combined_verdict
 
-# Counters that add up over launches.
-_LEVEL_SUMS = ("duration_s", "requests", "rows_expected", "rows_found", "unacknowledged", "sampled",
-               "sampled_wrong", "driver_cpu_s", "server_cpu_s")
-_RECORD_SUMS = ("requests", "ok", "rows_expected", "rows_found", "duration_s")
+# Counters that add up over launches: the fields their record classes mark so (records.ADDS_UP).
+_LEVEL_SUMS = adding_up(LoadLevel)
+_RECORD_SUMS = adding_up(CellRecord)
 
 K = TypeVar("K")  # what a pooled spread is keyed by: a concurrency, or None for a per-cell measure
 
