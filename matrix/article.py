@@ -8,25 +8,24 @@ scenario tests something else (a worker recycled every N requests stalls while i
 loads the model: a measured stall, not a race between workers), so its cells are listed apart
 and never decide a case.
 
-Strategies are named through their classes, so a renamed strategy cannot silently leave a case
-without cells.
+Which strategy tests a case is declared on its class (``Strategy.article_case``,
+``Strategy.compared_in_case``), so a renamed strategy cannot silently leave a case without cells.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Table, latest_by_cell, ordered, server_order, server_rank,
+    MISSING, Block, Heading, Para, Table, latest_by_cell, ordered, server_order, server_rank, strategy_order,
 )
+from forkwise import strategies
+from forkwise.errors import ConfigError
 from forkwise.matrix.records import CellRecord, Verdict
-from forkwise.strategies.import_in_route import ImportInRoute
-from forkwise.strategies.lazy import Lazy
-from forkwise.strategies.locked_singleton import LockedSingleton
-from forkwise.strategies.preload import Preload
-from forkwise.strategies.preload_import import PreloadImport
 
 # The scenario whose cells test the article's claims: workers of a fresh deployment on their
 # first, concurrent requests.
@@ -37,21 +36,35 @@ EVIDENCE_SCENARIO = "steady"
 class ArticleCase:
     number: int
     title: str
-    strategy: str
     claim: str  # what the article asserts; the run decides whether it was observed
-    related: tuple[str, ...] = ()
+    strategy: str = ""  # the strategy whose class says it tests this case (Strategy.article_case)
+    related: tuple[str, ...] = ()  # those whose classes say they are compared in it (Strategy.compared_in_case)
 
 
-ARTICLE_CASES = (
-    ArticleCase(1, "import TensorFlow inside the route", ImportInRoute.name,
+# What the article says; which strategy tests each case, its class says.
+_CASES = (
+    ArticleCase(1, "import TensorFlow inside the route",
                 "concurrent first imports of TensorFlow inside a route fail"),
-    ArticleCase(2, "load at module level, before the fork", Preload.name,
-                "loading TensorFlow at module level before the fork is still problematic",
-                related=(PreloadImport.name,)),
-    ArticleCase(3, "a singleton loader (done properly: locked)", LockedSingleton.name,
-                "a singleton loader cannot avoid races between forked workers on their first requests",
-                related=(Lazy.name,)),
+    ArticleCase(2, "load at module level, before the fork",
+                "loading TensorFlow at module level before the fork is still problematic"),
+    ArticleCase(3, "a singleton loader (done properly: locked)",
+                "a singleton loader cannot avoid races between forked workers on their first requests"),
 )
+
+
+@lru_cache(maxsize=1)
+def article_cases() -> tuple[ArticleCase, ...]:
+    """The article's cases, each with the registered strategy that tests it and those compared in it."""
+    classes = [strategies.get(name) for name in strategy_order()]
+    cases = []
+    for case in _CASES:
+        testing = [c.name for c in classes if c.article_case == case.number]
+        if len(testing) != 1:
+            raise ConfigError(f"article case {case.number} needs one strategy whose class sets "
+                              f"article_case = {case.number}; found {testing or 'none'}")
+        related = tuple(c.name for c in classes if c.compared_in_case == case.number)
+        cases.append(dataclasses.replace(case, strategy=testing[0], related=related))
+    return tuple(cases)
 
 
 def verdict_summary(verdicts: Sequence[Verdict]) -> str:
@@ -119,7 +132,7 @@ def article_section(records: Sequence[CellRecord]) -> list[Block]:
              "deployment whose workers take their first requests concurrently, which is what the article's "
              "claims are about."),
     ]
-    for case in ARTICLE_CASES:
+    for case in article_cases():
         all_cells = cells_of(records, case.strategy)
         cells = evidence_of(all_cells)
         others = [r for r in all_cells if r not in cells]
