@@ -175,6 +175,14 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Items:
+    """A sentence that introduces a list, and the list."""
+
+    intro: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Code:
     text: str
 
@@ -185,7 +193,7 @@ class Plot:
     png: bytes
 
 
-Block = Heading | Para | Table | Code | Plot
+Block = Heading | Para | Items | Table | Code | Plot
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -231,6 +239,8 @@ def markdown_block(block: Block) -> str | None:
         return f"{'#' * block.level} {block.text}"
     if isinstance(block, Para):
         return f"**{block.lead}** {block.text}" if block.lead else block.text
+    if isinstance(block, Items):
+        return "\n".join([block.intro, *(f"- {item}" for item in block.items)])
     if isinstance(block, Table):
         header = "| " + " | ".join(_md_cell(h) for h in block.headers) + " |"
         rule = "|" + "|".join(" --- " for _ in block.headers) + "|"
@@ -274,6 +284,9 @@ def html_block(block: Block) -> str:
     if isinstance(block, Para):
         lead = f"<strong>{e(block.lead)}</strong> " if block.lead else ""
         return f"<p>{lead}{e(block.text)}</p>"
+    if isinstance(block, Items):
+        items = "".join(f"<li>{e(item)}</li>" for item in block.items)
+        return f"<p>{e(block.intro)}</p><ul>{items}</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
         body = "".join("<tr>" + "".join(_html_td(c) for c in row) + "</tr>" for row in block.rows)

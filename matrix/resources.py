@@ -15,6 +15,7 @@ _MB = 1024 * 1024
 # The roles of a deployment's processes, in the order a report shows them.
 MASTER, WORKER, MODEL_SERVER, SUPERVISOR, HELPER = "master", "worker", "model-server", "supervisor", "helper"
 ROLES = (MASTER, WORKER, MODEL_SERVER, SUPERVISOR, HELPER)
+SERVING_ROLES = (WORKER, MODEL_SERVER)  # the processes that run the app's or the model's Python code
 
 
 def deployment_processes(master_pid: int) -> list[psutil.Process]:

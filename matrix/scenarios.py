@@ -76,7 +76,7 @@ def _kill_worker(run) -> str:
 
 
 def _model_servers(master: int) -> list[psutil.Process]:
-    return [p for p in resources.deployment_processes(master) if resources.role_of(p, master) == "model-server"]
+    return [p for p in resources.deployment_processes(master) if resources.role_of(p, master) == resources.MODEL_SERVER]
 
 
 def _kill_model_server(run) -> str:
