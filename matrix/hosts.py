@@ -26,6 +26,7 @@ from forkwise.matrix.document import (
 from forkwise.matrix.merge import HOSTS_DIR, RUN_INFO, Host, MissingShard
 from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, read_records
+from forkwise.matrix.run_info import RunInfo
 
 AXIS_NOTE = ("Each host has its own section, made from that host's records only: its controls, ratios, "
              "recommendation and goals. Cells measured on different hardware are never pooled or compared "
@@ -57,10 +58,10 @@ def read_hosts(out: Path, p99_ms: float | None = None, memory_mb: float | None =
     runs = []
     for entry in info["hosts"]:
         folder = out / entry["folder"]
-        host_info = json.loads((folder / RUN_INFO).read_text(encoding="utf-8"))
+        host_info = RunInfo.read(folder)
         if p99_ms is not None or memory_mb is not None:
-            budgets = Budgets.from_dict(host_info.get("recommend")).overridden(p99_ms, memory_mb, "command line")
-            host_info = {**host_info, "recommend": budgets.to_dict()}
+            budgets = Budgets.from_dict(host_info.recommend).overridden(p99_ms, memory_mb, "command line")
+            host_info = host_info.with_budgets(budgets.to_dict())
         run = report.Run.of(read_records(folder / RECORDS_FILE), str(info["profile"]), host_info)
         runs.append(HostRun(entry["name"], _host_of(entry), run, report.table_rows(run.records)))
     return info, runs

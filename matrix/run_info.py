@@ -41,6 +41,9 @@ class RunInfo:
     probe_rebased: int | None = None
     quiet_wait_s: float | None = None
     launches: int | None = None
+    # A folder that `forkwise merge` wrote: when, and (the merged folder) its hosts' folders.
+    merged_at: str | None = None
+    hosts: tuple[Mapping[str, Any], ...] | None = None
     # A host's folder that `forkwise merge` wrote:
     host: Mapping[str, Any] | None = None
     host_name: str | None = None
@@ -54,7 +57,7 @@ class RunInfo:
         data = dict(data or {})
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("sources", "missing_shards"):
+        for name in ("sources", "missing_shards", "hosts"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})

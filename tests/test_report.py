@@ -34,7 +34,6 @@ RUN_INFO = {
     "profile": "test",
     "started_at": "2026-11-26T10:00:00Z",
     "duration_s": 754.0,
-    "driver": "builtin",
     "command": "forkwise run --profile test",
 }
 
@@ -702,3 +701,28 @@ def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
     assert "was measured on another machine (commit 0211d461e790, 2026-11-26T05:31:24+00:00, on Other CPU" in goals
     assert "round trip 120 us" not in goals
     assert "not measured in this run" in goals.split("| 7 |")[1]
+
+
+def test_run_info_reads_every_run_json_and_writes_it_back():
+    from forkwise.matrix.run_info import RunInfo
+
+    for folder in sorted((Path(__file__).parent.parent / "results").iterdir()):
+        if (folder / "run.json").exists():
+            raw = json.loads((folder / "run.json").read_text())
+            info = RunInfo.read(folder)
+            assert info.to_dict() == raw and list(info.to_dict()) == list(raw), folder
+            assert not info.extra, f"{folder}: run.json keys RunInfo does not know: {sorted(info.extra)}"
+    odd = RunInfo.from_dict({"profile": "p", "driver": "wrk", "bench": {}})  # never written by a run: kept aside
+    assert odd.profile == "p" and dict(odd.extra) == {"driver": "wrk", "bench": {}}
+    assert list(odd.to_dict()) == ["profile", "driver", "bench"]
+
+
+def test_strategy_and_server_order_come_from_their_classes():
+    from forkwise.matrix.document import server_order, strategy_order
+    from forkwise.servers import names as server_names
+    from forkwise.strategies import registry
+
+    assert server_order() == tuple(server_names())
+    ranks = [registry.get(name).report_rank for name in strategy_order()]
+    assert ranks == sorted(ranks) and set(strategy_order()) == set(registry.names())
+    assert strategy_order()[0] == "import-in-route" and "control" in strategy_order()
