@@ -25,10 +25,12 @@ from forkwise.matrix.document import (  # noqa: F401  (render_markdown, render_h
     MISSING, Block, Code, Heading, Para, Table, cell_order, combination, combination_label, combinations,
     fmt_fixed, fmt_int, fmt_mib, latest_by_cell, rank, render_html, render_markdown, servers_of, strategies_of,
 )
-from forkwise.matrix.goals import Bench, Profiles, goals_section, load_bench, load_profiles
+from forkwise.matrix.goals import Bench, Profiles, load_bench, load_profiles
+from forkwise.matrix.goals_report import goals_section
 from forkwise.matrix.launches import combine_all
 from forkwise.matrix.plots import plot_section
-from forkwise.matrix.recommend import Budgets, recommendation_section
+from forkwise.matrix.recommend import Budgets
+from forkwise.matrix.recommend_report import recommendation_section
 from forkwise.matrix.records import CellRecord
 from forkwise.matrix.report_table import (  # noqa: F401  (COLUMNS, render_csv, table_rows: re-exported)
     COLUMNS, LOAD_VIEW, MEMORY_VIEW, ok_load_rows, one_row_per_cell, render_csv, render_json, table_rows,
