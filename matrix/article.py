@@ -26,10 +26,11 @@ from forkwise.matrix.document import (
 from forkwise import strategies
 from forkwise.errors import ConfigError
 from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.scenarios import STEADY
 
 # The scenario whose cells test the article's claims: workers of a fresh deployment on their
 # first, concurrent requests.
-EVIDENCE_SCENARIO = "steady"
+EVIDENCE_SCENARIO = STEADY
 
 
 @dataclass(frozen=True)

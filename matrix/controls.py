@@ -17,9 +17,8 @@ from functools import lru_cache
 from typing import Iterable
 
 from forkwise.matrix.records import CellRecord, LoadLevel
+from forkwise.matrix.scenarios import STEADY
 from forkwise.strategies import registry
-
-STEADY = "steady"
 
 ControlKey = tuple[str, int, str, str, str, str]  # server, workers, model, device, backend, database
 

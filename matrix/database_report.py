@@ -15,6 +15,7 @@ from forkwise.matrix.document import (
     MISSING, Block, Heading, Para, Table, cell_order, fmt_int, highest_level,
 )
 from forkwise.matrix.records import CellRecord
+from forkwise.matrix.scenarios import STEADY
 
 SERVER_LINES_SHOWN = 2
 
@@ -22,7 +23,7 @@ SERVER_LINES_SHOWN = 2
 def database_cells(records: Sequence[CellRecord]) -> list[CellRecord]:
     """The cells whose database settings are not SQLite's defaults, in a stable order."""
     cells = [r for r in records if r.database_setting]
-    return sorted(cells, key=lambda r: (r.scenario != "steady", r.scenario, r.db_in_master, r.database,
+    return sorted(cells, key=lambda r: (r.scenario != STEADY, r.scenario, r.db_in_master, r.database,
                                         *cell_order(r), r.cell_id))
 
 

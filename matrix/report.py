@@ -39,6 +39,7 @@ from forkwise.matrix.report_table import (  # noqa: F401  (COLUMNS, render_csv, 
 from forkwise.matrix.resources import ROLES
 from forkwise.matrix.run_facts import header_facts
 from forkwise.matrix.run_info import RunInfo, as_run_info
+from forkwise.matrix.scenarios import BAD_INPUT, STEADY
 
 LOG_TAIL_LINES = 10
 FINDINGS_SHOWN = 3
@@ -276,14 +277,14 @@ def failing_cell_blocks(record: CellRecord) -> list[Block]:
 
 def reliability_section(records: Sequence[CellRecord]) -> list[Block]:
     """Scenario x strategy x server: what the disruption cost and whether the cell came back."""
-    cells = [r for r in latest_by_cell(records).values() if r.scenario != "steady"]
+    cells = [r for r in latest_by_cell(records).values() if r.scenario != STEADY]
     if not cells:
         return []
     cells.sort(key=lambda r: (r.scenario, *cell_order(r)))
     rows = []
     for r in cells:
         d = r.disruption
-        failed = d.failed.total if d else (r.errors.total if r.scenario == "bad-input" else None)
+        failed = d.failed.total if d else (r.errors.total if r.scenario == BAD_INPUT else None)
         rows.append((
             r.scenario, r.strategy, r.server, r.verdict.value,
             d.event if d and d.event else MISSING,
