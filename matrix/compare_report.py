@@ -191,7 +191,8 @@ def render_comparison(result: RunComparison) -> str:
 
 
 def comparison_document(result: RunComparison) -> list[Block]:
-    blocks: list[Block] = [Para(summary(result)), Para(shift_text(result)), noise_items(result), Para(method_text())]
+    blocks: list[Block] = [Para(summary(result)), Para(shift_text(result)), noise_items(result),
+                           Para(method_text())]
     if result.strategies:
         blocks += [Heading(f"Strategies at concurrency {result.strategies[0].concurrency}, all their cells together", 2),
                    Table(("strategy", "cells", "rps a (geometric mean)", "rps b", "beyond shift", "z", "MDE",

@@ -95,10 +95,8 @@ class LoadLevel:
     errors: ErrorCounts
     rows_expected: int = field(metadata=ADDS_UP)  # rows acknowledged by 200 answers during this level
     rows_found: int = field(metadata=ADDS_UP)  # rows the database holds for this level
-    # requests sent whose answer the driver never read (cut off at the end, timed out)
-    unacknowledged: int = field(metadata=ADDS_UP)
-    # answers (builtin driver) or rows written (wrk) under load, checked against the reference
-    sampled: int = field(metadata=ADDS_UP)
+    unacknowledged: int = field(metadata=ADDS_UP)  # requests whose answer the driver never read (cut off, timed out)
+    sampled: int = field(metadata=ADDS_UP)  # answers (builtin) or rows (wrk) under load checked against the reference
     sampled_wrong: int = field(metadata=ADDS_UP)
     driver: str  # "wrk" or "builtin"
     driver_cpu_s: float = field(metadata=ADDS_UP)  # CPU the load generator itself used (it shares the cores)
