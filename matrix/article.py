@@ -119,11 +119,41 @@ def case_table(cells: Sequence[CellRecord]) -> Table:
     return Table(("cell", "verdict", "first finding"), rows)
 
 
-def related_sentence(strategy: str, records: Sequence[CellRecord]) -> str:
-    cells = evidence_of(cells_of(records, strategy))
+def related_sentence(strategy: str, cells: Sequence[CellRecord]) -> str:
     if not cells:
         return f"{strategy}: not run in the {EVIDENCE_SCENARIO} scenario in this profile."
     return f"{strategy}: {verdict_summary([r.verdict for r in cells])} over {len(cells)} cells."
+
+
+# --- the analysis: each case's cells --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseAnswer:
+    """What a run's records say of one case."""
+
+    case: ArticleCase
+    evidence: tuple[CellRecord, ...]  # its strategy's cells that test the claim
+    not_counted: tuple[CellRecord, ...]  # its strategy's cells in other scenarios
+    related: tuple[tuple[str, tuple[CellRecord, ...]], ...]  # each strategy compared in it, with its evidence
+
+    @property
+    def observed(self) -> bool | None:
+        """Whether the claim (a failure) was observed in any of its evidence; None: no evidence."""
+        return None if not self.evidence else not all(r.verdict.ok for r in self.evidence)
+
+
+def answer_cases(records: Sequence[CellRecord]) -> list[CaseAnswer]:
+    answers = []
+    for case in article_cases():
+        all_cells = cells_of(records, case.strategy)
+        evidence = evidence_of(all_cells)
+        related = tuple((name, tuple(evidence_of(cells_of(records, name)))) for name in case.related)
+        answers.append(CaseAnswer(case, tuple(evidence), tuple(r for r in all_cells if r not in evidence), related))
+    return answers
+
+
+# --- the section ------------------------------------------------------------------------------
 
 
 def article_section(records: Sequence[CellRecord]) -> list[Block]:
@@ -133,16 +163,14 @@ def article_section(records: Sequence[CellRecord]) -> list[Block]:
              "deployment whose workers take their first requests concurrently, which is what the article's "
              "claims are about."),
     ]
-    for case in article_cases():
-        all_cells = cells_of(records, case.strategy)
-        cells = evidence_of(all_cells)
-        others = [r for r in all_cells if r not in cells]
+    for answer in answer_cases(records):
+        case = answer.case
         blocks.append(Heading(f"Case {case.number}: {case.title} (strategy {case.strategy})", 3))
-        blocks.append(Para(case_sentence(case, cells), "Observed:"))
-        if cells:
-            blocks.append(case_table(cells))
-        if others:
-            blocks.append(Para(other_scenarios_sentence(others), "Not counted:"))
-        for strategy in case.related:
-            blocks.append(Para(related_sentence(strategy, records), "For comparison,"))
+        blocks.append(Para(case_sentence(case, answer.evidence), "Observed:"))
+        if answer.evidence:
+            blocks.append(case_table(answer.evidence))
+        if answer.not_counted:
+            blocks.append(Para(other_scenarios_sentence(answer.not_counted), "Not counted:"))
+        for strategy, cells in answer.related:
+            blocks.append(Para(related_sentence(strategy, cells), "For comparison,"))
     return blocks

@@ -726,3 +726,14 @@ def test_strategy_and_server_order_come_from_their_classes():
     ranks = [registry.get(name).report_rank for name in strategy_order()]
     assert ranks == sorted(ranks) and set(strategy_order()) == set(registry.names())
     assert strategy_order()[0] == "import-in-route" and "control" in strategy_order()
+
+
+def test_answer_cases_hold_each_case_cells(records):
+    from forkwise.matrix.article import answer_cases
+
+    answers = answer_cases(records)
+    assert [a.case.number for a in answers] == [1, 2, 3]
+    for a in answers:
+        assert all(r.strategy == a.case.strategy and r.scenario == "steady" for r in a.evidence)
+        assert all(r.strategy == a.case.strategy and r.scenario != "steady" for r in a.not_counted)
+        assert a.observed == (None if not a.evidence else any(not r.verdict.ok for r in a.evidence))
