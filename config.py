@@ -141,28 +141,9 @@ def default_home() -> Path:
     return Path(os.environ.get("FORKWISE_HOME") or Path.home() / ".cache" / "forkwise")
 
 
-# Each setting: (field name, validator). The env name is FORKWISE_<FIELD NAME IN CAPS>.
-_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "strategy": _required_str,
-    "model_spec": _path,
-    "database_url": _required_str,
-    "run_dir": _path,
-    "preload_app": _bool,
-    "max_instances": _positive_int,
-    "max_body_bytes": _positive_int,
-    "model_timeout_s": _positive_float,
-    "db_busy_timeout_s": _positive_float,
-    "max_batch": _positive_int,
-    "max_wait_ms": _positive_float,
-    "batch_sizes": _batch_sizes,
-    "intra_op_threads": _non_negative_int,
-    "python": _required_str,
-    "backend": _choice(BACKENDS),
-    "device": _choice(DEVICES),
-    "gpu_policy": _choice(GPU_POLICIES),
-    "db_reset": _choice(DB_RESET_POLICIES),
-    "db_touch_in_master": _bool,
-}
+def _setting(validate: Callable[[str, Any], Any], default: Any = dataclasses.MISSING) -> Any:
+    """A field of AppSettings with the check its value passes (under its env name, FORKWISE_<NAME>)."""
+    return field(default=default, metadata={"validate": validate})
 
 
 @dataclass(frozen=True)
@@ -172,36 +153,41 @@ class AppSettings:
     Read by the master (when the app is preloaded) and by every worker.
     """
 
-    strategy: str
-    model_spec: Path  # the spec.json that names the .keras file and its reference set
-    database_url: str
-    run_dir: Path  # private directory for locks and the model server's socket
-    preload_app: bool = False  # True: the server builds the app in its master, before fork
-    max_instances: int = 256
-    max_body_bytes: int = 4 * 1024 * 1024
-    model_timeout_s: float = 10.0  # how long a worker waits on the model server
-    db_busy_timeout_s: float = 10.0
-    max_batch: int = 32  # model-server batching: rows per batch at most
-    max_wait_ms: float = 1.0  # model-server batching: the longest a batch that could run is held for more rows
-    batch_sizes: str = DEFAULT_BATCH_SIZES  # the sizes the model server pads each call up to (BATCH_SIZE_POLICIES)
+    strategy: str = _setting(_required_str)
+    model_spec: Path = _setting(_path)  # the spec.json that names the .keras file and its reference set
+    database_url: str = _setting(_required_str)
+    run_dir: Path = _setting(_path)  # private directory for locks and the model server's socket
+    preload_app: bool = _setting(_bool, False)  # True: the server builds the app in its master, before fork
+    max_instances: int = _setting(_positive_int, 256)
+    max_body_bytes: int = _setting(_positive_int, 4 * 1024 * 1024)
+    model_timeout_s: float = _setting(_positive_float, 10.0)  # how long a worker waits on the model server
+    db_busy_timeout_s: float = _setting(_positive_float, 10.0)
+    max_batch: int = _setting(_positive_int, 32)  # model-server batching: rows per batch at most
+    # model-server batching: the longest a batch that could run is held for more rows
+    max_wait_ms: float = _setting(_positive_float, 1.0)
+    # the sizes the model server pads each call up to (BATCH_SIZE_POLICIES)
+    batch_sizes: str = _setting(_batch_sizes, DEFAULT_BATCH_SIZES)
     # The runtime's intra-op (and inter-op) threads in each process that loads the model; 0: its default.
-    intra_op_threads: int = 0
+    intra_op_threads: int = _setting(_non_negative_int, 0)
     # The interpreter that helper processes (the model server) run with. Not sys.executable
     # inside a worker: under pyuwsgi that names the base interpreter, not the virtualenv's.
-    python: str = sys.executable
-    backend: str = DEFAULT_BACKEND  # the Keras backend (KERAS_BACKEND): tensorflow, jax or torch
-    device: str = "cpu"  # cpu: every GPU hidden from the deployment; gpu: visible
-    gpu_policy: str = DEFAULT_GPU_POLICY  # GPU memory policy (forkwise.gpu): grow, fraction or off
-    db_reset: str = DEFAULT_DB_RESET  # what a forked worker does with an inherited engine (DB_RESET_POLICIES)
+    python: str = _setting(_required_str, sys.executable)
+    # the Keras backend (KERAS_BACKEND): tensorflow, jax or torch
+    backend: str = _setting(_choice(BACKENDS), DEFAULT_BACKEND)
+    device: str = _setting(_choice(DEVICES), "cpu")  # cpu: every GPU hidden from the deployment; gpu: visible
+    # GPU memory policy (forkwise.gpu): grow, fraction or off
+    gpu_policy: str = _setting(_choice(GPU_POLICIES), DEFAULT_GPU_POLICY)
+    # what a forked worker does with an inherited engine (DB_RESET_POLICIES)
+    db_reset: str = _setting(_choice(DB_RESET_POLICIES), DEFAULT_DB_RESET)
     # True: the app queries the database in the master before fork, as apps that preload do (only
     # a preloaded app has a master that runs it).
-    db_touch_in_master: bool = False
+    db_touch_in_master: bool = _setting(_bool, False)
     extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if f.name in _VALIDATORS:
-                object.__setattr__(self, f.name, _VALIDATORS[f.name](_env_name(f.name), getattr(self, f.name)))
+            if "validate" in f.metadata:
+                object.__setattr__(self, f.name, f.metadata["validate"](_env_name(f.name), getattr(self, f.name)))
         if self.device == "gpu" and self.gpu_policy == "fraction" and self.backend != "jax":
             raise ConfigError(
                 f"{_env_name('gpu_policy')} 'fraction' is a JAX setting (XLA_PYTHON_CLIENT_MEM_FRACTION); "

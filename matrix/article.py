@@ -8,48 +8,64 @@ scenario tests something else (a worker recycled every N requests stalls while i
 loads the model: a measured stall, not a race between workers), so its cells are listed apart
 and never decide a case.
 
-Strategies are named through their classes, so a renamed strategy cannot silently leave a case
-without cells.
+Which strategy tests a case is declared on its class (``Strategy.article_case``,
+``Strategy.compared_in_case``), so a renamed strategy cannot silently leave a case without cells.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable, Sequence
 
-from forkwise.matrix.document import MISSING, SERVER_ORDER, Block, Heading, Para, Table, latest_by_cell, ordered, rank
+from forkwise.matrix.document import (
+    MISSING, Block, Heading, Para, Table, latest_by_cell, ordered, server_order, server_rank, strategy_order,
+)
+from forkwise import strategies
+from forkwise.errors import ConfigError
 from forkwise.matrix.records import CellRecord, Verdict
-from forkwise.strategies.import_in_route import ImportInRoute
-from forkwise.strategies.lazy import Lazy
-from forkwise.strategies.locked_singleton import LockedSingleton
-from forkwise.strategies.preload import Preload
-from forkwise.strategies.preload_import import PreloadImport
+from forkwise.matrix.scenarios import STEADY
 
 # The scenario whose cells test the article's claims: workers of a fresh deployment on their
 # first, concurrent requests.
-EVIDENCE_SCENARIO = "steady"
+EVIDENCE_SCENARIO = STEADY
 
 
 @dataclass(frozen=True)
 class ArticleCase:
     number: int
     title: str
-    strategy: str
     claim: str  # what the article asserts; the run decides whether it was observed
-    related: tuple[str, ...] = ()
+    strategy: str = ""  # the strategy whose class says it tests this case (Strategy.article_case)
+    related: tuple[str, ...] = ()  # those whose classes say they are compared in it (Strategy.compared_in_case)
 
 
-ARTICLE_CASES = (
-    ArticleCase(1, "import TensorFlow inside the route", ImportInRoute.name,
+# What the article says; which strategy tests each case, its class says.
+_CASES = (
+    ArticleCase(1, "import TensorFlow inside the route",
                 "concurrent first imports of TensorFlow inside a route fail"),
-    ArticleCase(2, "load at module level, before the fork", Preload.name,
-                "loading TensorFlow at module level before the fork is still problematic",
-                related=(PreloadImport.name,)),
-    ArticleCase(3, "a singleton loader (done properly: locked)", LockedSingleton.name,
-                "a singleton loader cannot avoid races between forked workers on their first requests",
-                related=(Lazy.name,)),
+    ArticleCase(2, "load at module level, before the fork",
+                "loading TensorFlow at module level before the fork is still problematic"),
+    ArticleCase(3, "a singleton loader (done properly: locked)",
+                "a singleton loader cannot avoid races between forked workers on their first requests"),
 )
+
+
+@lru_cache(maxsize=1)
+def article_cases() -> tuple[ArticleCase, ...]:
+    """The article's cases, each with the registered strategy that tests it and those compared in it."""
+    classes = [strategies.get(name) for name in strategy_order()]
+    cases = []
+    for case in _CASES:
+        testing = [c.name for c in classes if c.article_case == case.number]
+        if len(testing) != 1:
+            raise ConfigError(f"article case {case.number} needs one strategy whose class sets "
+                              f"article_case = {case.number}; found {testing or 'none'}")
+        related = tuple(c.name for c in classes if c.compared_in_case == case.number)
+        cases.append(dataclasses.replace(case, strategy=testing[0], related=related))
+    return tuple(cases)
 
 
 def verdict_summary(verdicts: Sequence[Verdict]) -> str:
@@ -83,7 +99,7 @@ def case_sentence(case: ArticleCase, cells: Sequence[CellRecord]) -> str:
     if ok == 0:
         return (f"{case.strategy} failed under {every} ({summary}): "
                 f"the article's claim that {case.claim} was observed.")
-    failing = ", ".join(ordered({r.server for r in cells if not r.verdict.ok}, SERVER_ORDER))
+    failing = ", ".join(ordered({r.server for r in cells if not r.verdict.ok}, server_order()))
     return (f"{case.strategy} answered correctly under {ok} of {n} {unit} ({summary}) and failed on "
             f"{failing}: the article's claim that {case.claim} was observed there only.")
 
@@ -98,16 +114,46 @@ def other_scenarios_sentence(cells: Sequence[CellRecord]) -> str:
 def case_table(cells: Sequence[CellRecord]) -> Table:
     rows = tuple(
         (r.cell_id, r.verdict.value, r.evidence.findings[0] if r.evidence.findings else MISSING)
-        for r in sorted(cells, key=lambda r: (rank(r.server, SERVER_ORDER), r.cell_id))
+        for r in sorted(cells, key=lambda r: (server_rank(r.server), r.cell_id))
     )
     return Table(("cell", "verdict", "first finding"), rows)
 
 
-def related_sentence(strategy: str, records: Sequence[CellRecord]) -> str:
-    cells = evidence_of(cells_of(records, strategy))
+def related_sentence(strategy: str, cells: Sequence[CellRecord]) -> str:
     if not cells:
         return f"{strategy}: not run in the {EVIDENCE_SCENARIO} scenario in this profile."
     return f"{strategy}: {verdict_summary([r.verdict for r in cells])} over {len(cells)} cells."
+
+
+# --- the analysis: each case's cells --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseAnswer:
+    """What a run's records say of one case."""
+
+    case: ArticleCase
+    evidence: tuple[CellRecord, ...]  # its strategy's cells that test the claim
+    not_counted: tuple[CellRecord, ...]  # its strategy's cells in other scenarios
+    related: tuple[tuple[str, tuple[CellRecord, ...]], ...]  # each strategy compared in it, with its evidence
+
+    @property
+    def observed(self) -> bool | None:
+        """Whether the claim (a failure) was observed in any of its evidence; None: no evidence."""
+        return None if not self.evidence else not all(r.verdict.ok for r in self.evidence)
+
+
+def answer_cases(records: Sequence[CellRecord]) -> list[CaseAnswer]:
+    answers = []
+    for case in article_cases():
+        all_cells = cells_of(records, case.strategy)
+        evidence = evidence_of(all_cells)
+        related = tuple((name, tuple(evidence_of(cells_of(records, name)))) for name in case.related)
+        answers.append(CaseAnswer(case, tuple(evidence), tuple(r for r in all_cells if r not in evidence), related))
+    return answers
+
+
+# --- the section ------------------------------------------------------------------------------
 
 
 def article_section(records: Sequence[CellRecord]) -> list[Block]:
@@ -117,16 +163,14 @@ def article_section(records: Sequence[CellRecord]) -> list[Block]:
              "deployment whose workers take their first requests concurrently, which is what the article's "
              "claims are about."),
     ]
-    for case in ARTICLE_CASES:
-        all_cells = cells_of(records, case.strategy)
-        cells = evidence_of(all_cells)
-        others = [r for r in all_cells if r not in cells]
+    for answer in answer_cases(records):
+        case = answer.case
         blocks.append(Heading(f"Case {case.number}: {case.title} (strategy {case.strategy})", 3))
-        blocks.append(Para(case_sentence(case, cells), "Observed:"))
-        if cells:
-            blocks.append(case_table(cells))
-        if others:
-            blocks.append(Para(other_scenarios_sentence(others), "Not counted:"))
-        for strategy in case.related:
-            blocks.append(Para(related_sentence(strategy, records), "For comparison,"))
+        blocks.append(Para(case_sentence(case, answer.evidence), "Observed:"))
+        if answer.evidence:
+            blocks.append(case_table(answer.evidence))
+        if answer.not_counted:
+            blocks.append(Para(other_scenarios_sentence(answer.not_counted), "Not counted:"))
+        for strategy, cells in answer.related:
+            blocks.append(Para(related_sentence(strategy, cells), "For comparison,"))
     return blocks

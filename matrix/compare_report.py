@@ -12,10 +12,8 @@ from forkwise.matrix.compare import (
 )
 from forkwise.matrix.launches import describe_noise
 from forkwise.matrix.records import Verdict
-from forkwise.matrix.document import Heading, Para, Table, render_markdown
+from forkwise.matrix.document import MISSING, Block, Heading, Items, Para, Table, render_markdown
 from forkwise.matrix.significance import FAMILY_ALPHA, worsening_pct
-
-MISSING = "-"
 
 
 # --- regressions: what fails a CI job ----------------------------------------------------------
@@ -161,14 +159,14 @@ def _pass_text(run: Run) -> str:
     return f"{p.passes} passes, throughput drift {p.drift * 100:.1f}%{effect}"
 
 
-def noise_text(result: RunComparison) -> str:
-    lines = ["Launch-to-launch noise of each run (relative stdev of one launch, pooled over its OK cells), "
-             "the spread every test is judged with:"]
+def noise_items(result: RunComparison) -> Items:
+    items = []
     for name, run in zip("ab", result.runs):
         per_metric = [f"throughput {describe_noise(run.spread[THROUGHPUT.name])}"]
         per_metric += [f"{m.name} {_describe(run.spread[m.name])}" for m in METRICS if m is not THROUGHPUT]
-        lines.append(f"- run {name}: " + "; ".join(per_metric))
-    return "\n".join(lines)
+        items.append(f"run {name}: " + "; ".join(per_metric))
+    return Items("Launch-to-launch noise of each run (relative stdev of one launch, pooled over its OK cells), "
+                 "the spread every test is judged with:", tuple(items))
 
 
 def _describe(spread: dict) -> str:
@@ -188,7 +186,13 @@ def method_text() -> str:
 
 
 def render_comparison(result: RunComparison) -> str:
-    blocks = [Para(summary(result)), Para(shift_text(result)), Para(noise_text(result)), Para(method_text())]
+    """COMPARE.md: the comparison's document, through the report's Markdown renderer."""
+    return render_markdown(comparison_document(result))
+
+
+def comparison_document(result: RunComparison) -> list[Block]:
+    blocks: list[Block] = [Para(summary(result)), Para(shift_text(result)), noise_items(result),
+                           Para(method_text())]
     if result.strategies:
         blocks += [Heading(f"Strategies at concurrency {result.strategies[0].concurrency}, all their cells together", 2),
                    Table(("strategy", "cells", "rps a (geometric mean)", "rps b", "beyond shift", "z", "MDE",
@@ -200,4 +204,4 @@ def render_comparison(result: RunComparison) -> str:
         blocks += [Heading("Memory and cold start, once per launch", 2),
                    Table(("cell", "RSS a (MB)", "RSS b (MB)", "change", "MDE", "significant", "cold start a (s)",
                           "cold start b (s)", "beyond shift", "MDE", "significant"), tuple(cells))]
-    return render_markdown(blocks)
+    return blocks

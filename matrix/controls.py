@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from forkwise.matrix.records import CellRecord, LoadLevel
+from forkwise.matrix.scenarios import STEADY
 from forkwise.strategies import registry
-
-STEADY = "steady"
 
 ControlKey = tuple[str, int, str, str, str, str]  # server, workers, model, device, backend, database
 

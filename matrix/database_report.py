@@ -8,22 +8,14 @@ break from every client). Verdicts are the records' own (forkwise.matrix.verdict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Sequence
 
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.matrix.document import (
-    MISSING,
-    SERVER_ORDER,
-    STRATEGY_ORDER,
-    Block,
-    Heading,
-    Para,
-    Table,
-    fmt_int,
-    highest_level,
-    rank,
+    MISSING, Block, Heading, Para, Table, cell_order, fmt_int, highest_level,
 )
 from forkwise.matrix.records import CellRecord
+from forkwise.matrix.scenarios import STEADY
 
 SERVER_LINES_SHOWN = 2
 
@@ -31,8 +23,8 @@ SERVER_LINES_SHOWN = 2
 def database_cells(records: Sequence[CellRecord]) -> list[CellRecord]:
     """The cells whose database settings are not SQLite's defaults, in a stable order."""
     cells = [r for r in records if r.database_setting]
-    return sorted(cells, key=lambda r: (r.scenario != "steady", r.scenario, r.db_in_master, r.database,
-                                        rank(r.strategy, STRATEGY_ORDER), rank(r.server, SERVER_ORDER), r.cell_id))
+    return sorted(cells, key=lambda r: (r.scenario != STEADY, r.scenario, r.db_in_master, r.database,
+                                        *cell_order(r), r.cell_id))
 
 
 def clients_saw(record: CellRecord) -> str:

@@ -13,21 +13,11 @@ import io
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from forkwise.matrix.records import CellRecord, LoadLevel, Verdict
 
-STRATEGY_ORDER = (
-    "import-in-route",
-    "preload",
-    "preload-import",
-    "lazy",
-    "locked-singleton",
-    "child-process",
-    "child-process-batched",
-    "control",
-)
-SERVER_ORDER = ("gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads")
 MISSING = "-"
 
 
@@ -44,12 +34,37 @@ def rank(name: str, canonical: Sequence[str]) -> int:
     return canonical.index(name) if name in canonical else len(canonical)
 
 
+@lru_cache(maxsize=1)
+def strategy_order() -> tuple[str, ...]:
+    """The registered strategies, in the order their classes declare (``Strategy.report_rank``)."""
+    from forkwise.strategies import registry
+
+    classes = [registry.get(name) for name in registry.names()]
+    return tuple(c.name for c in sorted(classes, key=lambda c: (c.report_rank, c.name)))
+
+
+def server_order() -> tuple[str, ...]:
+    """The server adapters, in their registry's order."""
+    from forkwise.servers import names
+
+    return tuple(names())
+
+
 def strategies_of(records: Iterable[CellRecord]) -> list[str]:
-    return ordered((r.strategy for r in records), STRATEGY_ORDER)
+    return ordered((r.strategy for r in records), strategy_order())
 
 
 def servers_of(records: Iterable[CellRecord]) -> list[str]:
-    return ordered((r.server for r in records), SERVER_ORDER)
+    return ordered((r.server for r in records), server_order())
+
+
+def server_rank(name: str) -> int:
+    return rank(name, server_order())
+
+
+def cell_order(record: CellRecord) -> tuple[int, int]:
+    """Where a cell's row goes: by its strategy, then by its server."""
+    return (rank(record.strategy, strategy_order()), server_rank(record.server))
 
 
 def latest_by_cell(records: Iterable[CellRecord]) -> dict[str, CellRecord]:
@@ -160,6 +175,14 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Items:
+    """A sentence that introduces a list, and the list."""
+
+    intro: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Code:
     text: str
 
@@ -170,7 +193,7 @@ class Plot:
     png: bytes
 
 
-Block = Heading | Para | Table | Code | Plot
+Block = Heading | Para | Items | Table | Code | Plot
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -216,6 +239,8 @@ def markdown_block(block: Block) -> str | None:
         return f"{'#' * block.level} {block.text}"
     if isinstance(block, Para):
         return f"**{block.lead}** {block.text}" if block.lead else block.text
+    if isinstance(block, Items):
+        return "\n".join([block.intro, *(f"- {item}" for item in block.items)])
     if isinstance(block, Table):
         header = "| " + " | ".join(_md_cell(h) for h in block.headers) + " |"
         rule = "|" + "|".join(" --- " for _ in block.headers) + "|"
@@ -259,6 +284,9 @@ def html_block(block: Block) -> str:
     if isinstance(block, Para):
         lead = f"<strong>{e(block.lead)}</strong> " if block.lead else ""
         return f"<p>{lead}{e(block.text)}</p>"
+    if isinstance(block, Items):
+        items = "".join(f"<li>{e(item)}</li>" for item in block.items)
+        return f"<p>{e(block.intro)}</p><ul>{items}</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
         body = "".join("<tr>" + "".join(_html_td(c) for c in row) + "</tr>" for row in block.rows)

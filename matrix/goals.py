@@ -1,5 +1,5 @@
-"""The performance goals, judged from one run's records (and the micro-benchmarks' JSON), and
-where the time goes for a missed one (py-spy profiles).
+"""The performance goals, judged from one run's records (and the micro-benchmarks' JSON): the
+analysis; ``goals_report`` publishes them, with where the time goes for a missed one (py-spy profiles).
 
 Each goal is computed here from numbers; none is written in ahead of the data. A goal whose
 cells are missing from the run says so instead of passing or failing.
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
+from forkwise import strategies
 from forkwise.matrix.controls import Controls, is_control
-from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
+from forkwise.matrix.document import strategy_order
 from forkwise.matrix.records import CellRecord, Environment, LoadLevel, Verdict
 from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
 from forkwise.strategies.lazy import Lazy
@@ -28,8 +29,12 @@ from forkwise.strategies.lazy import Lazy
 BATCHED = ChildProcessBatched.name
 LAZY = Lazy.name
 CHILD_PROCESS = ChildProcess.name
-MODEL_SERVERS = (ChildProcess.name, ChildProcessBatched.name)
 TOP_CONCURRENCY = 32
+
+
+def model_server_strategies() -> tuple[str, ...]:
+    """The registered strategies that run a model-server process (``Strategy.has_model_server``)."""
+    return tuple(name for name in strategy_order() if strategies.get(name).has_model_server)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def _find(records, **where) -> CellRecord | None:
 
 def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
     """1. The best OK strategy (default model) reaches >= 80% of its server's control at c32."""
-    best: tuple[float, CellRecord, CellRecord, LoadLevel, LoadLevel] | None = None
+    best: tuple[float, CellRecord, CellRecord] | None = None
     controls = Controls.of_run(records)
     for r in _ok(records):
         if is_control(r.strategy) or r.model != "default":
@@ -76,23 +81,23 @@ def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
         control = controls.control_for(r)
         theirs = controls.control_level(r, TOP_CONCURRENCY)
         mine = _level(r, TOP_CONCURRENCY)
-        if mine and theirs and control and theirs.rps > 0:  # control is set whenever its level is
+        if mine and theirs and theirs.rps > 0:
             ratio = mine.rps / theirs.rps
-            if best is None or ratio > best[0]:
-                best = (ratio, r, control, mine, theirs)
+            if best is None or ratio > best[0]:  # control is set whenever its level is
+                best = (ratio, r, control)
     text = "best OK strategy / its server's control, requests/s at concurrency 32, default model"
     if best is None:
         return Goal(1, text, "no OK model cell and control pair with load at concurrency 32", None, ">= 0.80", None)
-    ratio, r, control, mine, theirs = best
-    measured = (f"{r.strategy} under {r.server} (w{r.workers}): {mine.rps:.0f} req/s; "
-                f"control {theirs.rps:.0f} req/s")
+    ratio, r, control = best
+    measured = (f"{r.strategy} under {r.server} (w{r.workers}): {_level(r, TOP_CONCURRENCY).rps:.0f} req/s; "
+                f"control {_level(control, TOP_CONCURRENCY).rps:.0f} req/s")
     return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
                 (record_profile_label(r), record_profile_label(control)))
 
 
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
     """2. With the large model, the batched model server reaches >= 2x lazy at c32, same server."""
-    text = "child-process-batched / lazy, requests/s at concurrency 32, large model, same server and workers"
+    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same server and workers"
     pairs = []
     for b in _ok(records):
         if b.strategy != BATCHED or b.model != "large":
@@ -100,22 +105,22 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
         lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
         lb = _level(b, TOP_CONCURRENCY)
         ll = lazy and lazy.verdict.ok and _level(lazy, TOP_CONCURRENCY)
-        if lazy and lb and ll and ll.rps > 0:
-            pairs.append((lb.rps / ll.rps, b, lazy, lb.rps, ll.rps))
+        if lb and ll and ll.rps > 0:
+            pairs.append((lb.rps / ll.rps, b, lb.rps, ll.rps))
     if not pairs:
-        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None,
-                    ">= 2.0", None)
-    ratio, b, lazy, rb, rl = max(pairs, key=lambda p: p[0])
+        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None, ">= 2.0", None)
+    ratio, b, rb, rl = max(pairs, key=lambda p: p[0])
+    lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
     return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
                 round(ratio, 2), ">= 2.0", ratio >= 2.0, (record_profile_label(b), record_profile_label(lazy)))
 
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:
     """6. The model server's total PSS is below lazy's at 2 workers, and the gap grows at 4."""
-    text = "total PSS, lazy minus model server (child-process or batched), same server, 2 and 4 workers"
+    text = f"total PSS, {LAZY} minus model server ({CHILD_PROCESS} or batched), same server, 2 and 4 workers"
     rows = []
     for server in sorted({r.server for r in records}):
-        for strategy in MODEL_SERVERS:
+        for strategy in model_server_strategies():
             gaps = {}
             for workers in (2, 4):
                 ms = _find(_ok(records), strategy=strategy, server=server, workers=workers, model="default")
@@ -125,8 +130,7 @@ def goal_memory(records: Sequence[CellRecord]) -> Goal:
             if len(gaps) == 2:
                 rows.append((server, strategy, gaps))
     if not rows:
-        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None,
-                    "gap > 0 and growing", None)
+        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None, "gap > 0 and growing", None)
     server, strategy, gaps = rows[0]
     (l2, m2), (l4, m4) = gaps[2], gaps[4]
     met = m2 < l2 and (l4 - m4) > (l2 - m2)
@@ -147,7 +151,7 @@ class Host:
     python: str
 
     @classmethod
-    def of(cls, env: Environment) -> Host:
+    def of(cls, env: Environment) -> "Host":
         return cls(env.cpu_model, env.cores, env.python)
 
     def describe(self) -> str:
@@ -232,14 +236,12 @@ def load_profiles(folder: Path) -> dict[str, Profiles]:
 
 def goal_fast_paths(bench: dict[str, dict]) -> Goal:
     """7. locked-singleton fast path <= 1 us over a plain global; model-server round trip <= 150 us."""
-    text = ("locked-singleton fast path over a plain global (<= 1 us); "
-            "model-server round trip, 1x256 float32 (<= 150 us)")
+    text = "locked-singleton fast path over a plain global (<= 1 us); model-server round trip, 1x256 float32 (<= 150 us)"
     overhead = bench.get("test_locked_singleton_overhead_vs_global", {}).get("overhead_ns")
     full = bench.get("test_model_server_round_trip_1x256", {})
     echo = bench.get("test_protocol_round_trip_1x256_echo", {}).get("round_trip_us")
     if overhead is None or not full:
-        return Goal(7, text, "no micro-benchmark results from this machine (run `tox -e bench`)", None,
-                    "<= 1 us; <= 150 us", None)
+        return Goal(7, text, "no micro-benchmark results from this machine (run `tox -e bench`)", None, "<= 1 us; <= 150 us", None)
     rt, model = full.get("round_trip_us"), full.get("model_call_us")
     measured = f"fast path +{overhead:.0f} ns; round trip {rt:.0f} us"
     if model is not None:
@@ -252,7 +254,7 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
 def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
     """3. At concurrency 1 a lone request is not held for a batch: the batched model server's p50 within
     1.2x of the unbatched one's, same server and workers, default model on the CPU (the worst pair)."""
-    text = "child-process-batched / child-process, p50 latency at concurrency 1, default model, same server and workers"
+    text = f"{BATCHED} / {CHILD_PROCESS}, p50 latency at concurrency 1, default model, same server and workers"
     pairs = []
     for b in _ok(records):
         if b.strategy != BATCHED or b.model != "default" or b.device != "cpu":
@@ -260,13 +262,13 @@ def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
         plain = _find(_ok(records), strategy=CHILD_PROCESS, server=b.server, workers=b.workers, model="default",
                       device="cpu")
         lb, lp = _level(b, 1), plain and _level(plain, 1)
-        if plain and lb and lp and lp.latency.p50_ms > 0:
+        if lb and lp and lp.latency.p50_ms > 0:
             pairs.append((lb.latency.p50_ms / lp.latency.p50_ms, b, plain, lb.latency.p50_ms, lp.latency.p50_ms))
     if not pairs:
         return Goal(3, text, "no OK batched and child-process pair with load at concurrency 1", None, "<= 1.2", None)
     ratio, b, plain, pb, pp = max(pairs, key=lambda p: p[0])
     return Goal(3, text, f"worst of {len(pairs)} servers: {b.server} (w{b.workers}): batched p50 {pb:.2f} ms, "
-                f"child-process {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
+                f"{CHILD_PROCESS} {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
                 (record_profile_label(b, 1), record_profile_label(plain, 1)))
 
 
@@ -279,8 +281,7 @@ def goal_model_server_overhead(bench: dict[str, dict]) -> Goal:
     text = "model-server round trip over the same call in process, batch 1, default model (micro-benchmark)"
     found = bench.get(OVERHEAD_BENCH, {})
     if "overhead_us" not in found:
-        return Goal(4, text, "no micro-benchmark result from this machine (run `tox -e bench`)", None,
-                    "<= 100 us", None)
+        return Goal(4, text, "no micro-benchmark result from this machine (run `tox -e bench`)", None, "<= 100 us", None)
     over, goal = found["overhead_us"], found.get("goal_us", 100)
     measured = (f"round trip {found['round_trip_us']:.0f} us against {found['in_process_us']:.0f} us in process: "
                 f"+{over:.0f} us (the round trip itself {found['ipc_us']:.0f} us, waiting for the answer "
@@ -306,7 +307,7 @@ def goal_gpu(records: Sequence[CellRecord]) -> Goal:
         lazy = _find(_ok(gpu), strategy=LAZY, server=b.server, workers=b.workers, model="default", backend=b.backend)
         mine, control = _level(b, GPU_CONCURRENCY), controls.control_level(b, GPU_CONCURRENCY)
         theirs = lazy and _level(lazy, GPU_CONCURRENCY)
-        if not (lazy and mine and control and control.rps > 0 and theirs):
+        if not (mine and control and control.rps > 0 and theirs):
             continue
         memory = (b.memory.total_gpu_mb / lazy.memory.total_gpu_mb
                   if b.memory and lazy.memory and b.memory.total_gpu_mb and lazy.memory.total_gpu_mb else None)
@@ -329,91 +330,3 @@ def evaluate(records: Sequence[CellRecord], bench: dict[str, dict]) -> list[Goal
     """Issue 13's goals (1-5: the model server that scales), then the earlier ones (6, 7)."""
     return [goal_ceiling(records), goal_batching(records), goal_no_window_tax(records),
             goal_model_server_overhead(bench), goal_gpu(records), goal_memory(records), goal_fast_paths(bench)]
-
-
-# --- the section -------------------------------------------------------------------------------
-
-
-PROFILE_LINES = 10
-# Parts of the request path, by the functions that enclose them, for the "why" of a missed goal.
-REQUEST_PATH_PARTS = (
-    ("model call", ("Predictor.__call__", "ModelClient.predict")),
-    ("database write", ("Database.record",)),
-    ("request validation", ("instances_from", "parse_body")),
-)
-
-
-def request_path_shares(summary: str) -> str:
-    """'model call 52%, database write 22%, ...' from a profile summary's inclusive section."""
-    inclusive = summary.split("self       function", 1)[0]
-    shares = []
-    for part, functions in REQUEST_PATH_PARTS:
-        found = [float(line.split("%", 1)[0]) for line in inclusive.splitlines()
-                 if "%" in line and line.split("%", 1)[1].strip().split(" ", 1)[0] in functions]
-        if found:
-            shares.append(f"{part} {max(found):.0f}%")
-    return ", ".join(shares) + " of the busy samples" if shares else "none of the request path's parts sampled"
-
-
-def bench_blocks(bench: Bench | None, host: Host | None) -> tuple[dict[str, dict], list[Block]]:
-    """The benchmark results this run's report may use (only those from the run's host), and
-    what it says about them."""
-    if bench is None:
-        return {}, [Para("No micro-benchmark results (results/bench/benchmarks.json; `tox -e bench` makes them).",
-                         "Micro-benchmarks:")]
-    if bench.provenance.host != host:
-        return {}, [Para(f"results/bench/benchmarks.json was measured on another machine "
-                         f"({bench.provenance.describe()}), not used: this report speaks for "
-                         f"{host.describe() if host else 'its own machine'} only. Run `tox -e bench` here.",
-                         "Micro-benchmarks:")]
-    return bench.results, [Para(f"results/bench/benchmarks.json, {bench.provenance.describe()}.",
-                                "Micro-benchmarks:")]
-
-
-def profile_blocks(goal: Goal, profiles: dict[str, Profiles], host: Host | None) -> list[Block]:
-    blocks: list[Block] = []
-    for label in goal.cells:
-        found = profiles.get(label)
-        if found is None:
-            continue
-        if found.provenance is None or found.provenance.host != host:
-            where = ("it says nothing of where it was taken" if found.provenance is None
-                     else f"it was taken on another machine ({found.provenance.describe()})")
-            blocks.append(Para(f"the profile of {label} is not shown: {where}.", "Left out:"))
-            continue
-        blocks.append(Para(f"{label}, {found.provenance.describe()}.", "Profiled:"))
-        for process, text in found.summaries:
-            own = text.split("self       function", 1)[-1].strip("\n").splitlines()[:PROFILE_LINES]
-            blocks.append(Para(f"{label}, {process}: {text.splitlines()[0]}; {request_path_shares(text)}."))
-            blocks.append(Code("\n".join(own)))
-    if not any(isinstance(b, Code) for b in blocks):
-        blocks.append(Para("No profile of its cells from this machine under results/profiles "
-                           "(`forkwise cell --profile-dir results/profiles` takes them); the measured column "
-                           "holds the breakdown."))
-    return blocks
-
-
-def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: dict[str, Profiles]) -> list[Block]:
-    verdict = {True: "met", False: "missed", None: "not measured in this run"}
-    host = run_host(records)
-    results, about_bench = bench_blocks(bench, host)
-    goals = evaluate(records, results)
-    rows = tuple(
-        (str(g.number), g.goal, g.measured, fmt_ratio(g.ratio) if g.ratio is not None else MISSING, g.target,
-         verdict[g.met])
-        for g in goals
-    )
-    blocks: list[Block] = [
-        Heading("Performance goals"),
-        Para("Judged by code from this run's records and the micro-benchmarks (`tox -e bench`), each only from "
-             "this run's machine. For a missed goal, where the time goes: py-spy profiles of the cells it was "
-             "judged on, taken at concurrency 32 by `forkwise cell --profile-dir results/profiles` (self time of "
-             "the busiest functions, per process)."),
-        *about_bench,
-        Table(("#", "goal", "measured", "ratio", "target", "result"), rows),
-    ]
-    for goal in goals:
-        if goal.met is False:
-            blocks.append(Heading(f"Goal {goal.number} missed: where the time goes", 3))
-            blocks += profile_blocks(goal, profiles, host)
-    return blocks

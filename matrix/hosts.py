@@ -15,27 +15,18 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from forkwise.matrix import report
 from forkwise.matrix.document import (
-    MISSING,
-    SERVER_ORDER,
-    STRATEGY_ORDER,
-    Block,
-    Heading,
-    Para,
-    Table,
-    rank,
-    render_html,
-    render_markdown,
+    MISSING, Block, Heading, Para, Table, cell_order, render_html, render_markdown,
 )
 from forkwise.matrix.merge import HOSTS_DIR, RUN_INFO, Host, MissingShard
 from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, read_records
+from forkwise.matrix.run_info import RunInfo
 
 AXIS_NOTE = ("Each host has its own section, made from that host's records only: its controls, ratios, "
              "recommendation and goals. Cells measured on different hardware are never pooled or compared "
@@ -67,10 +58,10 @@ def read_hosts(out: Path, p99_ms: float | None = None, memory_mb: float | None =
     runs = []
     for entry in info["hosts"]:
         folder = out / entry["folder"]
-        host_info = json.loads((folder / RUN_INFO).read_text(encoding="utf-8"))
+        host_info = RunInfo.read(folder)
         if p99_ms is not None or memory_mb is not None:
-            budgets = Budgets.from_dict(host_info.get("recommend")).overridden(p99_ms, memory_mb, "command line")
-            host_info = {**host_info, "recommend": budgets.to_dict()}
+            budgets = Budgets.from_dict(host_info.recommend).overridden(p99_ms, memory_mb, "command line")
+            host_info = host_info.with_budgets(budgets.to_dict())
         run = report.Run.of(read_records(folder / RECORDS_FILE), str(info["profile"]), host_info)
         runs.append(HostRun(entry["name"], _host_of(entry), run, report.table_rows(run.records)))
     return info, runs
@@ -93,14 +84,14 @@ def _verdicts(records: Sequence[CellRecord]) -> str:
 def host_table(runs: Sequence[HostRun]) -> Table:
     rows = []
     for hr in runs:
-        sources = ", ".join(f"shard {s['shard']} ({s['folder']})" for s in hr.run.info.get("sources", []))
+        sources = ", ".join(f"shard {s['shard']} ({s['folder']})" for s in hr.run.info.sources)
         rows.append((hr.name, hr.host.hardware, str(len(hr.run.records)),
                      _verdicts(hr.run.records), f"{HOSTS_DIR}/{hr.name}", sources or MISSING))
     return Table(("host", "hardware", "cells", "verdicts", "folder", "measured in"), tuple(rows))
 
 
 def _cell_order(record: CellRecord) -> tuple:
-    return (rank(record.strategy, STRATEGY_ORDER), rank(record.server, SERVER_ORDER), record.cell_id)
+    return (*cell_order(record), record.cell_id)
 
 
 def side_by_side(runs: Sequence[HostRun]) -> Table:

@@ -22,15 +22,16 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record
+from forkwise.matrix.run_info import RUN_INFO_FILE, RunInfo
 from forkwise.matrix.shards import Shard, shard_cells
 
-RUN_INFO = "run.json"
+RUN_INFO = RUN_INFO_FILE
 HOSTS_DIR = "hosts"
 PLAN_KEYS = ("load", "limits", "gpu_policy")  # run.json keys that must agree: how every cell was measured
 
@@ -49,7 +50,7 @@ class Host:
     gpu_name: str
 
     @classmethod
-    def of(cls, record: CellRecord) -> Host:
+    def of(cls, record: CellRecord) -> "Host":
         env = record.environment
         return cls(env.host_label, env.cpu_model, env.cores, env.memory_gb, env.gpu_name)
 
@@ -67,16 +68,16 @@ class RunFolder:
     """One ``forkwise matrix`` run: what its run.json says and every launch it recorded."""
 
     path: Path
-    info: dict
+    info: RunInfo
     records: tuple[CellRecord, ...]
 
     @property
     def shard(self) -> Shard:
-        return Shard.from_dict(self.info.get("shard"))
+        return Shard.from_dict(self.info.shard)
 
     @property
     def only(self) -> dict[str, list[str]]:
-        return self.info.get("only", {})
+        return dict(self.info.only or {})
 
     @property
     def label(self) -> str:
@@ -85,7 +86,7 @@ class RunFolder:
     def source(self) -> dict:
         """What the merged run.json says of this input."""
         return {"folder": str(self.path), "shard": str(self.shard), "only": self.only, "host_label": self.label,
-                "cells": len({r.cell_id for r in self.records}), "duration_s": self.info.get("duration_s")}
+                "cells": len({r.cell_id for r in self.records}), "duration_s": self.info.duration_s}
 
 
 def _read_json(path: Path) -> object:
@@ -148,7 +149,7 @@ def load_folders(dirs: Sequence[Path]) -> list[RunFolder]:
             decoded = tuple(CellRecord.from_dict(r) for r in records)
         except RecordError as exc:
             raise MergeError(f"{path / RECORDS_FILE}: {exc}") from None
-        folder = RunFolder(path, info, decoded)
+        folder = RunFolder(path, RunInfo.from_dict(info), decoded)
         labels = sorted({r.environment.host_label for r in decoded})
         if len(labels) > 1:
             raise MergeError(f"{path} holds records of several host labels ({', '.join(map(repr, labels))}); "
@@ -164,13 +165,13 @@ def check_one_plan(folders: Sequence[RunFolder]) -> None:
     """Every folder ran the same profile with the same plan: one report compares like with like."""
     first = folders[0]
     for folder in folders[1:]:
-        if folder.info.get("profile") != first.info.get("profile"):
-            raise MergeError(f"{folder.path} ran profile {folder.info.get('profile')!r} and {first.path} profile "
-                             f"{first.info.get('profile')!r}; merge runs of one profile")
+        if folder.info.profile != first.info.profile:
+            raise MergeError(f"{folder.path} ran profile {folder.info.profile!r} and {first.path} profile "
+                             f"{first.info.profile!r}; merge runs of one profile")
         for key in PLAN_KEYS:
-            if folder.info.get(key) != first.info.get(key):
-                raise MergeError(f"{folder.path} and {first.path} ran profile {first.info.get('profile')!r} with "
-                                 f"different {key} ({folder.info.get(key)} and {first.info.get(key)}); "
+            if getattr(folder.info, key) != getattr(first.info, key):
+                raise MergeError(f"{folder.path} and {first.path} ran profile {first.info.profile!r} with "
+                                 f"different {key} ({getattr(folder.info, key)} and {getattr(first.info, key)}); "
                                  "merge runs of one plan")
 
 
@@ -208,24 +209,24 @@ class MissingShard:
                 "cells": list(self.cells) if self.cells is not None else None, "elsewhere": list(self.elsewhere)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> MissingShard:
+    def from_dict(cls, data: dict) -> "MissingShard":
         cells = data.get("cells")
         return cls(Shard.from_dict(data["shard"]), data["host_label"], data.get("only", {}),
                    tuple(cells) if cells is not None else None, tuple(data.get("elsewhere", ())))
 
 
-def planned_cells(info: dict, shard: Shard) -> tuple[str, ...] | None:
+def planned_cells(info: RunInfo, shard: Shard) -> tuple[str, ...] | None:
     """The cells of a shard as this checkout's profile splits them, or None when its profile is not
     here or its plan differs from the run's (the split would then differ too)."""
-    from forkwise.matrix.profile import load_profile
+    from forkwise.matrix.runner import load_profile
 
     try:
-        profile = load_profile(str(info.get("profile")))
+        profile = load_profile(str(info.profile))
     except ConfigError:
         return None
-    if json.loads(json.dumps(dataclasses.asdict(profile.load))) != info.get("load"):  # as run.json holds it
+    if json.loads(json.dumps(dataclasses.asdict(profile.load))) != info.load:  # as run.json holds it
         return None
-    cells = profile.select({axis: set(values) for axis, values in info.get("only", {}).items()})
+    cells = profile.select({axis: set(values) for axis, values in (info.only or {}).items()})
     if not cells or shard.count > len(cells):
         return None
     return tuple(c.id for c in shard_cells(cells, profile, shard))
@@ -283,12 +284,12 @@ def host_folder_names(hosts: Iterable[Host]) -> dict[Host, str]:
 def _host_run_info(base: dict, host: Host, name: str, parts: list[tuple[RunFolder, list[CellRecord]]],
                    missing: list[MissingShard]) -> dict:
     """run.json of one host's folder: the plan, the host, and its parts added up."""
-    started = sorted(str(f.info["started_at"]) for f, _ in parts if f.info.get("started_at"))
+    started = sorted(str(f.info.started_at) for f, _ in parts if f.info.started_at)
     return {
         **base,
         "started_at": started[0] if started else None,
         # The time its shards spent measuring, added up (they may have run side by side).
-        "duration_s": round(sum(float(f.info.get("duration_s") or 0) for f, _ in parts), 1),
+        "duration_s": round(sum(float(f.info.duration_s or 0) for f, _ in parts), 1),
         "cells": len({r.cell_id for _, records in parts for r in records}),
         "launches": sum(len(records) for _, records in parts),
         "host": host.to_dict(), "host_name": name,
@@ -302,10 +303,9 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
     folders = load_folders(dirs)
     check_one_plan(folders)
     # A host folder of an earlier merge that went ahead without a shard still lacks it.
-    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders
-                                       for m in f.info.get("missing_shards", [])]
+    missing = check_shards(folders) + [MissingShard.from_dict(m) for f in folders for m in f.info.missing_shards or ()]
     first = folders[0].info
-    profile = str(first.get("profile"))
+    profile = str(first.profile)
     lines = [m.describe(profile) for m in missing]
     if missing and not allow_missing:
         raise MergeError("missing " + "; missing ".join(lines) + ". Give every shard's folder, or pass "
@@ -320,20 +320,19 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
             by_host.setdefault(host, []).append((folder, [r for r in folder.records if Host.of(r) == host]))
     hosts = sorted(by_host, key=dataclasses.astuple)
     names = host_folder_names(hosts)
-    base = {"profile": profile, "description": first.get("description", ""), "schema_version": SCHEMA_VERSION,
-            **{key: first.get(key) for key in PLAN_KEYS}, "recommend": first.get("recommend"),
+    base = {"profile": profile, "description": first.description or "", "schema_version": SCHEMA_VERSION,
+            **{key: getattr(first, key) for key in PLAN_KEYS}, "recommend": first.recommend,
             "command": " ".join(["forkwise", *sys.argv[1:]]) if "merge" in sys.argv[1:] else "forkwise merge",
-            "merged_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+            "merged_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     for host in hosts:
-        host_dir = out / HOSTS_DIR / names[host]
-        host_dir.mkdir(parents=True)
+        folder = out / HOSTS_DIR / names[host]
+        folder.mkdir(parents=True)
         for _, records in by_host[host]:
             for record in records:
-                append_record(host_dir / RECORDS_FILE, record)
+                append_record(folder / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
-        (host_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
-    merged_info = {**base,
-                   "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
+        (folder / RUN_INFO).write_text(json.dumps(info, indent=2))
+    merged_info = {**base, "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}
     (out / RUN_INFO).write_text(json.dumps(merged_info, indent=2))
     from forkwise.matrix.hosts import report_merged  # here: hosts imports this module

@@ -4,24 +4,11 @@ set per combination of workers, model, device, scenario and backend."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from typing import Callable, Sequence
 
 from forkwise.matrix.document import (
-    STRATEGY_ORDER,
-    Block,
-    Heading,
-    Para,
-    Plot,
-    combination,
-    combination_label,
-    combinations,
-    latest_by_cell,
-    new_figure,
-    png,
-    rank,
-    servers_of,
-    strategies_of,
-    strategy_colors,
+    Block, Heading, Para, Plot, cell_order, combination, combination_label, combinations, latest_by_cell,
+    new_figure, png, servers_of, strategies_of, strategy_colors,
 )
 from forkwise.matrix.records import CellRecord
 
@@ -45,9 +32,9 @@ def throughput_plot(records: Sequence[CellRecord]) -> Plot | None:
     concurrencies = sorted({lv.concurrency for r in with_load for lv in r.load})
     fig = new_figure(4.2 * len(servers), 3.6)
     axes = fig.subplots(1, len(servers), sharey=True, squeeze=False)[0]
-    for ax, server in zip(axes, servers, strict=True):
+    for ax, server in zip(axes, servers):
         on_server = [r for r in with_load if r.server == server]
-        for record in sorted(on_server, key=lambda r: rank(r.strategy, STRATEGY_ORDER)):
+        for record in sorted(on_server, key=lambda r: cell_order(r)[0]):
             levels = sorted(record.load, key=lambda lv: lv.concurrency)
             ax.errorbar([lv.concurrency for lv in levels], [lv.rps for lv in levels],
                         yerr=[lv.rps_stdev for lv in levels], marker="o", capsize=3, color=colors[record.strategy],
@@ -78,7 +65,7 @@ def _grouped_bars(records: Sequence[CellRecord], value: Callable[[CellRecord], f
         xs = [x + (i - (len(servers) - 1) / 2) * width for x in range(len(strategies))]
         heights = [math.nan if r is None else value(r) for r in found]
         bars = ax.bar(xs, heights, width, label=server, color=f"C{i % 10}")
-        for bar, r in zip(bars, found, strict=True):
+        for bar, r in zip(bars, found):
             if r is not None and not r.verdict.ok:
                 bar.set_hatch("//")
     ax.set_xticks(range(len(strategies)), strategies, rotation=30, ha="right", fontsize="small")

@@ -44,7 +44,7 @@ def start(master_pid: int, out_dir: Path, duration_s: float, label: str) -> list
     started = []
     for proc in resources.deployment_processes(master_pid):
         role = resources.role_of(proc, master_pid)
-        if role not in ("worker", "model-server"):
+        if role not in resources.SERVING_ROLES:
             continue
         path = out_dir / f"{label}.{role}-{proc.pid}.folded"
         cmd = [py_spy, "record", "--pid", str(proc.pid), "--duration", str(max(1, round(duration_s))),

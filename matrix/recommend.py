@@ -1,5 +1,6 @@
 """The recommendation: the most throughput within a p99 budget and a memory budget, answered
-with the set of cells that cannot be told apart from the best.
+with the set of cells that cannot be told apart from the best (the analysis; ``recommend_report``
+publishes it).
 
 Teams ask what Triton's Model Analyzer answers: which deployment serves the most requests a
 second while its p99 latency stays within one budget and its memory within another. Each OK
@@ -11,7 +12,9 @@ One name would not survive a second run: on a shared 2-core host a level's throu
 10-15% from one launch to the next, and the leader of one run was the runner-up of the next.
 So the answer is a set, chosen by subset selection (Gupta's procedure): a cell is in it unless
 another cell is ahead of it by more than z standard errors of their difference, z the one-sided
-Bonferroni quantile over its k - 1 comparisons at FAMILY_ALPHA. The set then holds the cell
+Bonferroni quantile over its k - 1 comparisons at FAMILY_ALPHA (the rule lives with compare's tests, in
+``significance``: one place for what the noise lets two measures differ by; compare asks whether a
+run changed, two-sided and on a log scale, this asks which cells may be the best). The set then holds the cell
 with the truly most throughput with at least 95% confidence. A level's standard error is its
 spread across launches (its own, or its run's pooled launch noise at that concurrency when that
 is larger: a level whose two launches agreed by chance is not taken as more precise than the
@@ -23,31 +26,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
-from typing import Any
+from typing import Any, Sequence
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.controls import is_control
-from forkwise.matrix.document import (
-    MISSING,
-    Block,
-    Heading,
-    Para,
-    Plot,
-    Table,
-    fmt_fixed,
-    fmt_ms,
-    latest_by_cell,
-    new_figure,
-    png,
-    strategy_colors,
-)
-from forkwise.matrix.launches import describe_noise, launch_noise
+from forkwise.matrix import significance
+from forkwise.matrix.document import latest_by_cell
+from forkwise.matrix.launches import launch_noise
 from forkwise.matrix.records import CellRecord, LoadLevel
-
-FAMILY_ALPHA = 0.05  # the chance that the set misses the truly best cell
+from forkwise.matrix.significance import FAMILY_ALPHA  # here: the chance that the set misses the best cell
+from forkwise.matrix.significance import subset_critical_z as critical_z
 DEFAULT_P99_MS = 100.0  # a common service-level objective for an interactive endpoint
 DEFAULT_MEMORY_MB: float | None = None  # no memory budget unless one is set
 DEFAULT = "default"
@@ -75,7 +64,7 @@ class Budgets:
                 raise ConfigError(f"recommend.{name} must be a number > 0; got {value!r}")
 
     @classmethod
-    def from_table(cls, table: Any, where: str) -> Budgets:
+    def from_table(cls, table: Any, where: str) -> "Budgets":
         """A profile's [recommend] table: p99_ms and memory_mb, each optional."""
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [recommend] must be a table")
@@ -84,7 +73,7 @@ class Budgets:
             raise ConfigError(f"{where}: unknown [recommend] keys {sorted(unknown)}; keys are p99_ms, memory_mb")
         return cls().overridden(table.get("p99_ms"), table.get("memory_mb"), where)
 
-    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> Budgets:
+    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> "Budgets":
         """These budgets with the ones given (not None) set by `source`."""
         return Budgets(
             p99_ms=self.p99_ms if p99_ms is None else p99_ms,
@@ -98,7 +87,7 @@ class Budgets:
                 "memory_from": self.memory_from}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Budgets:
+    def from_dict(cls, data: dict[str, Any] | None) -> "Budgets":
         """What a run.json says (an older run says nothing: the defaults)."""
         return cls(**(data or {}))
 
@@ -176,8 +165,7 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
             continue
         if budgets.memory_mb is not None and record.memory is None:
             found.memory_unknown.append(record)
-        elif (budgets.memory_mb is not None and record.memory is not None
-              and record.memory.total_pss_mb > budgets.memory_mb):
+        elif budgets.memory_mb is not None and record.memory.total_pss_mb > budgets.memory_mb:
             found.over_memory.append(record)
         elif (level := operating_level(record, budgets)) is None:
             found.over_p99.append(record)
@@ -187,16 +175,9 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
     return found
 
 
-def critical_z(comparisons: int, alpha: float = FAMILY_ALPHA) -> float:
-    """One-sided Bonferroni quantile over `comparisons` comparisons (0 when there are none)."""
-    return NormalDist().inv_cdf(1 - alpha / comparisons) if comparisons > 0 else 0.0
-
-
 def clearly_ahead(a: Point, b: Point, z: float) -> bool:
-    """Is a's throughput ahead of b's by more than the noise lets two cells differ by chance?
-    Never when neither has a measured spread: nothing says how far apart chance puts them."""
-    se = math.hypot(a.stderr, b.stderr)
-    return se > 0 and a.level.rps - b.level.rps > z * se
+    """Is a's throughput ahead of b's by more than the noise lets two cells differ by chance?"""
+    return significance.clearly_ahead(a.level.rps, a.stderr, b.level.rps, b.stderr, z)
 
 
 def contenders(points: Sequence[Point], alpha: float = FAMILY_ALPHA) -> list[Point]:
@@ -218,8 +199,7 @@ def disagreements(run_a: Sequence[CellRecord], run_b: Sequence[CellRecord], budg
         cand = {"a": candidates(run_a, budgets, what), "b": candidates(run_b, budgets, what)}
         sets = {name: contenders(c.points) for name, c in cand.items()}
         cells = {name: {p.record.cell_id: p for p in c.points} for name, c in cand.items()}
-        ids = {name: {p.record.cell_id for p in s} for name, s in sets.items()}
-        if sets["a"] and sets["b"] and not ids["a"] & ids["b"]:
+        if sets["a"] and sets["b"] and not {p.record.cell_id for p in sets["a"]} & {p.record.cell_id for p in sets["b"]}:
             found.append(f"{served_label(what)}: the two runs' sets have no cell in common")
         for name, other in (("a", "b"), ("b", "a")):
             found += [f"{p.record.cell_id}: recommended by run {name}, not a candidate in run {other}"
@@ -237,119 +217,5 @@ def reversed_orders(points_a: Sequence[Point], points_b: Sequence[Point]) -> lis
         for y in points_a:
             bx, by = in_b.get(x.record.cell_id), in_b.get(y.record.cell_id)
             if bx is not None and by is not None and clearly_ahead(x, y, z_a) and clearly_ahead(by, bx, z_b):
-                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, "
-                             "clearly behind in run b")
+                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, clearly behind in run b")
     return found
-
-
-# --- the section -----------------------------------------------------------------------------
-
-
-def _pss(record: CellRecord) -> str:
-    return MISSING if record.memory is None else fmt_fixed(1)(record.memory.total_pss_mb)
-
-
-def contender_row(point: Point, best: Point) -> tuple[str, ...]:
-    level, record = point.level, point.record
-    behind = (best.level.rps - level.rps) / best.level.rps if best.level.rps else 0.0
-    return (
-        record.cell_id, str(level.concurrency),
-        f"{fmt_fixed(1)(level.rps)} ± {fmt_fixed(1)(point.stderr)}" if point.stderr else
-        f"{fmt_fixed(1)(level.rps)} (no spread measured)",
-        "best" if point is best else f"-{behind:.1%}",
-        fmt_ms(level.latency.p99_ms), _pss(record),
-        MISSING if record.cold_start_s is None else fmt_fixed(2)(record.cold_start_s),
-    )
-
-
-def _excluded_sentence(found: Candidates) -> str:
-    parts = [f"{len(cells)} {why}" for cells, why in (
-        (found.over_memory, "over the memory budget"),
-        (found.memory_unknown, "without a memory measurement"),
-        (found.over_p99, "with no level within the p99 budget"),
-    ) if cells]
-    return ("; out: " + ", ".join(parts)) if parts else ""
-
-
-def method_sentence(found: Candidates, chosen: Sequence[Point], noise: dict[int, float]) -> str:
-    k = len(found.points)
-    z = critical_z(k - 1)
-    noise_text = describe_noise(noise)
-    return (f"Each OK cell other than a control is taken at its load level with the most throughput whose p99 is "
-            f"within the budget; {k} cells qualify{_excluded_sentence(found)}. A cell is in the set unless another "
-            f"is ahead of it by more than {z:.2f} standard errors of their difference (one-sided, Bonferroni over "
-            f"{max(k - 1, 0)} comparisons): the set holds the cell with the truly most throughput with "
-            f"{1 - FAMILY_ALPHA:.0%} confidence. Standard error: the level's spread, or this run's launch noise "
-            f"({noise_text}) if larger, over the square root of its launches. Any cell of the set is the answer; "
-            f"choose among them by memory, cold start or p99.")
-
-
-def recommendation_section(records: Sequence[CellRecord], budgets: Budgets, with_plots: bool) -> list[Block]:
-    blocks: list[Block] = [
-        Heading("Recommendation"),
-        Para(f"The most throughput with {budgets.describe()}, for each model the run served. Set the budgets in "
-             "the profile ([recommend] p99_ms, memory_mb) or with `forkwise matrix`/`forkwise report` --p99-ms "
-             "and --memory-mb.", "The question:"),
-    ]
-    asked = questions(records)
-    if not asked:
-        return blocks + [Para("No OK cell other than a control has load data: this run recommends nothing.",
-                              "Answer:")]
-    noise = launch_noise(records)
-    for what in asked:
-        if len(asked) > 1:
-            blocks.append(Heading(served_label(what), 3))
-        blocks += answer_blocks(candidates(records, budgets, what), budgets, noise, what, with_plots)
-    if not noise:
-        blocks.append(Para("this run measured no launch-to-launch noise (each cell was launched once), so a "
-                           "set reflects only the spread within each launch and is likely too narrow.",
-                           "Caution:"))
-    return blocks
-
-
-def answer_blocks(found: Candidates, budgets: Budgets, noise: dict[int, float], what: Served,
-                  with_plots: bool) -> list[Block]:
-    if not found.points:
-        return [Para(f"No cell serving {served_label(what)} has a load level within the budgets"
-                     f"{_excluded_sentence(found)}: this run recommends nothing for it.", "Answer:")]
-    chosen = contenders(found.points)
-    best = found.points[0]
-    blocks: list[Block] = [
-        Para(f"{len(chosen)} of {len(found.points)} cells serving {served_label(what)} cannot be told apart from "
-             f"the one with the most throughput ({best.record.cell_id}):", "Answer:"),
-        Table(("cell", "concurrency", "rps ± standard error", "behind the best", "p99 ms", "PSS MB", "cold start s"),
-              tuple(contender_row(p, best) for p in chosen)),
-        Para(method_sentence(found, chosen, noise), "How:"),
-    ]
-    if with_plots:
-        blocks.append(candidates_plot(found, chosen, budgets))
-    return blocks
-
-
-def candidates_plot(found: Candidates, chosen: Sequence[Point], budgets: Budgets) -> Plot:
-    """Throughput against p99 of every level of the candidates; their operating points marked,
-    the set filled, the p99 budget a dashed line."""
-    records = [p.record for p in found.points]
-    colors = strategy_colors(records)
-    in_set = {id(p) for p in chosen}
-    fig = new_figure(7.5, 4.8)
-    ax = fig.subplots()
-    for point in found.points:
-        levels = sorted(point.record.load, key=lambda lv: lv.concurrency)
-        color = colors[point.record.strategy]
-        ax.plot([lv.latency.p99_ms for lv in levels], [lv.rps for lv in levels], color=color, alpha=0.25,
-                linewidth=0.8)
-        ax.errorbar([point.level.latency.p99_ms], [point.level.rps], yerr=[point.stderr], color=color,
-                    marker="o", markersize=6, capsize=2,
-                    markerfacecolor=color if id(point) in in_set else "white")
-    for strategy, color in colors.items():
-        ax.plot([], [], color=color, marker="o", linestyle="", label=strategy)
-    ax.axvline(budgets.p99_ms, color="black", linestyle="--", linewidth=1, label=f"p99 budget {budgets.p99_ms:g} ms")
-    ax.set_xscale("log")
-    ax.set_xlabel("p99 latency (ms)")
-    ax.set_ylabel("requests/s")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="x-small")
-    return Plot("Throughput against p99 latency of the candidates within the memory budget: faint lines join "
-                "each cell's levels; a marker is its operating point (± standard error), filled when it is in "
-                "the recommended set", png(fig))

@@ -68,6 +68,15 @@ class ErrorCounts:
         return self.timeout + self.connect + self.http_4xx + self.http_5xx + self.wrong
 
 
+# Field metadata of a counter that adds up over a cell's launches (forkwise.matrix.launches.combine).
+ADDS_UP = {"adds_up": True}
+
+
+def adding_up(cls: type) -> tuple[str, ...]:
+    """The fields of a record class that add up over launches."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("adds_up"))
+
+
 # A level whose CPU probe ran this much slower than the run's fastest was measured while the
 # host gave us less CPU than usual (an idle probe's own jitter stays under 1.15x).
 HOST_SLOW_RATIO = 1.4
@@ -78,21 +87,21 @@ class LoadLevel:
     """Closed-loop load at one concurrency, after a warm-up."""
 
     concurrency: int
-    duration_s: float
-    requests: int  # answered 200
+    duration_s: float = field(metadata=ADDS_UP)
+    requests: int = field(metadata=ADDS_UP)  # answered 200
     rps: float  # mean of rps_samples
     rps_stdev: float  # spread of rps_samples: what a comparison treats as noise
     rps_samples: tuple[float, ...]  # one per interval
     latency: Latency
     errors: ErrorCounts
-    rows_expected: int  # rows acknowledged by 200 answers during this level
-    rows_found: int  # rows the database holds for this level
-    unacknowledged: int  # requests sent whose answer the driver never read (cut off at the end, timed out)
-    sampled: int  # answers (builtin driver) or rows written (wrk) under load, checked against the reference
-    sampled_wrong: int
+    rows_expected: int = field(metadata=ADDS_UP)  # rows acknowledged by 200 answers during this level
+    rows_found: int = field(metadata=ADDS_UP)  # rows the database holds for this level
+    unacknowledged: int = field(metadata=ADDS_UP)  # requests whose answer the driver never read (cut off, timed out)
+    sampled: int = field(metadata=ADDS_UP)  # answers (builtin) or rows (wrk) under load checked against the reference
+    sampled_wrong: int = field(metadata=ADDS_UP)
     driver: str  # "wrk" or "builtin"
-    driver_cpu_s: float  # CPU the load generator itself used (it shares the cores)
-    server_cpu_s: float  # CPU every server process used during the level
+    driver_cpu_s: float = field(metadata=ADDS_UP)  # CPU the load generator itself used (it shares the cores)
+    server_cpu_s: float = field(metadata=ADDS_UP)  # CPU every server process used during the level
     # A record that combines several launches of the cell (forkwise.matrix.launches): the mean
     # rps of each launch its throughput comes from, in launch order. Empty for a single launch.
     launch_rps: tuple[float, ...] = ()
@@ -295,16 +304,16 @@ class CellRecord:
     verdict: Verdict
     cold_start_s: float | None  # launch to first correct answer
     warm_all_s: float | None  # launch to every worker having answered correctly
-    requests: int  # verification requests sent
-    ok: int  # verification requests answered 200 and correct
+    requests: int = field(metadata=ADDS_UP)  # verification requests sent
+    ok: int = field(metadata=ADDS_UP)  # verification requests answered 200 and correct
     errors: ErrorCounts  # verification failures by kind
-    rows_expected: int  # rows acknowledged (verification, and a scenario's load)
-    rows_found: int  # of those, found in the database with the same output
+    rows_expected: int = field(metadata=ADDS_UP)  # rows acknowledged (verification, and a scenario's load)
+    rows_found: int = field(metadata=ADDS_UP)  # of those, found in the database with the same output
     worker_pids: tuple[int, ...]  # the workers that answered
     evidence: Evidence
     environment: Environment
     started_at: str
-    duration_s: float
+    duration_s: float = field(metadata=ADDS_UP)
     settings: dict[str, Any] = field(default_factory=dict)  # strategy/server knobs in force
     load: tuple[LoadLevel, ...] = ()
     memory: Memory | None = None

@@ -12,6 +12,11 @@ from forkwise.matrix.records import Memory, ProcessMemory
 
 _MB = 1024 * 1024
 
+# The roles of a deployment's processes, in the order a report shows them.
+MASTER, WORKER, MODEL_SERVER, SUPERVISOR, HELPER = "master", "worker", "model-server", "supervisor", "helper"
+ROLES = (MASTER, WORKER, MODEL_SERVER, SUPERVISOR, HELPER)
+SERVING_ROLES = (WORKER, MODEL_SERVER)  # the processes that run the app's or the model's Python code
+
 
 def deployment_processes(master_pid: int) -> list[psutil.Process]:
     try:
@@ -25,17 +30,17 @@ def role_of(proc: psutil.Process, master_pid: int) -> str:
     """master | worker | model-server | supervisor, or helper: a short-lived program a process ran
     (ldconfig, uname: TensorFlow's import runs such), which must not count as a worker that died."""
     if proc.pid == master_pid:
-        return "master"
+        return MASTER
     try:
         cmdline = " ".join(proc.cmdline())
         same_program = proc.exe() == psutil.Process(master_pid).exe()
     except psutil.Error:
         return "unknown"
     if "forkwise.modelserver.supervisor" in cmdline:
-        return "supervisor"
+        return SUPERVISOR
     if "forkwise.modelserver.server" in cmdline:
-        return "model-server"
-    return "worker" if same_program else "helper"
+        return MODEL_SERVER
+    return WORKER if same_program else HELPER
 
 
 def measure_memory(master_pid: int) -> Memory:

@@ -55,6 +55,10 @@ def window_s(duration_s: float, allowance_s: float) -> tuple[float, float]:
     return event_at, max(duration_s, event_at + allowance_s)
 
 
+STEADY = "steady"  # no disruption: what the article's cases and the controls are measured in
+BAD_INPUT = "bad-input"  # its failed requests are the verification's (it has no disruption window)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -81,7 +85,7 @@ def _kill_worker(run) -> str:
 
 
 def _model_servers(master: int) -> list[psutil.Process]:
-    return [p for p in resources.deployment_processes(master) if resources.role_of(p, master) == "model-server"]
+    return [p for p in resources.deployment_processes(master) if resources.role_of(p, master) == resources.MODEL_SERVER]
 
 
 def _kill_model_server(run) -> str:
@@ -107,7 +111,7 @@ def _reload(run) -> str:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("steady", "no disruption: verification and load only"),
+        Scenario(STEADY, "no disruption: verification and load only"),
         Scenario("kill-worker", "SIGKILL one worker in the middle of load", event=_kill_worker, disrupts_workers=True),
         Scenario("kill-model-server", "SIGKILL the model server in the middle of load", event=_kill_model_server,
                  applies=lambda cls: cls.has_model_server),
@@ -120,7 +124,7 @@ SCENARIOS: dict[str, Scenario] = {
                  instances=16),
         Scenario("restart-database", "the PostgreSQL server restarted in the middle of load (503s meanwhile, "
                  "then reconnected)", event=_restart_database, needs_database_server=True),
-        Scenario("bad-input", "a fixed corpus and generated malformed payloads, then correct answers"),
+        Scenario(BAD_INPUT, "a fixed corpus and generated malformed payloads, then correct answers"),
     )
 }
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.open_loop import OpenLoopPlan
-from forkwise.matrix.scenarios import recovery_allowance_s, window_s
+from forkwise.matrix.scenarios import STEADY, recovery_allowance_s, window_s
 
 if TYPE_CHECKING:
     from forkwise.matrix.profile import Cell, Profile
@@ -69,7 +69,7 @@ def estimate_s(cell: Cell, profile: Profile) -> float:
     warm-up, measured levels and open-loop rates (the top-level passes measure the highest level
     only); a scenario cell its measured window (one launch)."""
     load = profile.load
-    if cell.scenario != "steady":
+    if cell.scenario != STEADY:
         allowance = recovery_allowance_s(BOOT_ESTIMATE_S)
         return BOOT_ESTIMATE_S + window_s(load.scenario_duration_s, allowance)[1]
     if not load.levels:  # verification only; a cell without load is launched once

@@ -53,6 +53,20 @@ def critical_z(alpha: float, tests: int) -> float:
     return NormalDist().inv_cdf(1 - alpha / (2 * max(1, tests)))
 
 
+def subset_critical_z(comparisons: int, alpha: float = FAMILY_ALPHA) -> float:
+    """The z one value must be ahead of another by, in standard errors of their difference, to be told
+    apart from it when it is one of ``comparisons`` one-sided comparisons (Bonferroni; 0 when there are
+    none): the rule of a subset selection (Gupta), which keeps every value not clearly behind another."""
+    return NormalDist().inv_cdf(1 - alpha / comparisons) if comparisons > 0 else 0.0
+
+
+def clearly_ahead(a: float, se_a: float, b: float, se_b: float, z: float) -> bool:
+    """Is a ahead of b by more than z standard errors of their difference? Never when neither has a
+    measured spread: nothing then says how far apart chance puts them."""
+    se = math.hypot(se_a, se_b)
+    return se > 0 and a - b > z * se
+
+
 def worsening_pct(log_change: float, higher_is_better: bool) -> float:
     """A change of ``log_change`` (log b / a) as the relative worsening it stands for, in percent: a
     slowdown of a throughput, a growth of a latency or a size (negative: an improvement)."""

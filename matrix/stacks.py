@@ -17,7 +17,6 @@ from forkwise.matrix.profiling import find_py_spy
 
 LINES_KEPT = 80  # of one process's dump: its threads' innermost frames come first
 LINE_CHARS = 200  # of one frame (a C++ template's name can run to a thousand)
-ROLES = ("worker", "model-server")
 
 
 def dump_stacks(master_pid: int, budget_s: float) -> tuple[str, ...]:
@@ -30,7 +29,7 @@ def dump_stacks(master_pid: int, budget_s: float) -> tuple[str, ...]:
     found = []
     for proc in resources.deployment_processes(master_pid):
         role = resources.role_of(proc, master_pid)
-        if role in ROLES:
+        if role in resources.SERVING_ROLES:
             found.append(f"{role} {proc.pid}:\n{_dump(py_spy, proc.pid, deadline)}")
     return tuple(found) or ("no stacks: no worker or model-server process was alive",)
 

@@ -51,6 +51,13 @@ class Strategy:
     # False for a strategy that answers without the model (the `control` ceiling):
     # verification then checks `constant_output` instead of the reference set.
     serves_model: ClassVar[bool] = True
+    # Where reports list the strategy (lower first; equal ranks by name): the built-ins from
+    # loading in the request, through loading before and after fork, to the model-less ceiling.
+    report_rank: ClassVar[int] = 1000
+    # The article's case (forkwise.matrix.article) whose claim this strategy's cells test, and the
+    # case it is shown beside for comparison; None: neither.
+    article_case: ClassVar[int | None] = None
+    compared_in_case: ClassVar[int | None] = None
 
     def __init__(self, settings: AppSettings, spec: ModelSpec):
         """Runs in the process that builds the web app: the master when preloaded, else each worker."""

@@ -20,6 +20,7 @@ from forkwise.strategies.base import ServerNeeds, Strategy
 
 class ChildProcess(Strategy):
     name = "child-process"
+    report_rank = 60
     summary = "one model-server process per deployment; workers call it over a Unix socket"
     needs = ServerNeeds(preload_app=True)  # the master owns the model server
     has_model_server = True
@@ -76,6 +77,7 @@ class ChildProcess(Strategy):
 
 class ChildProcessBatched(ChildProcess):
     name = "child-process-batched"
+    report_rank = 70
     summary = ("child-process with dynamic batching: queued requests share a call of up to max_batch rows, "
                "padded to fixed sizes; a lone request runs at once")
 

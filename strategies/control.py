@@ -11,6 +11,7 @@ from forkwise.strategies.base import Strategy
 
 class Control(Strategy):
     name = "control"
+    report_rank = 80
     summary = "no model: the same request path returning a constant (the ceiling)"
     serves_model = False
 

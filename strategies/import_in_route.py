@@ -11,6 +11,8 @@ from forkwise.strategies.base import Strategy
 
 class ImportInRoute(Strategy):
     name = "import-in-route"
+    article_case = 1
+    report_rank = 10
     summary = "import the runtime and load the model inside the request handler (article case 1)"
     warm_after_fork = False  # nothing is loaded until a request arrives
 

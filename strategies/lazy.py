@@ -10,6 +10,8 @@ from forkwise.strategies.base import ServerNeeds, Strategy
 
 class Lazy(Strategy):
     name = "lazy"
+    compared_in_case = 3
+    report_rank = 40
     summary = "load the model in each worker after fork (no preload; uWSGI lazy-apps)"
     needs = ServerNeeds(preload_app=False)
 

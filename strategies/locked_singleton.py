@@ -15,6 +15,8 @@ from forkwise.strategies.base import Strategy
 
 class LockedSingleton(Strategy):
     name = "locked-singleton"
+    article_case = 3
+    report_rank = 50
     summary = "load on first use behind a thread lock and a cross-process file lock (article case 3, fixed)"
     warm_after_fork = False  # loads on first use, by design
 

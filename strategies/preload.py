@@ -13,6 +13,8 @@ from forkwise.strategies.base import ServerNeeds, Strategy
 
 class Preload(Strategy):
     name = "preload"
+    article_case = 2
+    report_rank = 20
     summary = "import the runtime and load the model in the master, before fork"
     needs = ServerNeeds(preload_app=True)
     # The inherited model serves as it is: no extra call in the worker before traffic.

@@ -10,6 +10,8 @@ from forkwise.strategies.base import ServerNeeds, Strategy
 
 class PreloadImport(Strategy):
     name = "preload-import"
+    compared_in_case = 2
+    report_rank = 30
     summary = "import the runtime in the master, load the model in each worker after fork"
     needs = ServerNeeds(preload_app=True)
 
@@ -30,5 +32,7 @@ class PreloadImport(Strategy):
 
 class PreloadImportFrozen(PreloadImport):
     name = "preload-import-frozen"
+    compared_in_case = None  # the variant is not the article's
+    report_rank = 90  # after the ceiling, where reports have always listed this variant
     summary = "preload-import, plus gc.freeze() in the master before fork (copy-on-write friendly)"
     freeze_gc_before_fork = True

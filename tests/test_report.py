@@ -34,7 +34,6 @@ RUN_INFO = {
     "profile": "test",
     "started_at": "2026-11-26T10:00:00Z",
     "duration_s": 754.0,
-    "driver": "builtin",
     "command": "forkwise run --profile test",
 }
 
@@ -374,10 +373,11 @@ def test_md_article_cases_count_only_first_request_evidence(tmp_path, records):
 
 
 def test_article_cases_name_strategies_that_exist():
-    from forkwise.matrix.article import ARTICLE_CASES
+    from forkwise.matrix.article import article_cases
     from forkwise.strategies import registry
 
-    for case in ARTICLE_CASES:
+    assert [c.number for c in article_cases()] == [1, 2, 3]
+    for case in article_cases():
         for name in (case.strategy, *case.related):
             assert registry.get(name).name == name
 
@@ -707,3 +707,39 @@ def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
     assert "was measured on another machine (commit 0211d461e790, 2026-11-26T05:31:24+00:00, on Other CPU" in goals
     assert "round trip 120 us" not in goals
     assert "not measured in this run" in goals.split("| 7 |")[1]
+
+
+def test_run_info_reads_every_run_json_and_writes_it_back():
+    from forkwise.matrix.run_info import RunInfo
+
+    for folder in sorted((Path(__file__).parent.parent / "results").iterdir()):
+        if (folder / "run.json").exists():
+            raw = json.loads((folder / "run.json").read_text())
+            info = RunInfo.read(folder)
+            assert info.to_dict() == raw and list(info.to_dict()) == list(raw), folder
+            assert not info.extra, f"{folder}: run.json keys RunInfo does not know: {sorted(info.extra)}"
+    odd = RunInfo.from_dict({"profile": "p", "driver": "wrk", "bench": {}})  # never written by a run: kept aside
+    assert odd.profile == "p" and dict(odd.extra) == {"driver": "wrk", "bench": {}}
+    assert list(odd.to_dict()) == ["profile", "driver", "bench"]
+
+
+def test_strategy_and_server_order_come_from_their_classes():
+    from forkwise.matrix.document import server_order, strategy_order
+    from forkwise.servers import names as server_names
+    from forkwise.strategies import registry
+
+    assert server_order() == tuple(server_names())
+    ranks = [registry.get(name).report_rank for name in strategy_order()]
+    assert ranks == sorted(ranks) and set(strategy_order()) == set(registry.names())
+    assert strategy_order()[0] == "import-in-route" and "control" in strategy_order()
+
+
+def test_answer_cases_hold_each_case_cells(records):
+    from forkwise.matrix.article import answer_cases
+
+    answers = answer_cases(records)
+    assert [a.case.number for a in answers] == [1, 2, 3]
+    for a in answers:
+        assert all(r.strategy == a.case.strategy and r.scenario == "steady" for r in a.evidence)
+        assert all(r.strategy == a.case.strategy and r.scenario != "steady" for r in a.not_counted)
+        assert a.observed == (None if not a.evidence else any(not r.verdict.ok for r in a.evidence))
