@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
 
-from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Table, latest_by_cell, ordered, server_order, server_rank, strategy_order,
-)
 from forkwise import strategies
 from forkwise.errors import ConfigError
+from forkwise.matrix.document import (
+    MISSING,
+    Block,
+    Heading,
+    Para,
+    Table,
+    latest_by_cell,
+    ordered,
+    server_order,
+    server_rank,
+    strategy_order,
+)
 from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.matrix.scenarios import STEADY
 

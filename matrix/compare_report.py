@@ -4,17 +4,28 @@ regressions a CI job gates on (``forkwise compare --max-regression``)."""
 from __future__ import annotations
 
 import statistics
-from typing import Iterable
+from collections.abc import Iterable
 
 from forkwise.matrix.compare import (
-    ALPHA_SHIFT, ALPHA_STRATEGY, COLD_START, MEMORY, METRICS, MIN_SHIFT_CELLS, P99, THROUGHPUT, Comparison,
-    Difference, Metric, Run, RunComparison, _metric,
+    ALPHA_SHIFT,
+    ALPHA_STRATEGY,
+    COLD_START,
+    MEMORY,
+    METRICS,
+    MIN_SHIFT_CELLS,
+    P99,
+    THROUGHPUT,
+    Comparison,
+    Difference,
+    Metric,
+    Run,
+    RunComparison,
+    _metric,
 )
+from forkwise.matrix.document import MISSING, Block, Heading, Items, Para, Table, render_markdown
 from forkwise.matrix.launches import describe_noise
 from forkwise.matrix.records import Verdict
-from forkwise.matrix.document import MISSING, Block, Heading, Items, Para, Table, render_markdown
 from forkwise.matrix.significance import FAMILY_ALPHA, worsening_pct
-
 
 # --- regressions: what fails a CI job ----------------------------------------------------------
 

@@ -8,12 +8,10 @@ break from every client). Verdicts are the records' own (forkwise.matrix.verdict
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from forkwise.config import DEFAULT_DATABASE
-from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Table, cell_order, fmt_int, highest_level,
-)
+from forkwise.matrix.document import MISSING, Block, Heading, Para, Table, cell_order, fmt_int, highest_level
 from forkwise.matrix.records import CellRecord
 from forkwise.matrix.scenarios import STEADY
 

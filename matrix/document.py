@@ -12,9 +12,10 @@ import html
 import io
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from forkwise.matrix.records import CellRecord, LoadLevel, Verdict
 

@@ -4,8 +4,9 @@ analysis; ``goals_report`` publishes them, with where the time goes for a missed
 Each goal is computed here from numbers; none is written in ahead of the data. A goal whose
 cells are missing from the run says so instead of passing or failing.
 
-A report speaks for the machine its run measured. The micro-benchmarks (results/bench) and the
-profiles (results/profiles) are made by other commands, perhaps on another machine: each says
+A report speaks for the machine its run measured. The micro-benchmarks (bench/) and the profiles
+(profiles/) in a run's folder are taken after its cells (matrix.goal_evidence), perhaps later or by
+`forkwise evidence` on another machine: each says
 where it was made (pytest-benchmark's machine and commit info; a profile's provenance file,
 written beside it by ``forkwise cell --profile-dir``), and the report uses it only when that
 host is the run's host, saying its commit and date. Anything else is named and left out.
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from forkwise import strategies
 from forkwise.matrix.controls import Controls, is_control
@@ -151,7 +152,7 @@ class Host:
     python: str
 
     @classmethod
-    def of(cls, env: Environment) -> "Host":
+    def of(cls, env: Environment) -> Host:
         return cls(env.cpu_model, env.cores, env.python)
 
     def describe(self) -> str:
@@ -241,7 +242,7 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
     full = bench.get("test_model_server_round_trip_1x256", {})
     echo = bench.get("test_protocol_round_trip_1x256_echo", {}).get("round_trip_us")
     if overhead is None or not full:
-        return Goal(7, text, "no micro-benchmark results from this machine (run `tox -e bench`)", None, "<= 1 us; <= 150 us", None)
+        return Goal(7, text, "no micro-benchmark results from this machine in the run (`forkwise evidence DIR` takes them)", None, "<= 1 us; <= 150 us", None)
     rt, model = full.get("round_trip_us"), full.get("model_call_us")
     measured = f"fast path +{overhead:.0f} ns; round trip {rt:.0f} us"
     if model is not None:
@@ -281,7 +282,7 @@ def goal_model_server_overhead(bench: dict[str, dict]) -> Goal:
     text = "model-server round trip over the same call in process, batch 1, default model (micro-benchmark)"
     found = bench.get(OVERHEAD_BENCH, {})
     if "overhead_us" not in found:
-        return Goal(4, text, "no micro-benchmark result from this machine (run `tox -e bench`)", None, "<= 100 us", None)
+        return Goal(4, text, "no micro-benchmark result from this machine in the run (`forkwise evidence DIR` takes it)", None, "<= 100 us", None)
     over, goal = found["overhead_us"], found.get("goal_us", 100)
     measured = (f"round trip {found['round_trip_us']:.0f} us against {found['in_process_us']:.0f} us in process: "
                 f"+{over:.0f} us (the round trip itself {found['ipc_us']:.0f} us, waiting for the answer "

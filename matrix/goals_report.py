@@ -3,12 +3,11 @@ goes for a missed one (py-spy profiles), from micro-benchmarks and profiles made
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from forkwise.matrix.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
 from forkwise.matrix.goals import Bench, Goal, Host, Profiles, evaluate, run_host
 from forkwise.matrix.records import CellRecord
-
 
 # --- the section -------------------------------------------------------------------------------
 
@@ -38,14 +37,15 @@ def bench_blocks(bench: Bench | None, host: Host | None) -> tuple[dict[str, dict
     """The benchmark results this run's report may use (only those from the run's host), and
     what it says about them."""
     if bench is None:
-        return {}, [Para("No micro-benchmark results (results/bench/benchmarks.json; `tox -e bench` makes them).",
+        return {}, [Para("No micro-benchmark results in this run's folder (bench/benchmarks.json: a profile with "
+                         "[goals] evidence = true or `forkwise evidence DIR` takes them).",
                          "Micro-benchmarks:")]
     if bench.provenance.host != host:
-        return {}, [Para(f"results/bench/benchmarks.json was measured on another machine "
+        return {}, [Para(f"bench/benchmarks.json was measured on another machine "
                          f"({bench.provenance.describe()}), not used: this report speaks for "
-                         f"{host.describe() if host else 'its own machine'} only. Run `tox -e bench` here.",
+                         f"{host.describe() if host else 'its own machine'} only. Run `forkwise evidence DIR` here.",
                          "Micro-benchmarks:")]
-    return bench.results, [Para(f"results/bench/benchmarks.json, {bench.provenance.describe()}.",
+    return bench.results, [Para(f"bench/benchmarks.json, {bench.provenance.describe()}.",
                                 "Micro-benchmarks:")]
 
 
@@ -66,9 +66,9 @@ def profile_blocks(goal: Goal, profiles: dict[str, Profiles], host: Host | None)
             blocks.append(Para(f"{label}, {process}: {text.splitlines()[0]}; {request_path_shares(text)}."))
             blocks.append(Code("\n".join(own)))
     if not any(isinstance(b, Code) for b in blocks):
-        blocks.append(Para("No profile of its cells from this machine under results/profiles "
-                           "(`forkwise cell --profile-dir results/profiles` takes them); the measured column "
-                           "holds the breakdown."))
+        blocks.append(Para("No profile of its cells from this machine in this run's folder (profiles/: a profile "
+                           "with [goals] evidence = true or `forkwise evidence DIR` takes them); the measured "
+                           "column holds the breakdown."))
     return blocks
 
 
@@ -84,10 +84,10 @@ def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: 
     )
     blocks: list[Block] = [
         Heading("Performance goals"),
-        Para("Judged by code from this run's records and the micro-benchmarks (`tox -e bench`), each only from "
-             "this run's machine. For a missed goal, where the time goes: py-spy profiles of the cells it was "
-             "judged on, taken at concurrency 32 by `forkwise cell --profile-dir results/profiles` (self time of "
-             "the busiest functions, per process)."),
+        Para("Judged by code from this run's records and its micro-benchmarks (bench/), each only from this "
+             "run's machine. For a missed goal, where the time goes: py-spy profiles of the cells it was judged "
+             "on, each launched once more at the goal's concurrency after the run's cells (profiles/; self time "
+             "of the busiest functions, per process)."),
         *about_bench,
         Table(("#", "goal", "measured", "ratio", "target", "result"), rows),
     ]

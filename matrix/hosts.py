@@ -15,14 +15,13 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from forkwise.matrix import report
-from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Table, cell_order, render_html, render_markdown,
-)
+from forkwise.matrix.document import MISSING, Block, Heading, Para, Table, cell_order, render_html, render_markdown
 from forkwise.matrix.merge import HOSTS_DIR, RUN_INFO, Host, MissingShard
 from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, read_records

@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
-from forkwise.matrix.records import CellRecord, ErrorCounts, LoadLevel, Latency, adding_up
+from forkwise.matrix.records import CellRecord, ErrorCounts, Latency, LoadLevel, adding_up
 from forkwise.matrix.verdicts import combined_verdict
 
 # Counters that add up over launches: the fields their record classes mark so (records.ADDS_UP).

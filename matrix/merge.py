@@ -22,9 +22,9 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record
@@ -50,7 +50,7 @@ class Host:
     gpu_name: str
 
     @classmethod
-    def of(cls, record: CellRecord) -> "Host":
+    def of(cls, record: CellRecord) -> Host:
         env = record.environment
         return cls(env.host_label, env.cpu_model, env.cores, env.memory_gb, env.gpu_name)
 
@@ -209,7 +209,7 @@ class MissingShard:
                 "cells": list(self.cells) if self.cells is not None else None, "elsewhere": list(self.elsewhere)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MissingShard":
+    def from_dict(cls, data: dict) -> MissingShard:
         cells = data.get("cells")
         return cls(Shard.from_dict(data["shard"]), data["host_label"], data.get("only", {}),
                    tuple(cells) if cells is not None else None, tuple(data.get("elsewhere", ())))
@@ -323,7 +323,7 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
     base = {"profile": profile, "description": first.description or "", "schema_version": SCHEMA_VERSION,
             **{key: getattr(first, key) for key in PLAN_KEYS}, "recommend": first.recommend,
             "command": " ".join(["forkwise", *sys.argv[1:]]) if "merge" in sys.argv[1:] else "forkwise merge",
-            "merged_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "merged_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for host in hosts:
         folder = out / HOSTS_DIR / names[host]
         folder.mkdir(parents=True)

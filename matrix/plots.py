@@ -4,11 +4,23 @@ set per combination of workers, model, device, scenario and backend."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from forkwise.matrix.document import (
-    Block, Heading, Para, Plot, cell_order, combination, combination_label, combinations, latest_by_cell,
-    new_figure, png, servers_of, strategies_of, strategy_colors,
+    Block,
+    Heading,
+    Para,
+    Plot,
+    cell_order,
+    combination,
+    combination_label,
+    combinations,
+    latest_by_cell,
+    new_figure,
+    png,
+    servers_of,
+    strategies_of,
+    strategy_colors,
 )
 from forkwise.matrix.records import CellRecord
 

@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from forkwise.errors import ConfigError
-from forkwise.matrix.controls import is_control
 from forkwise.matrix import significance
+from forkwise.matrix.controls import is_control
 from forkwise.matrix.document import latest_by_cell
 from forkwise.matrix.launches import launch_noise
 from forkwise.matrix.records import CellRecord, LoadLevel
 from forkwise.matrix.significance import FAMILY_ALPHA  # here: the chance that the set misses the best cell
 from forkwise.matrix.significance import subset_critical_z as critical_z
+
 DEFAULT_P99_MS = 100.0  # a common service-level objective for an interactive endpoint
 DEFAULT_MEMORY_MB: float | None = None  # no memory budget unless one is set
 DEFAULT = "default"
@@ -64,7 +66,7 @@ class Budgets:
                 raise ConfigError(f"recommend.{name} must be a number > 0; got {value!r}")
 
     @classmethod
-    def from_table(cls, table: Any, where: str) -> "Budgets":
+    def from_table(cls, table: Any, where: str) -> Budgets:
         """A profile's [recommend] table: p99_ms and memory_mb, each optional."""
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [recommend] must be a table")
@@ -73,7 +75,7 @@ class Budgets:
             raise ConfigError(f"{where}: unknown [recommend] keys {sorted(unknown)}; keys are p99_ms, memory_mb")
         return cls().overridden(table.get("p99_ms"), table.get("memory_mb"), where)
 
-    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> "Budgets":
+    def overridden(self, p99_ms: float | None, memory_mb: float | None, source: str) -> Budgets:
         """These budgets with the ones given (not None) set by `source`."""
         return Budgets(
             p99_ms=self.p99_ms if p99_ms is None else p99_ms,
@@ -87,7 +89,7 @@ class Budgets:
                 "memory_from": self.memory_from}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Budgets":
+    def from_dict(cls, data: dict[str, Any] | None) -> Budgets:
         """What a run.json says (an older run says nothing: the defaults)."""
         return cls(**(data or {}))
 

@@ -3,17 +3,35 @@ told apart from the best (``recommend``, the analysis), how it was chosen, and a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from forkwise.matrix.document import (
-    MISSING, Block, Heading, Para, Plot, Table, fmt_fixed, fmt_ms, new_figure, png, strategy_colors,
+    MISSING,
+    Block,
+    Heading,
+    Para,
+    Plot,
+    Table,
+    fmt_fixed,
+    fmt_ms,
+    new_figure,
+    png,
+    strategy_colors,
 )
 from forkwise.matrix.launches import describe_noise, launch_noise
 from forkwise.matrix.recommend import (
-    FAMILY_ALPHA, Budgets, Candidates, Point, Served, candidates, contenders, critical_z, questions, served_label,
+    FAMILY_ALPHA,
+    Budgets,
+    Candidates,
+    Point,
+    Served,
+    candidates,
+    contenders,
+    critical_z,
+    questions,
+    served_label,
 )
 from forkwise.matrix.records import CellRecord
-
 
 # --- the section -----------------------------------------------------------------------------
 

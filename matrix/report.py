@@ -15,16 +15,35 @@ as this run's.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from forkwise.matrix.article import article_section
 from forkwise.matrix.database_report import database_section
 from forkwise.matrix.document import (  # noqa: F401  (render_markdown, render_html: the renderers, re-exported)
-    MISSING, Block, Code, Heading, Para, Table, cell_order, combination, combination_label, combinations,
-    fmt_fixed, fmt_int, fmt_mib, latest_by_cell, rank, render_html, render_markdown, servers_of, strategies_of,
+    MISSING,
+    Block,
+    Code,
+    Heading,
+    Para,
+    Table,
+    cell_order,
+    combination,
+    combination_label,
+    combinations,
+    fmt_fixed,
+    fmt_int,
+    fmt_mib,
+    latest_by_cell,
+    rank,
+    render_html,
+    render_markdown,
+    servers_of,
+    strategies_of,
 )
+from forkwise.matrix import goal_evidence
 from forkwise.matrix.goals import Bench, Profiles, load_bench, load_profiles
 from forkwise.matrix.goals_report import goals_section
 from forkwise.matrix.launches import combine_all
@@ -33,7 +52,14 @@ from forkwise.matrix.recommend import Budgets
 from forkwise.matrix.recommend_report import recommendation_section
 from forkwise.matrix.records import CellRecord
 from forkwise.matrix.report_table import (  # noqa: F401  (COLUMNS, render_csv, table_rows: re-exported)
-    COLUMNS, LOAD_VIEW, MEMORY_VIEW, ok_load_rows, one_row_per_cell, render_csv, render_json, table_rows,
+    COLUMNS,
+    LOAD_VIEW,
+    MEMORY_VIEW,
+    ok_load_rows,
+    one_row_per_cell,
+    render_csv,
+    render_json,
+    table_rows,
     view_table,
 )
 from forkwise.matrix.resources import ROLES
@@ -61,7 +87,7 @@ class Run:
     info: RunInfo
 
     @classmethod
-    def of(cls, records: Iterable[CellRecord], profile: str, info: RunInfo | Mapping[str, Any] | None) -> "Run":
+    def of(cls, records: Iterable[CellRecord], profile: str, info: RunInfo | Mapping[str, Any] | None) -> Run:
         launches = tuple(records)
         return cls(launches, tuple(combine_all(launches)), profile, as_run_info(info))
 
@@ -84,13 +110,13 @@ def write_report(records: list[CellRecord], out_dir: Path, profile: str,
     """Write RESULTS.md, results.csv, results.json and results.html into out_dir; return their paths.
 
     `records`: every launch's record (records.jsonl) or records already combined (results.json).
-    The micro-benchmarks and profiles live beside the run's folder (results/bench, results/profiles);
+    The micro-benchmarks and profiles are in the run's folder (bench/, profiles/: matrix.goal_evidence);
     the goals section uses them only where they say they come from this run's host."""
     run = Run.of(records, profile, run_info)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(run.records)
-    extras = Extras(load_bench(out_dir.parent / "bench" / "benchmarks.json"), load_profiles(out_dir.parent / "profiles"))
+    extras = Extras(load_bench(goal_evidence.bench_path(out_dir)), load_profiles(goal_evidence.profiles_dir(out_dir)))
     outputs = {
         "RESULTS.md": render_markdown(build_document(run, rows, extras, with_plots=False)),
         "results.csv": render_csv(rows),

@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from forkwise.matrix.controls import Controls
-from forkwise.matrix.document import (
-    MISSING, Table, fmt_fixed, fmt_int, fmt_ms, fmt_ratio, fmt_spread, fmt_text,
-)
+from forkwise.matrix.document import MISSING, Table, fmt_fixed, fmt_int, fmt_ms, fmt_ratio, fmt_spread, fmt_text
 from forkwise.matrix.launches import launch_noise
 from forkwise.matrix.records import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
 from forkwise.matrix.resources import MASTER, MODEL_SERVER, SUPERVISOR, WORKER

@@ -4,13 +4,13 @@ records were measured, summarised over every launch (analysis: records and run.j
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from forkwise.matrix.document import MISSING, latest_by_cell
 from forkwise.matrix.launches import describe_noise, launch_noise
 from forkwise.matrix.records import HOST_SLOW_RATIO, CellRecord
 from forkwise.matrix.run_info import RunInfo, as_run_info
-
 
 # (a) header
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 RUN_INFO_FILE = "run.json"
 
@@ -53,7 +54,7 @@ class RunInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "RunInfo":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RunInfo:
         data = dict(data or {})
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
@@ -63,7 +64,7 @@ class RunInfo:
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
     @classmethod
-    def read(cls, folder: Path) -> "RunInfo":
+    def read(cls, folder: Path) -> RunInfo:
         """A run folder's run.json; an empty RunInfo where the folder has none."""
         path = Path(folder) / RUN_INFO_FILE
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")) if path.exists() else None)
@@ -78,10 +79,10 @@ class RunInfo:
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return {**out, **self.extra}
 
-    def with_budgets(self, budgets: Mapping[str, Any]) -> "RunInfo":
+    def with_budgets(self, budgets: Mapping[str, Any]) -> RunInfo:
         return dataclasses.replace(self, recommend=dict(budgets))
 
 
-def as_run_info(info: "RunInfo | Mapping[str, Any] | None") -> RunInfo:
+def as_run_info(info: RunInfo | Mapping[str, Any] | None) -> RunInfo:
     """A RunInfo from what callers hold: one already, or run.json's object (the runner's dict)."""
     return info if isinstance(info, RunInfo) else RunInfo.from_dict(info)

@@ -646,8 +646,8 @@ def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_pat
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
     control = next(r for r in recs if r.strategy == "control" and r.model == "default" and r.workers == 2)
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
+    profiles = tmp_path / "run" / "profiles"  # the run's own folder (goal_evidence)
+    profiles.mkdir(parents=True)
     (profiles / f"{profile_label(best)}.worker-42.txt").write_text(PROFILE_TEXT)
     write_profile_provenance(profiles, profile_label(best), environment())
     (profiles / f"{profile_label(control)}.worker-43.txt").write_text(PROFILE_TEXT)  # no provenance
@@ -667,8 +667,8 @@ def test_profiles_from_another_machine_are_left_out(tmp_path):
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
+    profiles = tmp_path / "run" / "profiles"  # the run's own folder (goal_evidence)
+    profiles.mkdir(parents=True)
     (profiles / f"{profile_label(best)}.worker-42.txt").write_text(PROFILE_TEXT)
     write_profile_provenance(profiles, profile_label(best), dataclasses.replace(environment(), cores=16))
     write_report(recs, tmp_path / "run", "test", RUN_INFO)
@@ -692,16 +692,18 @@ def bench_json(cpu: str, cores: int) -> dict:
 
 
 def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
-    bench = tmp_path / "bench"
-    bench.mkdir()
+    bench = tmp_path / "mine" / "bench"  # the run's own folder (goal_evidence)
+    bench.mkdir(parents=True)
     (bench / "benchmarks.json").write_text(json.dumps(bench_json("Test CPU @ 3.0GHz", 2)))
     write_report(records, tmp_path / "mine", "test", RUN_INFO)
     goals = section(read_md(tmp_path / "mine"), "Performance goals")
-    assert ("**Micro-benchmarks:** results/bench/benchmarks.json, commit 0211d461e790, 2026-11-26T05:31:24+00:00, "
+    assert ("**Micro-benchmarks:** bench/benchmarks.json, commit 0211d461e790, 2026-11-26T05:31:24+00:00, "
             "on Test CPU @ 3.0GHz, 2 cores, Python 3.11.9.") in goals
     assert "round trip 120 us" in goals and "| met |" in goals.split("| 7 |")[1]
 
-    (bench / "benchmarks.json").write_text(json.dumps(bench_json("Other CPU", 8)))
+    theirs = tmp_path / "theirs" / "bench"
+    theirs.mkdir(parents=True)
+    (theirs / "benchmarks.json").write_text(json.dumps(bench_json("Other CPU", 8)))
     write_report(records, tmp_path / "theirs", "test", RUN_INFO)
     goals = section(read_md(tmp_path / "theirs"), "Performance goals")
     assert "was measured on another machine (commit 0211d461e790, 2026-11-26T05:31:24+00:00, on Other CPU" in goals
