@@ -351,10 +351,14 @@ def cmd_evidence(args, home: Path) -> int:
 def cmd_compare(args, home: Path) -> int:
     from forkwise.matrix.compare import compare, load_run
     from forkwise.matrix.compare_report import regressions, render_comparison
+    from forkwise.matrix.recommend import Budgets
+    from forkwise.matrix.run_info import RunInfo
 
     if args.max_regression is not None and args.max_regression < 0:
         raise ConfigError(f"--max-regression must be a percentage >= 0; got {args.max_regression}")
-    result = compare(load_run(args.a), load_run(args.b))
+    # Both runs' recommendations within the later run's budgets (its run.json; the defaults without one).
+    budgets = Budgets.from_dict(dict(RunInfo.read(args.b).recommend or {}))
+    result = compare(load_run(args.a), load_run(args.b), budgets)
     text = render_comparison(result)
     print(text, end="")
     if args.out is not None:

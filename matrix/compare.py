@@ -31,12 +31,13 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from forkwise.errors import RecordError
 from forkwise.matrix.controls import Controls
 from forkwise.matrix.launches import combine_all, pooled_relative_spread, set_aside
+from forkwise.matrix.recommend import Agreement, Budgets, agreements, disagreements
 from forkwise.matrix.records import RECORDS_FILE, CellRecord, Verdict, read_records
 from forkwise.matrix.significance import (
     FAMILY_ALPHA,
@@ -378,6 +379,10 @@ class RunComparison:
     strategies: tuple[StrategyComparison, ...]
     shifts: tuple[Shift, ...]
     runs: tuple[Run, Run]
+    # The recommendation of each run within the same budgets, and where the two contradict.
+    recommendation: tuple[Agreement, ...] = ()
+    contradictions: tuple[str, ...] = ()
+    budgets: Budgets = field(default_factory=Budgets)
 
     def cell_differences(self) -> list[tuple[str, Metric, Difference]]:
         """Every measure of every cell (and level), with its cell and metric."""
@@ -426,8 +431,11 @@ def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift],
                                verdict_changed=changed, significant=changed)]
 
 
-def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord]) -> RunComparison:
-    """Every cell of either run (run a's order, then run b's new cells), judged all at once."""
+def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord],
+            budgets: Budgets | None = None) -> RunComparison:
+    """Every cell of either run (run a's order, then run b's new cells), judged all at once; and
+    both runs' recommendations within `budgets` (default: the recommendation's defaults)."""
+    a_records, b_records = list(a_records), list(b_records)
     a, b = Run.of(a_records), Run.of(b_records)
     shifts = {m.name: s for m in METRICS if m.follows_host and (s := run_shift(m, a, b)) is not None}
     controls = (Controls.of_run(a.cells.values()), Controls.of_run(b.cells.values()))
@@ -436,8 +444,11 @@ def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord]) ->
     cells = [CellComparison(cid, difference(MEMORY, cid, None, a, b, None),
                             difference(COLD_START, cid, None, a, b, shifts.get(COLD_START.name)))
              for cid in order if cid in a.cells and cid in b.cells]
+    budgets = budgets or Budgets()
+    combined = combine_all(a_records), combine_all(b_records)
     result = RunComparison(tuple(levels), tuple(cells), tuple(strategy_tests(a, b, shifts.get(THROUGHPUT.name))),
-                           tuple(shifts.values()), (a, b))
+                           tuple(shifts.values()), (a, b), tuple(agreements(*combined, budgets)),
+                           tuple(disagreements(*combined, budgets)), budgets)
     return judge(result)
 
 

@@ -215,4 +215,22 @@ def comparison_document(result: RunComparison) -> list[Block]:
         blocks += [Heading("Memory and cold start, once per launch", 2),
                    Table(("cell", "RSS a (MB)", "RSS b (MB)", "change", "MDE", "significant", "cold start a (s)",
                           "cold start b (s)", "beyond shift", "MDE", "significant"), tuple(cells))]
-    return blocks
+    return blocks + recommendation_blocks(result)
+
+
+def recommendation_blocks(result: RunComparison) -> list[Block]:
+    """Each run's recommended set within the same budgets, and whether the two answers agree."""
+    if not result.recommendation:
+        return []
+    rows = tuple((a.question, str(len(a.set_a)), str(len(a.set_b)), str(len(a.common)),
+                  "yes" if a.bests_shared else "no", ", ".join(a.common) or MISSING)
+                 for a in result.recommendation)
+    verdict = ("No contradiction: no cell is clearly ahead of another in one run and clearly behind it in the other, "
+               "every cell either run recommends is a candidate in the other, and the sets share cells."
+               if not result.contradictions else "Contradictions: " + "; ".join(result.contradictions) + ".")
+    return [Heading("The recommendation in both runs", 2),
+            Para(f"Within {result.budgets.describe()}: each run's set of cells that cannot be told apart from its "
+                 f"best (RESULTS.md's recommendation). Two runs of the same code agree when their sets share cells, "
+                 f"each run's best is in the other's set, and nothing contradicts. {verdict}"),
+            Table(("question", "cells in a's set", "in b's set", "in both", "each best in the other's set",
+                   "in both sets"), rows)]

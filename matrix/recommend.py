@@ -221,3 +221,33 @@ def reversed_orders(points_a: Sequence[Point], points_b: Sequence[Point]) -> lis
             if bx is not None and by is not None and clearly_ahead(x, y, z_a) and clearly_ahead(by, bx, z_b):
                 found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, clearly behind in run b")
     return found
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """One question answered by two runs: each run's set of cells that cannot be told apart from
+    its best, and whether each run's best is in the other's set."""
+
+    question: str
+    set_a: tuple[str, ...]  # cell ids, most throughput first
+    set_b: tuple[str, ...]
+
+    @property
+    def common(self) -> tuple[str, ...]:
+        return tuple(c for c in self.set_a if c in self.set_b)
+
+    @property
+    def bests_shared(self) -> bool:
+        """Each run's best is in the other run's set."""
+        return bool(self.set_a and self.set_b) and self.set_a[0] in self.set_b and self.set_b[0] in self.set_a
+
+
+def agreements(run_a: Sequence[CellRecord], run_b: Sequence[CellRecord], budgets: Budgets) -> list[Agreement]:
+    """Every question either run answers, with both runs' sets (see `disagreements` for what would
+    make two answers contradict each other)."""
+    found = []
+    for what in dict.fromkeys(questions(run_a) + questions(run_b)):
+        sets = [tuple(p.record.cell_id for p in contenders(candidates(run, budgets, what).points))
+                for run in (run_a, run_b)]
+        found.append(Agreement(served_label(what), sets[0], sets[1]))
+    return found

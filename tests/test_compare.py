@@ -64,6 +64,22 @@ def test_two_runs_of_the_same_code_flag_nothing(committed):
     assert regressions(result) == []
 
 
+def test_two_runs_of_the_same_code_agree_on_the_recommendation(committed):
+    result = compare(*committed)
+    assert result.recommendation and result.contradictions == ()
+    assert all(a.common for a in result.recommendation)
+    text = render_comparison(result)
+    assert "## The recommendation in both runs" in text and "No contradiction" in text
+
+
+def test_a_recommendation_that_changes_is_a_contradiction(committed):
+    a, b = committed
+    best = compare(a, b).recommendation[0].set_a[0].split("/")[0]
+    result = compare(a, scaled(b, 0.4, strategy=best))  # run b's answer moves away from a's best strategy
+    assert result.contradictions
+    assert "Contradictions: " in render_comparison(result)
+
+
 def test_a_15_percent_slowdown_of_one_strategy_at_the_top_level_is_flagged(committed):
     a, b = committed
     result = compare(a, scaled(b, 0.85, "lazy", 32))
