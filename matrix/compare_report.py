@@ -45,7 +45,8 @@ def regressions(result: RunComparison, max_regression_pct: float = 0.0) -> list[
     def check(label: str, d: Difference, higher_is_better: bool) -> None:
         worse = worsening(d, higher_is_better)
         if d.significant and worse is not None and worse > max_regression_pct:
-            found.append(f"{label}: {worse:.1f}% worse beyond the noise (z {d.z:+.1f}, smallest detectable {d.mde_pct:.1f}%)")
+            found.append(f"{label}: {worse:.1f}% worse beyond the noise (z {d.z:+.1f}, "
+                         f"smallest detectable {d.mde_pct:.1f}%)")
 
     for s in result.shifts:
         check(f"{s.metric} of the whole run (run shift)", s.difference, _metric(s.metric).higher_is_better)
@@ -156,7 +157,7 @@ def shift_text(result: RunComparison) -> str:
                    f"shift it could have flagged: {d.mde_pct:.1f}% worse)")
         parts.append(f"{s.metric}: run b as a whole ran at {s.factor:.3f}x run a (the median ratio over "
                      f"{s.estimate.levels} measures OK in both), {verdict}")
-    drift = "; ".join(f"run {n}: {_pass_text(run)}" for n, run in zip("ab", result.runs))
+    drift = "; ".join(f"run {n}: {_pass_text(run)}" for n, run in zip("ab", result.runs, strict=True))
     return ("Run shift, tested against how far each run's own passes drifted apart (" + drift + "): "
             + "; ".join(parts) + ". Each level is judged beyond its measure's shift (the 'beyond shift' columns); "
             "memory is judged raw.")
@@ -172,7 +173,7 @@ def _pass_text(run: Run) -> str:
 
 def noise_items(result: RunComparison) -> Items:
     items = []
-    for name, run in zip("ab", result.runs):
+    for name, run in zip("ab", result.runs, strict=True):
         per_metric = [f"throughput {describe_noise(run.spread[THROUGHPUT.name])}"]
         per_metric += [f"{m.name} {_describe(run.spread[m.name])}" for m in METRICS if m is not THROUGHPUT]
         items.append(f"run {name}: " + "; ".join(per_metric))
@@ -205,7 +206,8 @@ def comparison_document(result: RunComparison) -> list[Block]:
     blocks: list[Block] = [Para(summary(result)), Para(shift_text(result)), noise_items(result),
                            Para(method_text())]
     if result.strategies:
-        blocks += [Heading(f"Strategies at concurrency {result.strategies[0].concurrency}, all their cells together", 2),
+        top = result.strategies[0].concurrency
+        blocks += [Heading(f"Strategies at concurrency {top}, all their cells together", 2),
                    Table(("strategy", "cells", "rps a (geometric mean)", "rps b", "beyond shift", "z", "MDE",
                           "significant"), tuple(strategy_rows(result)))]
     rows = tuple(level_row(c) for c in result.levels) or ((("no cells",) + ("",) * (len(LEVEL_HEADERS) - 1)),)

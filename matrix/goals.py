@@ -109,7 +109,8 @@ def goal_batching(records: Sequence[CellRecord]) -> Goal:
         if lb and ll and ll.rps > 0:
             pairs.append((lb.rps / ll.rps, b, lb.rps, ll.rps))
     if not pairs:
-        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None, ">= 2.0", None)
+        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None,
+                    ">= 2.0", None)
     ratio, b, rb, rl = max(pairs, key=lambda p: p[0])
     lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
     return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
@@ -131,7 +132,8 @@ def goal_memory(records: Sequence[CellRecord]) -> Goal:
             if len(gaps) == 2:
                 rows.append((server, strategy, gaps))
     if not rows:
-        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None, "gap > 0 and growing", None)
+        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None,
+                    "gap > 0 and growing", None)
     server, strategy, gaps = rows[0]
     (l2, m2), (l4, m4) = gaps[2], gaps[4]
     met = m2 < l2 and (l4 - m4) > (l2 - m2)
@@ -237,12 +239,14 @@ def load_profiles(folder: Path) -> dict[str, Profiles]:
 
 def goal_fast_paths(bench: dict[str, dict]) -> Goal:
     """7. locked-singleton fast path <= 1 us over a plain global; model-server round trip <= 150 us."""
-    text = "locked-singleton fast path over a plain global (<= 1 us); model-server round trip, 1x256 float32 (<= 150 us)"
+    text = ("locked-singleton fast path over a plain global (<= 1 us); "
+            "model-server round trip, 1x256 float32 (<= 150 us)")
     overhead = bench.get("test_locked_singleton_overhead_vs_global", {}).get("overhead_ns")
     full = bench.get("test_model_server_round_trip_1x256", {})
     echo = bench.get("test_protocol_round_trip_1x256_echo", {}).get("round_trip_us")
     if overhead is None or not full:
-        return Goal(7, text, "no micro-benchmark results from this machine in the run (`forkwise evidence DIR` takes them)", None, "<= 1 us; <= 150 us", None)
+        return Goal(7, text, "no micro-benchmark results from this machine in the run (`forkwise evidence DIR` "
+                             "takes them)", None, "<= 1 us; <= 150 us", None)
     rt, model = full.get("round_trip_us"), full.get("model_call_us")
     measured = f"fast path +{overhead:.0f} ns; round trip {rt:.0f} us"
     if model is not None:
@@ -282,7 +286,8 @@ def goal_model_server_overhead(bench: dict[str, dict]) -> Goal:
     text = "model-server round trip over the same call in process, batch 1, default model (micro-benchmark)"
     found = bench.get(OVERHEAD_BENCH, {})
     if "overhead_us" not in found:
-        return Goal(4, text, "no micro-benchmark result from this machine in the run (`forkwise evidence DIR` takes it)", None, "<= 100 us", None)
+        return Goal(4, text, "no micro-benchmark result from this machine in the run (`forkwise evidence DIR` "
+                             "takes it)", None, "<= 100 us", None)
     over, goal = found["overhead_us"], found.get("goal_us", 100)
     measured = (f"round trip {found['round_trip_us']:.0f} us against {found['in_process_us']:.0f} us in process: "
                 f"+{over:.0f} us (the round trip itself {found['ipc_us']:.0f} us, waiting for the answer "

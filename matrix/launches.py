@@ -47,7 +47,7 @@ def _mean_latency(levels: Sequence[LoadLevel]) -> Latency:
     total = sum(weights)
 
     def mean(attr: str) -> float:
-        return round(sum(getattr(lv.latency, attr) * w for lv, w in zip(levels, weights)) / total, 3)
+        return round(sum(getattr(lv.latency, attr) * w for lv, w in zip(levels, weights, strict=True)) / total, 3)
 
     return Latency(p50_ms=mean("p50_ms"), p90_ms=mean("p90_ms"), p99_ms=mean("p99_ms"),
                    max_ms=max(lv.latency.max_ms for lv in levels), mean_ms=mean("mean_ms"))
@@ -69,7 +69,7 @@ def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
     """
     if len(levels) == 1:
         return levels[0]
-    timed = [lv for lv, aside in zip(levels, set_aside(levels)) if not aside]
+    timed = [lv for lv, aside in zip(levels, set_aside(levels), strict=True) if not aside]
     samples = tuple(x for lv in timed for x in lv.rps_samples)
     return dataclasses.replace(
         timed[0],
@@ -104,8 +104,8 @@ def combine(launches: Sequence[CellRecord]) -> CellRecord:
 
     The verdict is OK only if every launch was OK; otherwise it is the first launch's
     verdict that was not (verdicts.combined_verdict), with that launch's log evidence and
-    stacks. Findings of later launches are prefixed with their launch number. Cold starts are averaged (each launch's own is kept
-    in the timings); memory and environment are the first launch's.
+    stacks. Findings of later launches are prefixed with their launch number. Cold starts are
+    averaged (each launch's own is kept in the timings); memory and environment are the first launch's.
     """
     if not launches:
         raise ValueError("combine needs at least one launch")

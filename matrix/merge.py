@@ -332,7 +332,8 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
                 append_record(folder / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
         (folder / RUN_INFO).write_text(json.dumps(info, indent=2))
-    merged_info = {**base, "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
+    merged_info = {**base,
+                   "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}
     (out / RUN_INFO).write_text(json.dumps(merged_info, indent=2))
     from forkwise.matrix.hosts import report_merged  # here: hosts imports this module

@@ -44,7 +44,7 @@ def throughput_plot(records: Sequence[CellRecord]) -> Plot | None:
     concurrencies = sorted({lv.concurrency for r in with_load for lv in r.load})
     fig = new_figure(4.2 * len(servers), 3.6)
     axes = fig.subplots(1, len(servers), sharey=True, squeeze=False)[0]
-    for ax, server in zip(axes, servers):
+    for ax, server in zip(axes, servers, strict=True):
         on_server = [r for r in with_load if r.server == server]
         for record in sorted(on_server, key=lambda r: cell_order(r)[0]):
             levels = sorted(record.load, key=lambda lv: lv.concurrency)
@@ -77,7 +77,7 @@ def _grouped_bars(records: Sequence[CellRecord], value: Callable[[CellRecord], f
         xs = [x + (i - (len(servers) - 1) / 2) * width for x in range(len(strategies))]
         heights = [math.nan if r is None else value(r) for r in found]
         bars = ax.bar(xs, heights, width, label=server, color=f"C{i % 10}")
-        for bar, r in zip(bars, found):
+        for bar, r in zip(bars, found, strict=True):
             if r is not None and not r.verdict.ok:
                 bar.set_hatch("//")
     ax.set_xticks(range(len(strategies)), strategies, rotation=30, ha="right", fontsize="small")

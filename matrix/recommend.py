@@ -201,7 +201,8 @@ def disagreements(run_a: Sequence[CellRecord], run_b: Sequence[CellRecord], budg
         cand = {"a": candidates(run_a, budgets, what), "b": candidates(run_b, budgets, what)}
         sets = {name: contenders(c.points) for name, c in cand.items()}
         cells = {name: {p.record.cell_id: p for p in c.points} for name, c in cand.items()}
-        if sets["a"] and sets["b"] and not {p.record.cell_id for p in sets["a"]} & {p.record.cell_id for p in sets["b"]}:
+        in_a, in_b = ({p.record.cell_id for p in sets[name]} for name in ("a", "b"))
+        if in_a and in_b and not in_a & in_b:
             found.append(f"{served_label(what)}: the two runs' sets have no cell in common")
         for name, other in (("a", "b"), ("b", "a")):
             found += [f"{p.record.cell_id}: recommended by run {name}, not a candidate in run {other}"
@@ -219,7 +220,8 @@ def reversed_orders(points_a: Sequence[Point], points_b: Sequence[Point]) -> lis
         for y in points_a:
             bx, by = in_b.get(x.record.cell_id), in_b.get(y.record.cell_id)
             if bx is not None and by is not None and clearly_ahead(x, y, z_a) and clearly_ahead(by, bx, z_b):
-                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, clearly behind in run b")
+                found.append(f"{x.record.cell_id} clearly ahead of {y.record.cell_id} in run a, "
+                             "clearly behind in run b")
     return found
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forkwise.matrix import goal_evidence
 from forkwise.matrix.article import article_section
 from forkwise.matrix.database_report import database_section
 from forkwise.matrix.document import (  # noqa: F401  (render_markdown, render_html: the renderers, re-exported)
@@ -43,7 +44,6 @@ from forkwise.matrix.document import (  # noqa: F401  (render_markdown, render_h
     servers_of,
     strategies_of,
 )
-from forkwise.matrix import goal_evidence
 from forkwise.matrix.goals import Bench, Profiles, load_bench, load_profiles
 from forkwise.matrix.goals_report import goals_section
 from forkwise.matrix.launches import combine_all
