@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="any SQLAlchemy URL (default: a SQLite file in --run-dir)")
     p.add_argument("--run-dir", type=Path, default=None, help="private directory for the database, locks and sockets")
 
+    _add_run_commands(sub)
+    cli_help.finish(parser, sub)
+    return parser
+
+
+def _add_run_commands(sub) -> None:
+    """matrix, merge, report, evidence and compare: the commands that make and read runs."""
     p = sub.add_parser("matrix", help="run a matrix profile and publish its results")
     p.add_argument("--profile", default="default", metavar="NAME|PATH.toml",
                    help="a profile listed below, or the path of your own .toml")
@@ -163,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the whole run) is worse beyond the noise by more than PCT percent, or a cell OK in "
                         "run a fails in run b (default: report only)")
     p.add_argument("--out", type=Path, default=None, help="also write the comparison to this file (COMPARE.md)")
-    cli_help.finish(parser, sub)
-    return parser
 
 
 def _spec(home: Path, model: str, backend: str = gpu.DEFAULT_BACKEND) -> Path:
@@ -200,7 +205,7 @@ def cmd_strategies(args, home: Path) -> int:
 
 
 def cmd_schema(args, home: Path) -> int:
-    from forkwise.matrix.records import json_schema
+    from forkwise.matrix.record_schema import json_schema
 
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0

@@ -39,10 +39,11 @@ from forkwise.matrix import profiling as profiler
 from forkwise.matrix.evidence import hung_workers_finding, log_highlights, read_log_end
 from forkwise.matrix.goals import profile_label, write_profile_provenance
 from forkwise.matrix.http import parse_json, post_json, request
+from forkwise.matrix.load import level_record
 from forkwise.matrix.open_loop import measure_open_loop
 from forkwise.matrix.plan import CellPlan
 from forkwise.matrix.progress import ProgressWatch
-from forkwise.matrix.records import CellRecord, Disruption, ErrorCounts, Evidence, Latency, LoadLevel, Memory, OpenLoop
+from forkwise.matrix.records import CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.stacks import dump_stacks
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
 from forkwise.matrix.verification import Verification
@@ -435,7 +436,7 @@ class CellRun:
             rows_found = db.count() - rows_before
             sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
             unacknowledged, in_flight = result.unacknowledged + in_flight, 0
-            level = _load_level(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
+            level = level_record(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
                                 slowdown)
             yield dataclasses.replace(level, longest_idle_s=_round(idle_s),
                                       blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
@@ -453,26 +454,6 @@ def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -
         stored = db.sample_after(last_id_before, STORED_SAMPLE)
         sampled, wrong = len(stored), v.stored_rows_wrong(stored)
     return sampled, wrong
-
-
-def _load_level(concurrency: int, result, sampled: int, wrong: int, rows_found: int, unacknowledged: int,
-                server_cpu: float, slowdown: float) -> LoadLevel:
-    """One measured load level, as recorded."""
-    samples = tuple(round(x, 1) for x in result.rps_samples)
-    return LoadLevel(
-        concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
-        rps=round(float(np.mean(samples)) if samples else 0.0, 1),
-        rps_stdev=round(float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0, 1),
-        rps_samples=samples,
-        latency=Latency(**{f"{k}_ms": round(result.latency_ms[k], 3) for k in ("p50", "p90", "p99", "max", "mean")}),
-        errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
-                           http_5xx=result.http_5xx, wrong=wrong),
-        rows_expected=result.total_ok_including_warmup, rows_found=rows_found,
-        unacknowledged=unacknowledged,
-        sampled=sampled, sampled_wrong=wrong, driver=result.driver,
-        driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
-        host_slowdown=round(slowdown, 2),
-    )
 
 
 def _round(x: float | None) -> float | None:

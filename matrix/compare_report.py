@@ -50,8 +50,9 @@ def regressions(result: RunComparison, max_regression_pct: float = 0.0) -> list[
 
     for s in result.shifts:
         check(f"{s.metric} of the whole run (run shift)", s.difference, _metric(s.metric).higher_is_better)
-    for s in result.strategies:
-        check(f"throughput of {s.strategy} at c{s.concurrency} ({s.cells} cells)", s.difference, True)
+    for strategy in result.strategies:
+        check(f"throughput of {strategy.strategy} at c{strategy.concurrency} ({strategy.cells} cells)",
+              strategy.difference, True)
     for label, metric, d in result.cell_differences():
         check(f"{metric.name} of {label}", d, metric.higher_is_better)
     return found
@@ -93,8 +94,9 @@ def level_row(c: Comparison) -> tuple[str, ...]:
     controls = (f"{_num(c.vs_control_a, '.3f')} / {_num(c.vs_control_b, '.3f')}"
                 if c.vs_control_a is not None or c.vs_control_b is not None else MISSING)
     return (c.cell_id, _num(c.concurrency, "d"), _num(c.rps_a, ",.1f"), _num(c.rps_b, ",.1f"), _pct(c.delta_pct),
-            _pct(c.adjusted_delta_pct), _num(tp and tp.z, "+.1f"), _mde(tp),
-            _num(p99 and p99.a, ".1f"), _num(p99 and p99.b, ".1f"), _pct(p99 and p99.adjusted_pct), _mde(p99),
+            _pct(c.adjusted_delta_pct), _num(tp.z if tp else None, "+.1f"), _mde(tp),
+            _num(p99.a if p99 else None, ".1f"), _num(p99.b if p99 else None, ".1f"),
+            _pct(p99.adjusted_pct if p99 else None), _mde(p99),
             controls, "yes" if c.significant else "n.s.", _verdicts(c), c.note)
 
 

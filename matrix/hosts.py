@@ -59,7 +59,7 @@ def read_hosts(out: Path, p99_ms: float | None = None, memory_mb: float | None =
         folder = out / entry["folder"]
         host_info = RunInfo.read(folder)
         if p99_ms is not None or memory_mb is not None:
-            budgets = Budgets.from_dict(host_info.recommend).overridden(p99_ms, memory_mb, "command line")
+            budgets = Budgets.from_dict(dict(host_info.recommend or {})).overridden(p99_ms, memory_mb, "command line")
             host_info = host_info.with_budgets(budgets.to_dict())
         run = report.Run.of(read_records(folder / RECORDS_FILE), str(info["profile"]), host_info)
         runs.append(HostRun(entry["name"], _host_of(entry), run, report.table_rows(run.records)))

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from forkwise.matrix.records import CellRecord, ErrorCounts, Latency, LoadLevel, adding_up
 from forkwise.matrix.verdicts import combined_verdict
@@ -179,7 +179,7 @@ def pass_order(cells: Sequence[T], strategy_of: Callable[[T], str]) -> list[T]:
 NOT_MEASURED = "not measured (each cell launched once)"
 
 
-def describe_noise(noise: dict[int, float]) -> str:
+def describe_noise(noise: Mapping[Any, float]) -> str:  # keyed by concurrency (None: per cell)
     """'c1 9.7%, c8 7.3%, ...', or that no cell was launched twice."""
     return ", ".join(f"c{c} {v * 100:.1f}%" for c, v in noise.items()) or NOT_MEASURED
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forkwise.errors import ForkwiseError
+from forkwise.matrix.records import ErrorCounts, Latency, LoadLevel
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WRK_MARKER = "FORKWISE-WRK-JSON"
@@ -388,3 +390,23 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
+
+
+def level_record(concurrency: int, result: LoadResult, sampled: int, wrong: int, rows_found: int, unacknowledged: int,
+                server_cpu: float, slowdown: float) -> LoadLevel:
+    """One measured load level, as recorded: the driver's result with what the cell checked around it."""
+    samples = tuple(round(x, 1) for x in result.rps_samples)
+    return LoadLevel(
+        concurrency=concurrency, duration_s=round(result.duration_s, 3), requests=result.ok,
+        rps=round(statistics.fmean(samples) if samples else 0.0, 1),
+        rps_stdev=round(statistics.stdev(samples) if len(samples) > 1 else 0.0, 1),
+        rps_samples=samples,
+        latency=Latency(**{f"{k}_ms": round(result.latency_ms[k], 3) for k in ("p50", "p90", "p99", "max", "mean")}),
+        errors=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
+                           http_5xx=result.http_5xx, wrong=wrong),
+        rows_expected=result.total_ok_including_warmup, rows_found=rows_found,
+        unacknowledged=unacknowledged,
+        sampled=sampled, sampled_wrong=wrong, driver=result.driver,
+        driver_cpu_s=round(result.driver_cpu_s, 2), server_cpu_s=round(server_cpu, 2),
+        host_slowdown=round(slowdown, 2),
+    )

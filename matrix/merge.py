@@ -22,9 +22,10 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record
@@ -209,7 +210,7 @@ class MissingShard:
                 "cells": list(self.cells) if self.cells is not None else None, "elsewhere": list(self.elsewhere)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> MissingShard:
+    def from_dict(cls, data: Mapping[str, Any]) -> MissingShard:
         cells = data.get("cells")
         return cls(Shard.from_dict(data["shard"]), data["host_label"], data.get("only", {}),
                    tuple(cells) if cells is not None else None, tuple(data.get("elsewhere", ())))
@@ -325,13 +326,13 @@ def merge(dirs: Sequence[Path], out: Path, allow_missing: bool = False) -> Merge
             "command": " ".join(["forkwise", *sys.argv[1:]]) if "merge" in sys.argv[1:] else "forkwise merge",
             "merged_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     for host in hosts:
-        folder = out / HOSTS_DIR / names[host]
-        folder.mkdir(parents=True)
+        host_dir = out / HOSTS_DIR / names[host]
+        host_dir.mkdir(parents=True)
         for _, records in by_host[host]:
             for record in records:
-                append_record(folder / RECORDS_FILE, record)
+                append_record(host_dir / RECORDS_FILE, record)
         info = _host_run_info(base, host, names[host], by_host[host], missing)
-        (folder / RUN_INFO).write_text(json.dumps(info, indent=2))
+        (host_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
     merged_info = {**base,
                    "hosts": [{"name": names[h], "folder": f"{HOSTS_DIR}/{names[h]}", **h.to_dict()} for h in hosts],
                    "sources": [f.source() for f in folders], "missing_shards": [m.to_dict() for m in missing]}

@@ -167,7 +167,7 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
             continue
         if budgets.memory_mb is not None and record.memory is None:
             found.memory_unknown.append(record)
-        elif budgets.memory_mb is not None and record.memory.total_pss_mb > budgets.memory_mb:
+        elif budgets.memory_mb is not None and record.memory and record.memory.total_pss_mb > budgets.memory_mb:
             found.over_memory.append(record)
         elif (level := operating_level(record, budgets)) is None:
             found.over_p99.append(record)

@@ -378,7 +378,7 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _hints(cls) -> dict[str, Any]:
+def field_hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -393,7 +393,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecordError(f"{where}: expected an object")
-        hints = _hints(tp)
+        hints = field_hints(tp)
         known = {f.name for f in dataclasses.fields(tp)}
         unknown = set(value) - known
         if unknown:
@@ -433,48 +433,6 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
 
 
 # --- JSON schema, derived from the same dataclasses -------------------------------------
-
-
-def _schema(tp: Any) -> dict[str, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        (inner,) = [o for o in typing.get_args(tp) if o is not type(None)]
-        return {"anyOf": [_schema(inner), {"type": "null"}]}
-    if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        fields = dataclasses.fields(tp)
-        required = [
-            f.name
-            for f in fields
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {f.name: _schema(hints[f.name]) for f in fields},
-            "required": required,
-        }
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {"enum": [m.value for m in tp]}
-    if origin is tuple:
-        return {"type": "array", "items": _schema(typing.get_args(tp)[0])}
-    if origin is dict or tp is dict:
-        return {"type": "object"}
-    if tp is Any:
-        return {}
-    return {float: {"type": "number"}, int: {"type": "integer"}, str: {"type": "string"}, bool: {"type": "boolean"}}[tp]
-
-
-def json_schema() -> dict[str, Any]:
-    """The versioned JSON schema of a CellRecord (draft 2020-12)."""
-    schema = _schema(CellRecord)
-    schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://forkwise.invalid/schema/cell-record-v{SCHEMA_VERSION}.json",
-        "title": f"forkwise cell record, schema version {SCHEMA_VERSION}",
-        **schema,
-    }
 
 
 # --- record files: one JSON object a line, appended as each cell ends ---------------------

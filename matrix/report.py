@@ -93,7 +93,7 @@ class Run:
 
     @property
     def budgets(self) -> Budgets:
-        return Budgets.from_dict(self.info.recommend)
+        return Budgets.from_dict(dict(self.info.recommend or {}))
 
 
 @dataclass(frozen=True)
@@ -236,13 +236,15 @@ def memory_section(rows: Sequence[dict[str, Any]]) -> list[Block]:
 
 def gpu_processes_text(record: CellRecord) -> str:
     """'master 0 · worker 107,988 · worker 34,314': GPU MiB of each process, master first."""
+    if record.memory is None:
+        return MISSING
     procs = sorted(record.memory.processes, key=lambda p: (rank(p.role, ROLES), p.pid))
     return " · ".join(f"{p.role} {fmt_mib(p.gpu_mb)}" for p in procs if p.gpu_mb is not None) or MISSING
 
 
 def card_share(record: CellRecord) -> str:
     card = record.environment.gpu_memory_mb
-    total = record.memory.total_gpu_mb
+    total = record.memory.total_gpu_mb if record.memory else None
     if not card or total is None:
         return MISSING
     share = total / card
@@ -260,7 +262,7 @@ def gpu_memory_section(records: Sequence[CellRecord]) -> list[Block]:
     cells.sort(key=lambda r: (r.backend, *cell_order(r)))
     rows = tuple(
         (r.cell_id, r.verdict.value, r.settings.get("gpu_policy") or MISSING, gpu_processes_text(r),
-         fmt_mib(r.memory.total_gpu_mb), card_share(r))
+         fmt_mib(r.memory.total_gpu_mb if r.memory else None), card_share(r))
         for r in cells
     )
     return [

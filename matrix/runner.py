@@ -172,6 +172,33 @@ def _run_info(prof: Profile, cells: int, selection: dict[str, set[str]], shard: 
     }
 
 
+def run_passes(prof: Profile, cells: list[Cell], launches: dict[str, list[CellRecord]], records_path: Path,
+               home: Path, host: HostWatch, progress: Progress) -> None:
+    """Every launch of every cell, pass by pass, each record appended as it ends (`launches`: the
+    records of earlier launches, from a resumed run; added to as cells end)."""
+    top_level_only = dataclasses.replace(prof, load=dataclasses.replace(prof.load, levels=(max(prof.load.levels),)))
+    for number in range(1, prof.load.repeats + prof.load.top_level_repeats + 1):
+        plan = prof if number <= prof.load.repeats else top_level_only
+        # Every pass in the same order: each cell's launches lie one pass apart. (Reversing
+        # alternate passes puts the last cells' launches back to back, in the same slow
+        # spell of the machine, where they agree by chance.) Each strategy's cells are spread
+        # over the pass (launches.pass_order), so they do not share one slow spell.
+        for cell in pass_order(cells, lambda c: c.strategy):
+            done = launches.get(cell.id, [])
+            if len(done) >= number:
+                progress.finished(done[number - 1], skipped=True, number=number)
+                continue
+            if not wants_launch(cell, done, number):
+                progress.dropped(1)
+                continue
+            progress.starting(cell, number)
+            record = run_cell_process(cell, plan, home, host)
+            host.after_cell(record)
+            append_record(records_path, record)
+            launches.setdefault(cell.id, []).append(record)
+            progress.finished(record, number=number)
+
+
 def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, plain: bool, home: Path,
                p99_ms: float | None = None, memory_mb: float | None = None, shard: Shard = WHOLE) -> int:
     prof = load_profile(profile)
@@ -202,29 +229,9 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     if skipped_database:
         run_info["skipped_database"] = skipped_database
     repeats = prof.load.repeats + prof.load.top_level_repeats
-    top_level_only = dataclasses.replace(prof, load=dataclasses.replace(prof.load, levels=(max(prof.load.levels),)))
     host = HostWatch(prof.load.quiet_budget_s)
     progress = Progress(len(cells) * repeats, plain, repeats)
-    for number in range(1, repeats + 1):
-        plan = prof if number <= prof.load.repeats else top_level_only
-        # Every pass in the same order: each cell's launches lie one pass apart. (Reversing
-        # alternate passes puts the last cells' launches back to back, in the same slow
-        # spell of the machine, where they agree by chance.) Each strategy's cells are spread
-        # over the pass (launches.pass_order), so they do not share one slow spell.
-        for cell in pass_order(cells, lambda c: c.strategy):
-            done = launches.get(cell.id, [])
-            if len(done) >= number:
-                progress.finished(done[number - 1], skipped=True, number=number)
-                continue
-            if not wants_launch(cell, done, number):
-                progress.dropped(1)
-                continue
-            progress.starting(cell, number)
-            record = run_cell_process(cell, plan, home, host)
-            host.after_cell(record)
-            append_record(records_path, record)
-            launches.setdefault(cell.id, []).append(record)
-            progress.finished(record, number=number)
+    run_passes(prof, cells, launches, records_path, home, host, progress)
     if prof.goals.evidence and shard == WHOLE:  # a shard has part of the goals: the merged run has them
         measured = combine_all(read_records(records_path))
         run_info["goal_evidence"] = goal_evidence.collect(out, measured, prof, home)

@@ -9,9 +9,9 @@ shards together run each cell exactly once. Within a shard, cells keep the profi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.open_loop import OpenLoopPlan
@@ -43,7 +43,7 @@ class Shard:
         return {"index": self.index, "count": self.count}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> Shard:
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Shard:
         """A run.json's shard; a run without one ran every cell: shard 1/1."""
         if data is None:
             return cls(1, 1)

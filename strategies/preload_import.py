@@ -4,13 +4,15 @@ Shares the imported modules' pages between workers (copy-on-write) while every
 runtime object that holds threads or device state is created after fork.
 """
 
+from typing import ClassVar
+
 from forkwise.model.runtime import Predictor, load_predictor
 from forkwise.strategies.base import ServerNeeds, Strategy
 
 
 class PreloadImport(Strategy):
     name = "preload-import"
-    compared_in_case = 2
+    compared_in_case: ClassVar[int | None] = 2
     report_rank = 30
     summary = "import the runtime in the master, load the model in each worker after fork"
     needs = ServerNeeds(preload_app=True)

@@ -17,7 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
-from forkwise.matrix.records import CellRecord, Verdict, json_schema
+from forkwise.matrix.record_schema import json_schema
+from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.matrix.runner import load_profile
 from forkwise.model.spec import ModelSpec
 from host_pace import cell_bound_s, command_bound_s

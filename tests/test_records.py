@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from forkwise.errors import RecordError
+from forkwise.matrix.record_schema import json_schema
 from forkwise.matrix.records import (
     SCHEMA_VERSION,
     CellRecord,
@@ -21,7 +22,6 @@ from forkwise.matrix.records import (
     ProcessMemory,
     Verdict,
     append_record,
-    json_schema,
     read_records,
 )
 

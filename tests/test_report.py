@@ -248,7 +248,7 @@ def test_json_round_trips(out, records):
 
 def test_json_records_match_the_schema(out):
     jsonschema = pytest.importorskip("jsonschema")
-    from forkwise.matrix.records import json_schema
+    from forkwise.matrix.record_schema import json_schema
 
     schema = json_schema()
     for item in json.loads((out / "results.json").read_text())["records"]:
