@@ -17,17 +17,9 @@ import time
 from pathlib import Path
 
 from forkwise import __version__, cli_help, gpu, servers
-from forkwise.config import (
-    DATABASES,
-    DB_RESET_POLICIES,
-    DEFAULT_DATABASE,
-    DEFAULT_DB_RESET,
-    THREAD_LABELS,
-    default_home,
-    resolve_threads,
-)
+from forkwise.config import DEFAULT_DATABASE, THREAD_LABELS, default_home, resolve_threads
 from forkwise.errors import ConfigError, ForkwiseError
-from forkwise.matrix.plan import CellPlan, add_plan_args, cli_fields
+from forkwise.matrix.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cli_fields
 from forkwise.strategies import registry
 
 
@@ -67,32 +59,6 @@ def _host_label(text: str) -> str:
     return label
 
 
-def _add_deployment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", required=True, help=f"one of: {', '.join(registry.names())}")
-    p.add_argument("--server", required=True, help=f"one of: {', '.join(servers.names())}")
-    p.add_argument("--workers", type=_positive(int), default=2)
-    p.add_argument("--model", default="default",
-                   help="a built-in model (default, large, tiny) or the path of your own .keras file")
-    p.add_argument("--device", choices=gpu.DEVICES, default="cpu",
-                   help="cpu hides every GPU from the deployment; gpu needs an NVIDIA GPU")
-    p.add_argument("--backend", choices=gpu.BACKENDS, default=gpu.DEFAULT_BACKEND,
-                   help="the Keras backend serving the model (jax and torch: pip install 'forkwise[jax]' / '[torch]')")
-    p.add_argument("--gpu-policy", choices=gpu.GPU_POLICIES, default=gpu.DEFAULT_GPU_POLICY,
-                   help="GPU memory policy (device gpu): grow, fraction (jax), off (the frameworks' defaults)")
-    p.add_argument("--database", choices=DATABASES, default=DEFAULT_DATABASE,
-                   help="sqlite: a file in the run directory; postgresql: a PostgreSQL server of the deployment's "
-                        "own (from the system packages), over loopback TCP with TLS; postgresql-unix: the same "
-                        "over its Unix socket")
-    p.add_argument("--db-reset", choices=DB_RESET_POLICIES, default=DEFAULT_DB_RESET,
-                   help="what each forked worker does with a database engine its master made: its own new "
-                        "engine, dispose(close=False), a NullPool, or none (the inherited pool: the hazard)")
-    p.add_argument("--db-in-master", action="store_true",
-                   help="the app queries the database in the master before fork (only a preloaded app has one)")
-    p.add_argument("--threads", type=_threads, default="default",
-                   help="the runtime's intra-op threads in each process that loads the model: default (the "
-                        "runtime's), per-worker (the cores shared out among the workers), or a number")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forkwise", description=__doc__)
     parser.add_argument("--version", action="version", version=f"forkwise {__version__}")
@@ -120,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdict is OK")
 
     p = sub.add_parser("serve", help="run one deployment in the foreground until Ctrl-C or SIGTERM")
-    _add_deployment_args(p)
+    add_plan_args(p, only=DEPLOYMENT_SETTINGS)  # the deployment's settings, declared once in the plan
     p.add_argument("--port", type=_positive(int), default=8000, help="the port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback: this machine only)")
     p.add_argument("--database-url", default=None, help="any SQLAlchemy URL (default: a SQLite file in --run-dir)")
@@ -295,7 +261,7 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
         spec_path=spec_path, run_dir=run_dir, port=args.port,
         database_url=database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
         host=args.host, db_reset=args.db_reset, db_touch_in_master=args.db_in_master,
-        overrides={"intra_op_threads": resolve_threads(args.threads, args.workers, os.cpu_count() or 1)},
+        overrides={"intra_op_threads": resolve_threads(args.runtime_threads, args.workers, os.cpu_count() or 1)},
     )
     if stop["signal"] is not None:
         return 0

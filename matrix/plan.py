@@ -368,10 +368,18 @@ def _argparse_type(decl: Setting) -> Callable[[str], Any]:
     return parse
 
 
-def add_plan_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+# The settings of a deployment itself (what `forkwise serve` runs), not of how a cell looks at it.
+DEPLOYMENT_SETTINGS = ("strategy", "server", "workers", "model", "device", "backend", "gpu_policy", "database",
+                       "db_reset", "db_in_master", "runtime_threads")
+
+
+def add_plan_args(parser: argparse.ArgumentParser, required: bool = True, only: tuple[str, ...] | None = None) -> None:
     """The `forkwise cell` flags, one per plan setting that has one, from the declaration.
-    `required`: whether settings without a default must be given (not so where a --plan file may)."""
+    `required`: whether settings without a default must be given (not so where a --plan file may);
+    `only`: these settings only (`forkwise serve`: DEPLOYMENT_SETTINGS)."""
     for f in cli_fields():
+        if only is not None and f.name not in only:
+            continue
         decl: Setting = f.metadata["setting"]
         if decl.kind is BOOL:
             parser.add_argument(decl.cli_flag(), dest=f.name, action="store_true", help=decl.help)

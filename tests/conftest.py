@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from forkwise.matrix.launches import combine_all
 from forkwise.matrix.records import read_records
 from forkwise.testing import live_children
 from host_pace import TEST_IMPORTS, host_bound_s, quick_bound_s
+from owned import new_tag, tagged_env
 
 # The home, spec and settings fixtures: forkwise[test] registers this plugin by its entry point; naming it
 # here too keeps a checkout whose install predates the entry point working (pytest loads it once).
@@ -42,13 +42,13 @@ def no_leftover_children():
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory, home, default_spec_path):
     """One unsharded run of the quick profile, shared by test_integration and test_shards:
-    (its folder, its combined records by (strategy, server), when it started, its stderr)."""
+    (its folder, its combined records by (strategy, server), the tag of its processes (owned), its stderr)."""
     out = tmp_path_factory.mktemp("quick")
-    t0 = time.time()
+    tag = new_tag()
     proc = subprocess.run([sys.executable, "-m", "forkwise", "--home", str(home), "matrix", "--profile", "quick",
                            "--out", str(out), "--plain"], capture_output=True, text=True,
-                          timeout=quick_bound_s())
+                          timeout=quick_bound_s(), env=tagged_env(tag))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The quick profile launches each cell twice; the published records combine the launches.
     records = {(r.strategy, r.server): r for r in combine_all(read_records(out / "records.jsonl"))}
-    return out, records, t0, proc.stderr
+    return out, records, tag, proc.stderr

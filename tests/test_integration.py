@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from forkwise.matrix.record_schema import json_schema
@@ -22,26 +21,13 @@ from forkwise.matrix.records import CellRecord, Verdict
 from forkwise.matrix.runner import load_profile
 from forkwise.model.spec import ModelSpec
 from host_pace import cell_bound_s, command_bound_s
+from owned import new_tag, server_processes, tagged_env
 
 pytestmark = pytest.mark.integration
-SERVER_MARKERS = ("forkwise.webapp.wsgi", "forkwise.servers.uwsgi_main", "forkwise.modelserver")
 
 
 def forkwise_cmd(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "forkwise", "--home", str(home), *args]
-
-
-def server_processes_since(t0: float) -> list[psutil.Process]:
-    """Server, worker and model-server processes created after t0 that are still alive."""
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
-        try:
-            if (p.info["create_time"] >= t0 - 1 and p.info["status"] != psutil.STATUS_ZOMBIE
-                    and any(m in " ".join(p.info["cmdline"] or []) for m in SERVER_MARKERS)):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])
@@ -82,12 +68,12 @@ def test_records_validate_against_the_schema(quick_run):
 
 
 def test_run_publishes_every_format_and_leaves_nothing(quick_run):
-    out, records, t0, stderr = quick_run
+    out, records, tag, stderr = quick_run
     for name in ("RESULTS.md", "results.csv", "results.json", "results.html"):
         assert (out / name).stat().st_size > 0
     assert "## Verdict matrix" in (out / "RESULTS.md").read_text()
     assert "[14/14" in stderr and "pass 2/2" in stderr  # 8 cells x 2 launches, less preload's second ones
-    assert not server_processes_since(t0)
+    assert not server_processes(tag)
 
 
 def _raw_http(port: int, data: bytes) -> tuple[int, bytes]:
@@ -117,11 +103,11 @@ def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_p
     spec = ModelSpec.load(default_spec_path)
     inputs, outputs = spec.reference()
     port = free_port()
-    t0 = time.time()
+    tag = new_tag()
     proc = subprocess.Popen(
         forkwise_cmd(home, "serve", "--strategy", "locked-singleton", "--server", "gunicorn-gthread",
                      "--port", str(port), "--run-dir", str(tmp_path / "run")),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=tagged_env(tag),
     )
     try:
         good = json.dumps({"instances": inputs[:2].tolist()}).encode()
@@ -160,9 +146,9 @@ def test_serve_answers_bad_input_with_4xx_and_stays_correct(home, default_spec_p
         proc.wait(timeout=command_bound_s())
     assert proc.returncode == 0
     deadline = time.monotonic() + command_bound_s()
-    while server_processes_since(t0) and time.monotonic() < deadline:
+    while server_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not server_processes_since(t0)
+    assert not server_processes(tag)
 
 
 def test_a_users_own_model_serves_with_its_own_shape(home, tmp_path):
@@ -171,15 +157,15 @@ def test_a_users_own_model_serves_with_its_own_shape(home, tmp_path):
              "m = keras.Sequential([keras.Input(shape=(4, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]); "
              f"m.save({str(model_path)!r})")
     subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=command_bound_s())
-    t0 = time.time()
+    tag = new_tag()
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi-threads",
                                        "--model", str(model_path)), capture_output=True, text=True,
-                          timeout=cell_bound_s())
+                          timeout=cell_bound_s(), env=tagged_env(tag))
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert record.verdict is Verdict.OK, record.evidence
     assert record.model == "mine"
-    assert not server_processes_since(t0)
+    assert not server_processes(tag)
 
 
 def test_cli_errors_are_one_line_and_nonzero(home):
@@ -195,14 +181,14 @@ def test_cli_errors_are_one_line_and_nonzero(home):
 
 
 def test_an_interrupted_matrix_stops_everything_it_started(home, default_spec_path, tmp_path):
-    t0 = time.time()
+    tag = new_tag()
     proc = subprocess.Popen(forkwise_cmd(home, "matrix", "--profile", "quick", "--only", "strategy=lazy,server=uwsgi",
                                          "--out", str(tmp_path), "--plain"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tagged_env(tag))
     deadline = time.monotonic() + command_bound_s()
-    while not server_processes_since(t0) and time.monotonic() < deadline:
+    while not server_processes(tag) and time.monotonic() < deadline:
         time.sleep(0.2)  # wait until the cell's server is up
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=command_bound_s())
     assert proc.returncode == 130 and "error: interrupted" in err
-    assert not server_processes_since(t0)
+    assert not server_processes(tag)
