@@ -50,6 +50,9 @@ def bench_blocks(bench: Bench | None, host: Host | None) -> tuple[dict[str, dict
 
 
 def profile_blocks(goal: Goal, profiles: dict[str, Profiles], host: Host | None) -> list[Block]:
+    if not goal.cells:  # a micro-benchmark's goal: no cell to profile
+        return [Para("A micro-benchmark's goal: the measured column says where the time goes, part by part, "
+                     "as the benchmark measured it (bench/benchmarks.json).")]
     blocks: list[Block] = []
     for label in goal.cells:
         found = profiles.get(label)

@@ -711,6 +711,16 @@ def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
     assert "not measured in this run" in goals.split("| 7 |")[1]
 
 
+def test_a_missed_micro_benchmark_goal_points_at_its_breakdown_not_at_profiles():
+    from forkwise.matrix.goals import Goal
+    from forkwise.matrix.goals_report import profile_blocks
+    from forkwise.matrix.document import render_markdown
+
+    goal = Goal(4, "model-server round trip", "+153 us (the round trip itself 76 us)", 1.53, "<= 100 us", False)
+    text = render_markdown(profile_blocks(goal, {}, None))
+    assert "micro-benchmark's goal" in text and "No profile" not in text
+
+
 def test_run_info_reads_every_run_json_and_writes_it_back():
     from forkwise.matrix.run_info import RunInfo
 
