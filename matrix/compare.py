@@ -76,6 +76,8 @@ class Metric:
     # Now and then a launch meets a stall that multiplies its value: the spread is fitted to the
     # run's tail of launch-to-launch ratios (significance.tail_spread) where that is wider.
     heavy_tailed: bool = False
+    # Fewer launches a side than this and one launch's stall decides the test: shown, not judged.
+    min_launches: int = 1
 
 
 def _cold_starts(record: CellRecord) -> dict[Key, Sample]:
@@ -107,7 +109,9 @@ def _cold(r: CellRecord) -> dict[Key, float]:
 
 THROUGHPUT = Metric("throughput", "req/s", True, True, 0.005, _rps,
                     lambda r: {lv.concurrency: lv.launch_rps or (lv.rps,) for lv in r.load if lv.rps > 0})
-P99 = Metric("p99 latency", "ms", False, True, 0.0025, _p99, _once(_p99), heavy_tailed=True)
+# A p99 of a short level is one stall away from 5-10x (two default runs of one code: 18.8 -> 167 ms at
+# c8 with 2 launches a side): judged only where each side has 3 launches or more (default: c32).
+P99 = Metric("p99 latency", "ms", False, True, 0.0025, _p99, _once(_p99), heavy_tailed=True, min_launches=3)
 MEMORY = Metric("memory (total RSS)", "MB", False, False, 0.0015, _rss, _once(_rss))
 COLD_START = Metric("cold start", "s", False, True, 0.001, _cold, _cold_starts)
 METRICS = (THROUGHPUT, P99, MEMORY, COLD_START)
@@ -249,6 +253,9 @@ def difference(metric: Metric, cell: str, key: Key, a: Run, b: Run, shift: Shift
     if sa is None or sb is None or shown_a is None or shown_b is None:
         return Difference(shown_a, shown_b)
     log_change = math.log(shown_b / shown_a) - (0.0 if shift is None else shift.estimate.log_shift)
+    if min(launches_in(sa), launches_in(sb)) < metric.min_launches:
+        return Difference(shown_a, shown_b, log_change,
+                          untested=f"fewer than {metric.min_launches} launches a side: one stall would decide it")
     spreads = _spreads(metric, cell, key, a, b)
     if spreads is None:
         return Difference(shown_a, shown_b, log_change, untested="spread unknown: one sample on each side")

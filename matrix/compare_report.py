@@ -120,7 +120,9 @@ def strategy_rows(result: RunComparison) -> list[tuple[str, ...]]:
 
 def _count(result: RunComparison, metric: Metric) -> str:
     ds = [d for _, m, d in result.cell_differences() if m is metric and d.log_change is not None]
-    return f"{sum(d.significant for d in ds)} of {len(ds)} {metric.name}"
+    judged = [d for d in ds if d.se is not None]
+    shown = f" ({len(ds) - len(judged)} more shown, not judged)" if len(judged) < len(ds) else ""
+    return f"{sum(d.significant for d in judged)} of {len(judged)} {metric.name}{shown}"
 
 
 def summary(result: RunComparison) -> str:

@@ -80,6 +80,26 @@ def test_a_recommendation_that_changes_is_a_contradiction(committed):
     assert "Contradictions: " in render_comparison(result)
 
 
+def test_a_p99_of_few_launches_is_shown_not_judged_and_of_many_is_judged():
+    """One stall multiplies a short level's p99 (two runs of one code: 18.8 -> 167 ms at c8 with 2
+    launches a side): with fewer than 3 launches a side it is shown, not judged; at c32 (5 launches,
+    as in `default`) a 5x p99 is flagged."""
+    rng = random.Random(3)
+
+    def with_p99(records, factor_of):
+        return [dataclasses.replace(r, load=tuple(dataclasses.replace(lv, latency=dataclasses.replace(
+            lv.latency, p99_ms=10.0 * factor_of(r) * math.exp(rng.gauss(0, 0.2)))) for lv in r.load))
+            for r in records]
+
+    a = with_p99(synthetic_run(rng, 0.10, top_level_passes=3), lambda r: 1.0)
+    b = with_p99(synthetic_run(rng, 0.10, top_level_passes=3),
+                 lambda r: 5.0 if (r.strategy, r.server) == ("s3", "uwsgi") else 1.0)
+    cell = next(r.cell_id for r in b if (r.strategy, r.server) == ("s3", "uwsgi"))
+    rows = {c.concurrency: c.p99 for c in compare(a, b).levels if c.cell_id == cell and c.p99 is not None}
+    assert rows[8].se is None and "fewer than 3 launches" in rows[8].untested and not rows[8].significant
+    assert rows[32].significant
+
+
 def test_a_15_percent_slowdown_of_one_strategy_at_the_top_level_is_flagged(committed):
     a, b = committed
     result = compare(a, scaled(b, 0.85, "lazy", 32))
