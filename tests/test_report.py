@@ -712,9 +712,9 @@ def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
 
 
 def test_a_missed_micro_benchmark_goal_points_at_its_breakdown_not_at_profiles():
+    from forkwise.matrix.document import render_markdown
     from forkwise.matrix.goals import Goal
     from forkwise.matrix.goals_report import profile_blocks
-    from forkwise.matrix.document import render_markdown
 
     goal = Goal(4, "model-server round trip", "+153 us (the round trip itself 76 us)", 1.53, "<= 100 us", False)
     text = render_markdown(profile_blocks(goal, {}, None))
