@@ -147,8 +147,13 @@ def test_latency_counts_from_the_intended_start_through_a_stall(server):
 def test_a_rate_over_capacity_misses_the_budget_and_a_lower_one_meets_it(server):
     srv, url = server
     srv.service_s = 0.01  # capacity 100 rps
-    within = [run_open_loop(url, [BODY], rate, 0.0, 1.0, 5.0, seed=3).within(200.0) for rate in (30.0, 250.0)]
-    assert within == [True, False]
+    low, high = (run_open_loop(url, [BODY], rate, 0.0, 1.0, 5.0, seed=3) for rate in (30.0, 250.0))
+    # Over capacity the queue grows for the whole window (the last requests wait about a second);
+    # under it, a request waits for little more than its service. The budget sits between the two as
+    # this host measured them, so the verdicts do not follow the host's speed.
+    budget = 2 * low.latency_ms["p99"]
+    assert high.latency_ms["p99"] > 4 * low.latency_ms["p99"]
+    assert low.within(budget) and not high.within(budget)
 
 
 def test_bad_arguments_and_non_loopback_urls_are_refused():
