@@ -36,6 +36,8 @@ class RunInfo:
     schema_version: int | None = None
     skipped: Mapping[str, Any] | None = None  # gpu cells skipped on a host without a GPU, and why
     skipped_database: Mapping[str, Any] | None = None  # PostgreSQL cells skipped, and why
+    # What the run took of its goal evidence, or why not (matrix.goal_evidence.collect).
+    goal_evidence: Mapping[str, Any] | None = None
     duration_s: float | None = None
     probe_reference_ms: float | None = None  # the CPU probe (matrix.runner.HostWatch)
     probe_final_reference_ms: float | None = None
