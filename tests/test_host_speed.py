@@ -26,7 +26,7 @@ from forkwise.procs import free_port
 from host_pace import cell_bound_s
 
 # Far below the ~2-6 s a first request takes when it imports TensorFlow: a very slow host.
-TINY_TIMEOUT_S = "0.5"
+TINY_TIMEOUT_S = "1.0"
 
 
 def run_cell(home, *args: str) -> CellRecord:
