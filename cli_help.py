@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-import tomllib
-from importlib import resources as importlib_resources
 
 # The exit statuses of `forkwise`, shown by `forkwise --help` (README.md repeats them).
 EXIT_CODES = (
@@ -81,14 +79,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def profile_catalogue() -> list[tuple[str, str]]:
-    """(name, description) of each profile file that ships in matrix/profiles/, sorted by name."""
-    folder = importlib_resources.files("forkwise.matrix") / "profiles"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".toml"):
-            description = tomllib.loads(entry.read_text()).get("description", "")
-            found.append((entry.name[: -len(".toml")], description))
-    return sorted(found)
+    """(name, description) of each profile that ships in matrix/profiles/, sorted by name."""
+    from forkwise.matrix.profile import load_profile, profile_names
+
+    return [(name, load_profile(name).description) for name in profile_names()]
 
 
 def _block(title: str, rows: list[tuple[str, str]], width: int = 100) -> str:
