@@ -19,7 +19,7 @@ from pathlib import Path
 from forkwise import __version__, cli_help, gpu, servers
 from forkwise.config import DEFAULT_DATABASE, THREAD_LABELS, default_home, resolve_threads
 from forkwise.errors import ConfigError, ForkwiseError
-from forkwise.matrix.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cli_fields
+from forkwise.matrix.run.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cli_fields
 from forkwise.strategies import registry
 
 
@@ -30,7 +30,7 @@ def _threads(text: str) -> str:
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
-    """The recommendation's budgets (forkwise.matrix.recommend), over the profile's [recommend]."""
+    """The recommendation's budgets (forkwise.matrix.analysis.recommend), over the profile's [recommend]."""
     p.add_argument("--p99-ms", type=_positive(float), default=None,
                    help="recommend within this p99 latency "
                         "(default: the profile's [recommend] p99_ms; RESULTS.md states it)")
@@ -171,15 +171,15 @@ def cmd_strategies(args, home: Path) -> int:
 
 
 def cmd_schema(args, home: Path) -> int:
-    from forkwise.matrix.record_schema import json_schema
+    from forkwise.matrix.records.record_schema import json_schema
 
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
 
 def cmd_cell(args, home: Path) -> int:
-    from forkwise.matrix import scenarios
-    from forkwise.matrix.cell import run_cell, summary_line
+    from forkwise.matrix.run import scenarios
+    from forkwise.matrix.run.cell import run_cell, summary_line
 
     plan = _cell_plan(args, home)
     scenarios.get(plan.scenario, registry.get(plan.strategy), plan.database)  # fail fast on a bad name
@@ -189,7 +189,7 @@ def cmd_cell(args, home: Path) -> int:
     plan = dataclasses.replace(plan, model=Path(plan.model).stem if plan.model.endswith(".keras") else plan.model,
                                spec_path=plan.spec_path or _spec(home, plan.model, plan.backend))
     if plan.profile_dir:
-        from forkwise.matrix.profiling import require_py_spy
+        from forkwise.matrix.run.profiling import require_py_spy
 
         require_py_spy()
     if args.keep:
@@ -281,9 +281,9 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
 
 
 def cmd_matrix(args, home: Path) -> int:
-    from forkwise.matrix.environment import HOST_LABEL_VAR
-    from forkwise.matrix.runner import run_matrix
-    from forkwise.matrix.shards import WHOLE, parse_shard
+    from forkwise.matrix.commands import run_matrix
+    from forkwise.matrix.records.hosts import WHOLE, parse_shard
+    from forkwise.matrix.run.environment import HOST_LABEL_VAR
 
     shard = parse_shard(args.shard) if args.shard is not None else WHOLE
     if args.host_label is not None:
@@ -293,18 +293,18 @@ def cmd_matrix(args, home: Path) -> int:
 
 
 def cmd_merge(args, home: Path) -> int:
-    from forkwise.matrix.merge import merge
+    from forkwise.matrix.commands import merge
 
-    merged = merge(args.dirs, args.out, allow_missing=args.allow_missing)
+    merged, paths = merge(args.dirs, args.out, allow_missing=args.allow_missing)
     for line in merged.lines:
         print(f"forkwise: MISSING {line}", file=sys.stderr)
-    for path in merged.paths:
+    for path in paths:
         print(path)
     return 0
 
 
 def cmd_report(args, home: Path) -> int:
-    from forkwise.matrix.runner import report_dir
+    from forkwise.matrix.publish.folder import report_dir
 
     for path in report_dir(args.dir, p99_ms=args.p99_ms, memory_mb=args.memory_mb):
         print(path)
@@ -312,7 +312,7 @@ def cmd_report(args, home: Path) -> int:
 
 
 def cmd_evidence(args, home: Path) -> int:
-    from forkwise.matrix.runner import add_goal_evidence
+    from forkwise.matrix.commands import add_goal_evidence
 
     for path in add_goal_evidence(args.dir, home):
         print(path)
@@ -320,10 +320,10 @@ def cmd_evidence(args, home: Path) -> int:
 
 
 def cmd_compare(args, home: Path) -> int:
-    from forkwise.matrix.compare import compare, load_run
-    from forkwise.matrix.compare_report import regressions, render_comparison
-    from forkwise.matrix.recommend import Budgets
-    from forkwise.matrix.run_info import RunInfo
+    from forkwise.matrix.analysis.compare import compare, load_run
+    from forkwise.matrix.publish.compare_report import regressions, render_comparison
+    from forkwise.matrix.records.budgets import Budgets
+    from forkwise.matrix.records.run_info import RunInfo
 
     if args.max_regression is not None and args.max_regression < 0:
         raise ConfigError(f"--max-regression must be a percentage >= 0; got {args.max_regression}")

@@ -79,8 +79,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def profile_catalogue() -> list[tuple[str, str]]:
-    """(name, description) of each profile that ships in matrix/profiles/, sorted by name."""
-    from forkwise.matrix.profile import load_profile, profile_names
+    """(name, description) of each profile that ships in matrix/run/profiles/, sorted by name."""
+    from forkwise.matrix.run.profile import load_profile, profile_names
 
     return [(name, load_profile(name).description) for name in profile_names()]
 
@@ -120,5 +120,5 @@ def finish(parser: argparse.ArgumentParser, commands: argparse._SubParsersAction
         command.description = command.description or summaries.get(name)
         epilog = _examples(name)
         if name == "matrix":
-            epilog += "\n\n" + _block("profiles (--profile NAME; matrix/profiles/NAME.toml)", profile_catalogue())
+            epilog += "\n\n" + _block("profiles (--profile NAME; matrix/run/profiles/NAME.toml)", profile_catalogue())
         command.epilog = epilog

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from forkwise.matrix.records import Disruption, ErrorCounts, LoadLevel, Verdict
+from forkwise.matrix.records.types import Disruption, ErrorCounts, LoadLevel, Verdict
 
 SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
                                  Verdict.LOST)
@@ -96,7 +96,7 @@ class Answers:
 
 @dataclass(frozen=True)
 class Workers:
-    """The web workers as the cell's watch saw them (forkwise.matrix.resources.WorkerWatch)."""
+    """The web workers as the cell's watch saw them (forkwise.matrix.run.resources.WorkerWatch)."""
 
     configured: int
     seen: tuple[int, ...] = ()  # every worker pid ever seen, in order of appearance
@@ -147,7 +147,7 @@ class RowsSeen:
 
 @dataclass(frozen=True)
 class DisruptionSeen:
-    """A reliability scenario under load (forkwise.matrix.scenarios) and the workers around it."""
+    """A reliability scenario under load (forkwise.matrix.run.scenarios) and the workers around it."""
 
     scenario: str
     has_event: bool  # one event (a kill, a reload) part-way through, not a whole-window condition

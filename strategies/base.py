@@ -54,7 +54,7 @@ class Strategy:
     # Where reports list the strategy (lower first; equal ranks by name): the built-ins from
     # loading in the request, through loading before and after fork, to the model-less ceiling.
     report_rank: ClassVar[int] = 1000
-    # The article's case (forkwise.matrix.article) whose claim this strategy's cells test, and the
+    # The article's case (forkwise.matrix.analysis.article) whose claim this strategy's cells test, and the
     # case it is shown beside for comparison; None: neither.
     article_case: ClassVar[int | None] = None
     compared_in_case: ClassVar[int | None] = None

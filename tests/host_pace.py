@@ -4,7 +4,7 @@ session, never seconds tuned on one machine.
 The calibration times what dominates a cell's waits, TensorFlow's import, once per session in a
 fresh interpreter (2-4 s on one 2-core host, 5-8 s on a slower one or in `tox -e slow`). A test's
 backstop is then a count of such imports, so it grows with the host's slowness. The cells keep
-their own deadlines, derived from their plans (forkwise.matrix.cell_process.cell_deadline_s); these
+their own deadlines, derived from their plans (forkwise.matrix.run.cell_process.cell_deadline_s); these
 bounds only stop a stall of forkwise or of a test itself from hanging the suite.
 """
 
@@ -46,8 +46,8 @@ def command_bound_s() -> float:
 def quick_bound_s() -> float:
     """The most a run of the quick profile can take: every launch of every cell at its deadline
     (derived from the plan, cell_process.cell_deadline_s); only a stall of forkwise reaches it."""
-    from forkwise.matrix import cell_process
-    from forkwise.matrix.profile import load_profile
+    from forkwise.matrix.run import cell_process
+    from forkwise.matrix.run.profile import load_profile
 
     profile = load_profile("quick")
     launches = profile.load.repeats + profile.load.top_level_repeats

@@ -13,11 +13,18 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import RecordError
-from forkwise.matrix.compare import ALPHA_STRATEGY, compare, load_run
-from forkwise.matrix.compare_report import regressions, render_comparison
-from forkwise.matrix.controls import control_for
-from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, append_record
-from forkwise.matrix.significance import PassNoise, critical_z, estimate_shift, pass_noise, tail_spread, worsening_pct
+from forkwise.matrix.analysis.compare import ALPHA_STRATEGY, compare, load_run
+from forkwise.matrix.analysis.controls import control_for
+from forkwise.matrix.analysis.significance import (
+    PassNoise,
+    critical_z,
+    estimate_shift,
+    pass_noise,
+    tail_spread,
+    worsening_pct,
+)
+from forkwise.matrix.publish.compare_report import regressions, render_comparison
+from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict, append_record
 from test_report import crash_record, level, ok_record, record, run_records
 
 # Two default runs of the same code (f2e46e3), recorded on the 2-core machine on a day its
@@ -375,7 +382,7 @@ def test_compare_of_a_few_cells_is_judged_raw():
 
 
 def test_load_run_prefers_every_launch(tmp_path):
-    from forkwise.matrix.report import write_report
+    from forkwise.matrix.publish.report import write_report
 
     jsonl_only = tmp_path / "partial"
     jsonl_only.mkdir()
@@ -407,7 +414,7 @@ def test_the_control_shares_server_workers_model_device_and_backend():
 
 
 def test_which_strategy_is_the_control_comes_from_its_class(monkeypatch):
-    from forkwise.matrix import controls
+    from forkwise.matrix.analysis import controls
     from forkwise.strategies import registry
     from forkwise.strategies.base import Strategy
 

@@ -8,7 +8,7 @@ import pytest
 
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError
-from forkwise.matrix.runner import load_profile, parse_only
+from forkwise.matrix.run.runner import load_profile, parse_only
 from forkwise.servers import Deployment
 from forkwise.servers import get as get_server
 from forkwise.strategies import registry

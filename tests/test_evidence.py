@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from forkwise.matrix import environment as env_module
-from forkwise.matrix.cell import hung_workers_finding, log_highlights, oom_evidence
-from forkwise.matrix.records import Memory, ProcessMemory, Verdict
-from forkwise.matrix.report import gpu_memory_section, render_markdown
+from forkwise.matrix.publish.report import gpu_memory_section, render_markdown
+from forkwise.matrix.records.types import Memory, ProcessMemory, Verdict
+from forkwise.matrix.run import environment as env_module
+from forkwise.matrix.run.cell import hung_workers_finding, log_highlights, oom_evidence
 from test_report import environment, record
 
 # Lines as the GPU run's server logs had them (H200, JAX 0.11.2, torch 2.11, gunicorn 27).

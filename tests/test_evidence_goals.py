@@ -1,4 +1,4 @@
-"""The run's own goal evidence (forkwise.matrix.goal_evidence): which cells a missed goal profiles, and
+"""The run's own goal evidence (forkwise.matrix.run.goal_evidence): which cells a missed goal profiles, and
 that profiling hands its launches to the caller, not to the run's records."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from forkwise.matrix import goal_evidence as evidence
-from forkwise.matrix.goals import evaluate
-from forkwise.matrix.records import read_records
+from forkwise.matrix.analysis.goals import evaluate
+from forkwise.matrix.records.types import read_records
+from forkwise.matrix.run import goal_evidence as evidence
 
 RUN = Path(__file__).parent / "fixtures" / "default-runs" / "run-a" / "records.jsonl"
 
@@ -51,8 +51,8 @@ def test_micro_benchmarks_say_what_is_missing(monkeypatch, tmp_path):
 
 
 def test_a_run_collects_its_evidence_and_says_what_it_could_not(monkeypatch, tmp_path):
-    from forkwise.matrix import cell_process
-    from forkwise.matrix.profile import load_profile
+    from forkwise.matrix.run import cell_process
+    from forkwise.matrix.run.profile import load_profile
 
     records = list(read_records(RUN))
     profiled = []
@@ -73,6 +73,6 @@ def test_a_run_collects_its_evidence_and_says_what_it_could_not(monkeypatch, tmp
 
 
 def test_the_default_profile_takes_its_goal_evidence_and_quick_does_not():
-    from forkwise.matrix.profile import load_profile
+    from forkwise.matrix.run.profile import load_profile
 
     assert load_profile("default").goals.evidence and not load_profile("quick").goals.evidence

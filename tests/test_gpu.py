@@ -17,9 +17,10 @@ import pytest
 from forkwise import cli, deploy, gpu
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError, ModelError
-from forkwise.matrix import cell_process, resources, runner
-from forkwise.matrix.cell import Verification, oom_evidence
-from forkwise.matrix.records import CellRecord, Memory, ProcessMemory, Verdict, cell_id
+from forkwise.matrix import commands
+from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict, cell_id
+from forkwise.matrix.run import cell_process, resources, runner
+from forkwise.matrix.run.cell import Verification, oom_evidence
 from forkwise.model import spec as spec_mod
 from forkwise.model.spec import ModelSpec
 from host_pace import command_bound_s
@@ -232,7 +233,7 @@ def test_cli_device_gpu_without_gpu_is_one_line(no_gpu, tmp_path, capsys):
 
 def test_matrix_skips_gpu_cells_without_gpu(no_gpu, tmp_path, capsys):
     out = tmp_path / "out"
-    code = runner.run_matrix(profile="gpu", only=[], out=out, resume=False, plain=True, home=tmp_path)
+    code = commands.run_matrix(profile="gpu", only=[], out=out, resume=False, plain=True, home=tmp_path)
     err = capsys.readouterr().err
     assert code == 0 and f"skipping {len(runner.load_profile('gpu').cells)} gpu cells: no GPU found (" in err
     assert not out.exists()  # no records, no report
@@ -288,7 +289,7 @@ def test_cell_id_is_stable_for_tensorflow():
 
 
 def _old_record_dict() -> dict:
-    from forkwise.matrix.records import Environment, ErrorCounts, Evidence
+    from forkwise.matrix.records.types import Environment, ErrorCounts, Evidence
 
     record = CellRecord(
         strategy="lazy", server="uwsgi", workers=2, threads=1, model="default", device="cpu", verdict=Verdict.OK,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from forkwise.matrix import stability
-from forkwise.matrix.records import HOST_SLOW_RATIO
+from forkwise.matrix.records.types import HOST_SLOW_RATIO
+from forkwise.matrix.run import stability
 
 
 class Clock:
@@ -133,7 +133,7 @@ def test_a_slow_spell_between_quiet_probes_keeps_the_reference():
 def test_the_matrix_reports_its_reference_and_rebasing():
     import dataclasses
 
-    from forkwise.matrix.cell_process import HostWatch
+    from forkwise.matrix.run.cell_process import HostWatch
     from test_report import level, record
 
     host = HostWatch(budget_s=60.0)

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from forkwise.matrix.http import post_json
-from forkwise.matrix.progress import ProgressWatch
-from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.records.types import CellRecord, Verdict
+from forkwise.matrix.run.http import post_json
+from forkwise.matrix.run.progress import ProgressWatch
 from forkwise.procs import free_port
 from host_pace import cell_bound_s
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forkwise.matrix.record_schema import json_schema
-from forkwise.matrix.records import CellRecord, Verdict
-from forkwise.matrix.runner import load_profile
+from forkwise.matrix.records.record_schema import json_schema
+from forkwise.matrix.records.types import CellRecord, Verdict
+from forkwise.matrix.run.runner import load_profile
 from forkwise.model.spec import ModelSpec
 from host_pace import cell_bound_s, command_bound_s
 from owned import new_tag, server_processes, tagged_env

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from forkwise.errors import ConfigError
-from forkwise.matrix.cell import Verification
-from forkwise.matrix.compare import compare
-from forkwise.matrix.compare_report import render_comparison
-from forkwise.matrix.launches import combine, combine_all, launch_noise
-from forkwise.matrix.records import Evidence, Latency, Verdict
-from forkwise.matrix.runner import Cell, LoadSettings, load_profile, wants_launch
+from forkwise.matrix import commands
+from forkwise.matrix.analysis.compare import compare
+from forkwise.matrix.analysis.launches import combine, combine_all, launch_noise
+from forkwise.matrix.publish.compare_report import render_comparison
+from forkwise.matrix.records.types import Evidence, Latency, Verdict
+from forkwise.matrix.run.cell import Verification
+from forkwise.matrix.run.runner import Cell, LoadSettings, load_profile, wants_launch
 from test_report import level, record
 
 
@@ -170,7 +171,7 @@ def test_rows_written_under_load_are_checked_against_the_reference(default_spec)
 
 
 def test_passes_alternate_in_order_and_an_interrupted_run_resumes(tmp_path, monkeypatch):
-    from forkwise.matrix import runner
+    from forkwise.matrix.run import runner
 
     profile = tmp_path / "two.toml"
     profile.write_text('[axes]\nstrategy = ["control", "lazy", "preload"]\nserver = ["uwsgi"]\nworkers = [2]\n'
@@ -186,7 +187,7 @@ def test_passes_alternate_in_order_and_an_interrupted_run_resumes(tmp_path, monk
     monkeypatch.setattr(runner, "run_cell_process", fake_cell)
     monkeypatch.setattr(runner, "ensure_spec", lambda *args, **kwargs: None)
     out = tmp_path / "out"
-    assert runner.run_matrix(str(profile), [], out, resume=False, plain=True, home=tmp_path) == 0
+    assert commands.run_matrix(str(profile), [], out, resume=False, plain=True, home=tmp_path) == 0
     # Pass 2 runs in the same order (each cell's launches one pass apart); the hung cell is
     # not launched again.
     assert calls == ["control", "lazy", "preload", "control", "lazy"]
@@ -197,14 +198,14 @@ def test_passes_alternate_in_order_and_an_interrupted_run_resumes(tmp_path, monk
 
     (out / "records.jsonl").write_text("\n".join(lines[:3]) + "\n")  # interrupted after pass 1
     calls.clear()
-    assert runner.run_matrix(str(profile), [], out, resume=True, plain=True, home=tmp_path) == 0
+    assert commands.run_matrix(str(profile), [], out, resume=True, plain=True, home=tmp_path) == 0
     assert calls == ["control", "lazy"]
     assert len((out / "records.jsonl").read_text().splitlines()) == 5
 
 
 
 def test_holm_controls_the_family_of_levels():
-    from forkwise.matrix.compare import holm, p_value
+    from forkwise.matrix.analysis.compare import holm, p_value
 
     assert holm([0.001, 0.04, 0.03]) == [True, False, False]  # 0.03 > 0.05 / 2 stops the steps
     assert holm([0.001, 0.02, 0.01]) == [True, True, True]  # 0.01 <= 0.05/2, 0.02 <= 0.05/1
@@ -223,7 +224,7 @@ def test_in_a_big_comparison_only_a_difference_far_beyond_the_noise_is_flagged()
 
 
 def test_top_level_passes_measure_the_highest_level_of_the_ok_cells_only(tmp_path, monkeypatch):
-    from forkwise.matrix import runner
+    from forkwise.matrix.run import runner
 
     profile = tmp_path / "three.toml"
     profile.write_text('[axes]\nstrategy = ["control", "lazy", "preload"]\nserver = ["uwsgi"]\nworkers = [2]\n'
@@ -238,7 +239,7 @@ def test_top_level_passes_measure_the_highest_level_of_the_ok_cells_only(tmp_pat
 
     monkeypatch.setattr(runner, "run_cell_process", fake_cell)
     monkeypatch.setattr(runner, "ensure_spec", lambda *args, **kwargs: None)
-    assert runner.run_matrix(str(profile), [], tmp_path / "out", resume=False, plain=True, home=tmp_path) == 0
+    assert commands.run_matrix(str(profile), [], tmp_path / "out", resume=False, plain=True, home=tmp_path) == 0
     assert calls[-2:] == [("control", (8,)), ("lazy", (8,))]  # pass 3: the OK cells, at the top level
     assert [levels for _, levels in calls[:5]] == [(1, 8)] * 5
     published = {r["strategy"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["records"]}
@@ -249,7 +250,7 @@ def test_top_level_passes_measure_the_highest_level_of_the_ok_cells_only(tmp_pat
 
 
 def test_a_pass_spreads_each_strategys_cells_over_it():
-    from forkwise.matrix.launches import pass_order
+    from forkwise.matrix.analysis.launches import pass_order
 
     cells = [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("b", 2), ("c", 1)]
     order = pass_order(cells, lambda c: c[0])

@@ -1,4 +1,4 @@
-"""forkwise.matrix.load against a tiny in-process HTTP server on 127.0.0.1 (fast, no TF)."""
+"""forkwise.matrix.run.load against a tiny in-process HTTP server on 127.0.0.1 (fast, no TF)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from forkwise.errors import ForkwiseError
-from forkwise.matrix.load import LoadError, LoadResult, run_load
+from forkwise.matrix.run.load import LoadError, LoadResult, run_load
 
 BODIES = [json.dumps({"id": i, "x": [i, i + 1]}).encode() for i in range(5)]
 SLOW_ID = 3  # bodies with this id are answered after `sleep_s` when the server is told to

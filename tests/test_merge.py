@@ -14,11 +14,13 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import MergeError
-from forkwise.matrix.hosts import read_hosts, side_by_side
-from forkwise.matrix.merge import merge
-from forkwise.matrix.records import CellRecord, Verdict, read_records
-from forkwise.matrix.runner import load_profile, report_dir
-from forkwise.matrix.shards import Shard, shard_cells
+from forkwise.matrix.commands import merge
+from forkwise.matrix.publish.folder import report_dir
+from forkwise.matrix.publish.hosts import read_hosts, side_by_side
+from forkwise.matrix.records.hosts import Shard
+from forkwise.matrix.records.types import CellRecord, Verdict, read_records
+from forkwise.matrix.run.profile import load_profile
+from forkwise.matrix.run.shards import shard_cells
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hosts"
 EPYC, H200 = FIXTURES / "ci-epyc-2", FIXTURES / "gpu-h200"  # recorded: see fixtures/hosts/README.md
@@ -62,8 +64,8 @@ def csv_rows(out: Path) -> list[dict]:
 
 def test_two_hosts_side_by_side_never_mixed(tmp_path):
     out = tmp_path / "merged"
-    merged = merge([EPYC, H200], out)
-    assert not merged.missing and [p.name for p in merged.paths] == ["RESULTS.md", "results.csv", "results.json",
+    merged, paths = merge([EPYC, H200], out)
+    assert not merged.missing and [p.name for p in paths] == ["RESULTS.md", "results.csv", "results.json",
                                                                         "results.html"]
     records = list(read_records(out / "results.json"))
     # One record per cell per host, each made of that host's launches only (2 each for an OK cell).

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.model.spec import SHAPED_MODELS, ModelSpec, build_shaped_model, ensure_spec
 from forkwise.modelserver import protocol, server
 from forkwise.strategies import registry

@@ -1,4 +1,4 @@
-"""forkwise.matrix.open_loop: fixed-rate Poisson load, latency from each intended start, the search
+"""forkwise.matrix.run.open_loop: fixed-rate Poisson load, latency from each intended start, the search
 for the highest rate within a p99 budget. Against a fake server on 127.0.0.1 that serves one
 request at a time (its capacity is 1 / its service time), no ML runtime."""
 
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 
-from forkwise.matrix.load import LoadError
-from forkwise.matrix.open_loop import (
+from forkwise.matrix.run.load import LoadError
+from forkwise.matrix.run.open_loop import (
     OpenLoopResult,
     arrivals,
     best_rate,
@@ -172,7 +172,7 @@ def test_a_cell_records_the_highest_rate_within_its_budget(home, tiny_spec_path)
     import subprocess
     import sys
 
-    from forkwise.matrix.records import CellRecord, Verdict
+    from forkwise.matrix.records.types import CellRecord, Verdict
 
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", "control",
            "--server", "gunicorn-sync", "--model", "tiny", "--load", "4", "--duration", "1", "--intervals", "1",

@@ -1,4 +1,4 @@
-"""A cell's plan, declared once (forkwise.matrix.plan): the `forkwise cell` flags, the JSON the
+"""A cell's plan, declared once (forkwise.matrix.run.plan): the `forkwise cell` flags, the JSON the
 matrix runner hands a cell process and the profile defaults all come from that declaration."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from forkwise import cli
 from forkwise.errors import ConfigError
-from forkwise.matrix import cell_process, runner
-from forkwise.matrix.plan import CellPlan, cli_fields, default_of
+from forkwise.matrix.run import cell_process, runner
+from forkwise.matrix.run.plan import CellPlan, cli_fields, default_of
 
 PACKAGE = Path(cli.__file__).resolve().parent
 

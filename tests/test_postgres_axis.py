@@ -9,12 +9,13 @@ import pytest
 from forkwise import postgres
 from forkwise.config import DB_RESET_POLICIES, AppSettings
 from forkwise.errors import ConfigError, PostgresMissing
-from forkwise.matrix import cell_process, runner, scenarios
-from forkwise.matrix.controls import control_key
-from forkwise.matrix.database_report import database_section
-from forkwise.matrix.document import Table, combination_label, combinations
-from forkwise.matrix.profile import _product
-from forkwise.matrix.records import CellRecord, Verdict, cell_id
+from forkwise.matrix.analysis.controls import control_key
+from forkwise.matrix.analysis.ordering import combination_label, combinations
+from forkwise.matrix.publish.database_report import database_section
+from forkwise.matrix.publish.document import Table
+from forkwise.matrix.records.types import CellRecord, Verdict, cell_id
+from forkwise.matrix.run import cell_process, runner, scenarios
+from forkwise.matrix.run.profile import _product
 from forkwise.strategies import registry
 from test_records import make_record  # tests/ is on sys.path (no __init__.py)
 

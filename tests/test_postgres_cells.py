@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from forkwise import postgres
-from forkwise.matrix.http import post_json, request
-from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.records.types import CellRecord, Verdict
+from forkwise.matrix.run.http import post_json, request
 from forkwise.procs import free_port
 from host_pace import cell_bound_s, command_bound_s
 

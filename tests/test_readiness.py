@@ -10,7 +10,7 @@ import pytest
 
 from forkwise.deploy import launch, make_deployment
 from forkwise.errors import ModelUnavailable
-from forkwise.matrix.http import request
+from forkwise.matrix.run.http import request
 from forkwise.modelserver.client import ModelClient
 from forkwise.procs import free_port
 from forkwise.strategies.child_process import ChildProcess

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from forkwise.errors import RecordError
-from forkwise.matrix.record_schema import json_schema
-from forkwise.matrix.records import (
+from forkwise.matrix.records.record_schema import json_schema
+from forkwise.matrix.records.types import (
     SCHEMA_VERSION,
     CellRecord,
     Environment,
@@ -104,6 +104,6 @@ def test_cell_id_and_rows_lost():
 
 
 def test_committed_schema_matches_the_records():
-    committed = Path(__file__).resolve().parents[1] / "matrix" / "schema" / "cell-record-v1.json"
+    committed = Path(__file__).resolve().parents[1] / "matrix" / "records" / "schema" / "cell-record-v1.json"
     assert json.loads(committed.read_text()) == json_schema(), (
-        "run `forkwise schema > matrix/schema/cell-record-v1.json` and commit it")
+        "run `forkwise schema > matrix/records/schema/cell-record-v1.json` and commit it")

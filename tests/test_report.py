@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from forkwise.matrix.records import (
+from forkwise.matrix.publish.report import COLUMNS, REPORT_FILES, write_report
+from forkwise.matrix.records.types import (
     SCHEMA_VERSION,
     CellRecord,
     Environment,
@@ -23,7 +24,6 @@ from forkwise.matrix.records import (
     append_record,
     read_records,
 )
-from forkwise.matrix.report import COLUMNS, REPORT_FILES, write_report
 
 SERVERS = ("gunicorn-sync", "uwsgi")
 CONCURRENCY = (1, 8)
@@ -248,7 +248,7 @@ def test_json_round_trips(out, records):
 
 def test_json_records_match_the_schema(out):
     jsonschema = pytest.importorskip("jsonschema")
-    from forkwise.matrix.record_schema import json_schema
+    from forkwise.matrix.records.record_schema import json_schema
 
     schema = json_schema()
     for item in json.loads((out / "results.json").read_text())["records"]:
@@ -373,7 +373,7 @@ def test_md_article_cases_count_only_first_request_evidence(tmp_path, records):
 
 
 def test_article_cases_name_strategies_that_exist():
-    from forkwise.matrix.article import article_cases
+    from forkwise.matrix.analysis.article import article_cases
     from forkwise.strategies import registry
 
     assert [c.number for c in article_cases()] == [1, 2, 3]
@@ -437,7 +437,7 @@ def test_md_recommendation_keeps_every_cell_the_noise_cannot_tell_apart(tmp_path
 
 
 def test_md_recommendation_within_budgets(tmp_path, records):
-    from forkwise.matrix.recommend import Budgets
+    from forkwise.matrix.records.budgets import Budgets
 
     # p99 within 5 ms: only the c1 levels (2 ms) qualify; lazy 300 and import-in-route 290 under
     # gunicorn-sync are 1.4 standard errors apart; lazy under uwsgi (280) is 2.8 behind.
@@ -458,7 +458,7 @@ def test_md_recommendation_within_budgets(tmp_path, records):
 
 
 def test_md_recommendation_without_a_candidate(tmp_path, records):
-    from forkwise.matrix.recommend import Budgets
+    from forkwise.matrix.records.budgets import Budgets
 
     write_report([crash_record(), hang_record()], tmp_path / "none", "test", RUN_INFO)
     assert "this run recommends nothing" in section(read_md(tmp_path / "none"), "Recommendation")
@@ -482,13 +482,13 @@ def test_md_recommendation_answers_each_model_apart(tmp_path, records):
 
 
 def point(rps: float, stderr: float, name: str = "x"):
-    from forkwise.matrix.recommend import Point
+    from forkwise.matrix.analysis.recommend import Point
 
     return Point(record(name, "uwsgi"), level(8, rps), stderr)
 
 
 def test_contenders_follow_the_standard_errors():
-    from forkwise.matrix.recommend import contenders, critical_z
+    from forkwise.matrix.analysis.recommend import contenders, critical_z
 
     assert critical_z(0) == 0.0 and critical_z(1) == pytest.approx(1.645, abs=1e-3)
     best, close, far = point(1000.0, 30.0), point(950.0, 30.0), point(700.0, 30.0)
@@ -500,8 +500,8 @@ def test_contenders_follow_the_standard_errors():
 
 def test_budgets_from_the_profile_and_the_command_line(tmp_path):
     from forkwise.errors import ConfigError
-    from forkwise.matrix.recommend import Budgets
-    from forkwise.matrix.runner import load_profile
+    from forkwise.matrix.records.budgets import Budgets
+    from forkwise.matrix.run.runner import load_profile
 
     toml = tmp_path / "mine.toml"
     toml.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["uwsgi"]\nworkers = [2]\nmodel = ["default"]\n'
@@ -519,8 +519,8 @@ def test_budgets_from_the_profile_and_the_command_line(tmp_path):
 
 
 def test_report_dir_takes_budgets_from_the_command_line(tmp_path, records):
-    from forkwise.matrix.recommend import Budgets
-    from forkwise.matrix.runner import report_dir
+    from forkwise.matrix.publish.folder import report_dir
+    from forkwise.matrix.records.budgets import Budgets
 
     for rec in records:
         append_record(tmp_path / "records.jsonl", rec)
@@ -537,8 +537,9 @@ COMMITTED = Path(__file__).resolve().parent / "fixtures" / "default-runs"  # two
 
 
 def test_two_committed_runs_of_the_same_code_agree_on_the_answer():
-    from forkwise.matrix.launches import combine_all
-    from forkwise.matrix.recommend import Budgets, candidates, contenders, disagreements, questions
+    from forkwise.matrix.analysis.launches import combine_all
+    from forkwise.matrix.analysis.recommend import candidates, contenders, disagreements, questions
+    from forkwise.matrix.records.budgets import Budgets
 
     a = combine_all(read_records(COMMITTED / "run-a" / "records.jsonl"))
     b = combine_all(read_records(COMMITTED / "run-b" / "records.jsonl"))
@@ -552,7 +553,8 @@ def test_two_committed_runs_of_the_same_code_agree_on_the_answer():
 
 
 def test_a_contradiction_between_runs_is_found(records):
-    from forkwise.matrix.recommend import Budgets, disagreements
+    from forkwise.matrix.analysis.recommend import disagreements
+    from forkwise.matrix.records.budgets import Budgets
 
     assert disagreements(records, run_records(), Budgets()) == []
     # Run b: batched, run a's answer, far behind lazy and import-in-route, which it led in run a.
@@ -568,7 +570,8 @@ def test_a_contradiction_between_runs_is_found(records):
 
 
 def test_a_cell_at_the_edge_of_one_set_is_no_contradiction(records):
-    from forkwise.matrix.recommend import Budgets, disagreements
+    from forkwise.matrix.analysis.recommend import disagreements
+    from forkwise.matrix.records.budgets import Budgets
 
     # Run a cannot tell lazy (830) from batched (870): both spread widely. Run b can: it is in
     # a's set and not in b's, and nothing contradicts.
@@ -611,7 +614,7 @@ def _goal_records(batched_rps: float, lazy_rps: float, pss: dict) -> list[CellRe
 
 
 def test_goals_are_judged_from_the_numbers():
-    from forkwise.matrix.goals import evaluate
+    from forkwise.matrix.analysis.goals import evaluate
 
     pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
            ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
@@ -640,8 +643,8 @@ def missed_goal_records() -> list[CellRecord]:
 
 
 def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_path):
-    from forkwise.matrix.goals import record_profile_label as profile_label
-    from forkwise.matrix.goals import write_profile_provenance
+    from forkwise.matrix.analysis.goals import record_profile_label as profile_label
+    from forkwise.matrix.analysis.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
@@ -662,8 +665,8 @@ def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_pat
 
 
 def test_profiles_from_another_machine_are_left_out(tmp_path):
-    from forkwise.matrix.goals import record_profile_label as profile_label
-    from forkwise.matrix.goals import write_profile_provenance
+    from forkwise.matrix.analysis.goals import record_profile_label as profile_label
+    from forkwise.matrix.analysis.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
@@ -712,9 +715,9 @@ def test_micro_benchmarks_count_only_from_this_machine(tmp_path, records):
 
 
 def test_a_missed_micro_benchmark_goal_points_at_its_breakdown_not_at_profiles():
-    from forkwise.matrix.document import render_markdown
-    from forkwise.matrix.goals import Goal
-    from forkwise.matrix.goals_report import profile_blocks
+    from forkwise.matrix.analysis.goals import Goal
+    from forkwise.matrix.publish.document import render_markdown
+    from forkwise.matrix.publish.goals_report import profile_blocks
 
     goal = Goal(4, "model-server round trip", "+153 us (the round trip itself 76 us)", 1.53, "<= 100 us", False)
     text = render_markdown(profile_blocks(goal, {}, None))
@@ -722,7 +725,7 @@ def test_a_missed_micro_benchmark_goal_points_at_its_breakdown_not_at_profiles()
 
 
 def test_run_info_reads_every_run_json_and_writes_it_back():
-    from forkwise.matrix.run_info import RunInfo
+    from forkwise.matrix.records.run_info import RunInfo
 
     for folder in sorted((Path(__file__).parent.parent / "results").iterdir()):
         if (folder / "run.json").exists():
@@ -736,7 +739,7 @@ def test_run_info_reads_every_run_json_and_writes_it_back():
 
 
 def test_strategy_and_server_order_come_from_their_classes():
-    from forkwise.matrix.document import server_order, strategy_order
+    from forkwise.matrix.analysis.ordering import server_order, strategy_order
     from forkwise.servers import names as server_names
     from forkwise.strategies import registry
 
@@ -747,7 +750,7 @@ def test_strategy_and_server_order_come_from_their_classes():
 
 
 def test_answer_cases_hold_each_case_cells(records):
-    from forkwise.matrix.article import answer_cases
+    from forkwise.matrix.analysis.article import answer_cases
 
     answers = answer_cases(records)
     assert [a.case.number for a in answers] == [1, 2, 3]

@@ -8,7 +8,7 @@ import subprocess
 
 import psutil
 
-from forkwise.matrix.resources import role_of
+from forkwise.matrix.run.resources import role_of
 
 
 def test_a_program_the_master_runs_is_a_helper_not_a_worker():

@@ -1,4 +1,4 @@
-"""Issue 13's goals (forkwise.matrix.goals 3-5), judged from records and the micro-benchmark."""
+"""Issue 13's goals (forkwise.matrix.analysis.goals 3-5), judged from records and the micro-benchmark."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import dataclasses
 
 import pytest
 
-from forkwise.matrix.goals import OVERHEAD_BENCH, evaluate, goal_gpu, goal_model_server_overhead, goal_no_window_tax
-from forkwise.matrix.records import Latency, Verdict
+from forkwise.matrix.analysis.goals import (
+    OVERHEAD_BENCH,
+    evaluate,
+    goal_gpu,
+    goal_model_server_overhead,
+    goal_no_window_tax,
+)
+from forkwise.matrix.records.types import Latency, Verdict
 from test_report import level, memory, record  # tests/ is on sys.path (no __init__.py)
 
 

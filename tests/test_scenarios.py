@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from forkwise.errors import ConfigError, UnknownNameError
-from forkwise.matrix import scenarios
-from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.records.types import CellRecord, Verdict
+from forkwise.matrix.run import scenarios
 from forkwise.strategies import registry
 from forkwise.webapp.validation import BadRequest, instances_from, parse_body
 from host_pace import cell_bound_s
@@ -95,7 +95,7 @@ def test_disrupted_cells_recover_and_lose_nothing(home, default_spec_path, strat
 
 
 def test_profile_summary_counts_inclusive_and_self():
-    from forkwise.matrix.profiling import summarize
+    from forkwise.matrix.run.profiling import summarize
 
     folded = "main (a.py:1);serve (a.py:5);model (b.py:9) 30\nmain (a.py:1);serve (a.py:5) 10\nnot a stack line\n"
     text = summarize(folded)

@@ -14,11 +14,13 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import ConfigError
-from forkwise.matrix import environment, runner
-from forkwise.matrix.launches import combine_all
-from forkwise.matrix.records import CellRecord, read_records
-from forkwise.matrix.runner import load_profile
-from forkwise.matrix.shards import Shard, estimate_s, parse_shard, shard_cells, split
+from forkwise.matrix import commands
+from forkwise.matrix.analysis.launches import combine_all
+from forkwise.matrix.records.hosts import Shard, parse_shard
+from forkwise.matrix.records.types import CellRecord, read_records
+from forkwise.matrix.run import environment, runner
+from forkwise.matrix.run.runner import load_profile
+from forkwise.matrix.run.shards import estimate_s, shard_cells, split
 from host_pace import command_bound_s, quick_bound_s
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hosts" / "ci-epyc-2"
@@ -61,8 +63,8 @@ def test_a_shard_is_a_function_of_profile_only_and_n():
 
 def test_every_host_computes_the_same_split():
     """Another process, with another hash seed (set and dict order must not leak in), splits alike."""
-    code = ("import json; from forkwise.matrix.runner import load_profile, parse_only; "
-            "from forkwise.matrix.shards import split; p = load_profile('reliability'); "
+    code = ("import json; from forkwise.matrix.run.runner import load_profile, parse_only; "
+            "from forkwise.matrix.run.shards import split; p = load_profile('reliability'); "
             "cells = p.select(parse_only(['strategy=lazy,control,child-process'])); "
             "print(json.dumps([[c.id for c in s] for s in split(cells, p, 3)]))")
     outputs = set()
@@ -135,7 +137,7 @@ def test_a_shard_runs_its_cells_only_and_says_so_in_run_json(monkeypatch, tmp_pa
     monkeypatch.setattr(runner, "run_cell_process",
                         lambda cell, *a, **k: ran.append(cell.id) or _fake_cell_record(cell))
     only = ["server=gunicorn-sync"]
-    assert runner.run_matrix("quick", only, tmp_path, resume=False, plain=True, home=tmp_path,
+    assert commands.run_matrix("quick", only, tmp_path, resume=False, plain=True, home=tmp_path,
                              shard=Shard(2, 2)) == 0
     profile = load_profile("quick")
     expected = [c.id for c in shard_cells(profile.select(runner.parse_only(only)), profile, Shard(2, 2))]

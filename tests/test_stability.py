@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from forkwise.errors import ConfigError
-from forkwise.matrix import stability
-from forkwise.matrix.launches import combine, launch_noise
-from forkwise.matrix.report import header_facts
-from forkwise.matrix.runner import LoadSettings
+from forkwise.matrix.analysis.launches import combine, launch_noise
+from forkwise.matrix.publish.report import header_facts
+from forkwise.matrix.run import stability
+from forkwise.matrix.run.runner import LoadSettings
 from test_launches import launch
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from forkwise.config import AppSettings, resolve_threads
 from forkwise.errors import ConfigError
-from forkwise.matrix import cell_process, runner
-from forkwise.matrix.records import CellRecord, cell_id
+from forkwise.matrix.records.types import CellRecord, cell_id
+from forkwise.matrix.run import cell_process, runner
 from host_pace import command_bound_s
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from forkwise.matrix import cell_process, runner
 from forkwise.matrix import verdicts as vd
-from forkwise.matrix.records import Disruption, ErrorCounts, Latency, LoadLevel, Verdict
+from forkwise.matrix.records.types import Disruption, ErrorCounts, Latency, LoadLevel, Verdict
+from forkwise.matrix.run import cell_process, runner
 from forkwise.matrix.verdicts import (
     Answers,
     BadInputSeen,
@@ -288,7 +288,7 @@ def test_no_verdict_is_decided_outside_the_verdicts_module():
 
 
 def test_missing_py_spy_is_said_in_the_stacks_not_left_out(monkeypatch):
-    from forkwise.matrix import stacks
+    from forkwise.matrix.run import stacks
 
     monkeypatch.setattr(stacks, "find_py_spy", lambda: None)
     assert stacks.dump_stacks(master_pid=1, budget_s=1.0) == (
@@ -296,7 +296,7 @@ def test_missing_py_spy_is_said_in_the_stacks_not_left_out(monkeypatch):
 
 
 def test_a_long_dump_is_trimmed_and_says_so():
-    from forkwise.matrix.stacks import trim
+    from forkwise.matrix.run.stacks import trim
 
     assert trim("a\nb\nc\n", keep=3) == "a\nb\nc"
     assert trim("a\nb\nc\nd\n", keep=2) == "a\nb\n... (2 more lines)"
@@ -304,9 +304,9 @@ def test_a_long_dump_is_trimmed_and_says_so():
 
 
 def test_the_failing_cell_section_shows_the_stacks():
-    from forkwise.matrix.document import Code
-    from forkwise.matrix.records import Evidence
-    from forkwise.matrix.report import failing_cell_blocks
+    from forkwise.matrix.publish.document import Code
+    from forkwise.matrix.publish.report import failing_cell_blocks
+    from forkwise.matrix.records.types import Evidence
     from test_report import record
 
     stack = 'worker 12:\nThread 12 (idle): "MainThread"\n    wait (threading.py:327)\n    predict (app.py:9)'

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from forkwise.matrix.records import CellRecord, Verdict
+from forkwise.matrix.records.types import CellRecord, Verdict
 
 pytestmark = pytest.mark.integration
 

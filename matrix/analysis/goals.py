@@ -1,0 +1,336 @@
+"""The performance goals, judged from one run's records (and the micro-benchmarks' JSON): the
+analysis; ``goals_report`` publishes them, with where the time goes for a missed one (py-spy profiles).
+
+Each goal is computed here from numbers; none is written in ahead of the data. A goal whose
+cells are missing from the run says so instead of passing or failing.
+
+A report speaks for the machine its run measured. The micro-benchmarks (bench/) and the profiles
+(profiles/) in a run's folder are taken after its cells (matrix.goal_evidence), perhaps later or by
+`forkwise evidence` on another machine: each says
+where it was made (pytest-benchmark's machine and commit info; a profile's provenance file,
+written beside it by ``forkwise cell --profile-dir``), and the report uses it only when that
+host is the run's host, saying its commit and date. Anything else is named and left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from forkwise import strategies
+from forkwise.matrix.analysis.controls import Controls, is_control
+from forkwise.matrix.analysis.ordering import strategy_order
+from forkwise.matrix.records.types import CellRecord, Environment, LoadLevel, Verdict
+from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
+from forkwise.strategies.lazy import Lazy
+
+BATCHED = ChildProcessBatched.name
+LAZY = Lazy.name
+CHILD_PROCESS = ChildProcess.name
+TOP_CONCURRENCY = 32
+
+
+def model_server_strategies() -> tuple[str, ...]:
+    """The registered strategies that run a model-server process (``Strategy.has_model_server``)."""
+    return tuple(name for name in strategy_order() if strategies.get(name).has_model_server)
+
+
+@dataclass(frozen=True)
+class Goal:
+    number: int
+    goal: str
+    measured: str
+    ratio: float | None  # the measured ratio the goal is judged on (None: not measurable here)
+    target: str
+    met: bool | None  # None: the run has no data for it
+    cells: tuple[str, ...] = ()  # profile labels of the cells it was judged on (see record_profile_label)
+
+
+def profile_label(strategy: str, server: str, workers: int, model: str, concurrency: int) -> str:
+    """The name `forkwise cell --profile-dir` gives a cell's profiles at a concurrency."""
+    return f"{strategy}.{server}.w{workers}.{model}.c{concurrency}"
+
+
+def record_profile_label(record: CellRecord, concurrency: int = TOP_CONCURRENCY) -> str:
+    """profile_label of a recorded cell."""
+    return profile_label(record.strategy, record.server, record.workers, record.model, concurrency)
+
+
+def _ok(records: Sequence[CellRecord]) -> list[CellRecord]:
+    return [r for r in records if r.verdict.ok]
+
+
+def _level(record: CellRecord, concurrency: int) -> LoadLevel | None:
+    return next((lv for lv in record.load if lv.concurrency == concurrency), None)
+
+
+def _find(records, **where) -> CellRecord | None:
+    found = [r for r in records if all(getattr(r, k) == v for k, v in where.items())]
+    return found[-1] if found else None
+
+
+def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
+    """1. The best OK strategy (default model) reaches >= 80% of its server's control at c32."""
+    best: tuple[float, CellRecord, CellRecord, LoadLevel, LoadLevel] | None = None
+    controls = Controls.of_run(records)
+    for r in _ok(records):
+        if is_control(r.strategy) or r.model != "default":
+            continue
+        control = controls.control_for(r)
+        theirs = controls.control_level(r, TOP_CONCURRENCY)
+        mine = _level(r, TOP_CONCURRENCY)
+        if mine and theirs and control and theirs.rps > 0:  # control is set whenever its level is
+            ratio = mine.rps / theirs.rps
+            if best is None or ratio > best[0]:
+                best = (ratio, r, control, mine, theirs)
+    text = "best OK strategy / its server's control, requests/s at concurrency 32, default model"
+    if best is None:
+        return Goal(1, text, "no OK model cell and control pair with load at concurrency 32", None, ">= 0.80", None)
+    ratio, r, control, mine, theirs = best
+    measured = f"{r.strategy} under {r.server} (w{r.workers}): {mine.rps:.0f} req/s; control {theirs.rps:.0f} req/s"
+    return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
+                (record_profile_label(r), record_profile_label(control)))
+
+
+def goal_batching(records: Sequence[CellRecord]) -> Goal:
+    """2. With the large model, the batched model server reaches >= 2x lazy at c32, same server."""
+    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same server and workers"
+    pairs = []
+    for b in _ok(records):
+        if b.strategy != BATCHED or b.model != "large":
+            continue
+        lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
+        lb = _level(b, TOP_CONCURRENCY)
+        ll = lazy and lazy.verdict.ok and _level(lazy, TOP_CONCURRENCY)
+        if lazy and lb and ll and ll.rps > 0:
+            pairs.append((lb.rps / ll.rps, b, lazy, lb.rps, ll.rps))
+    if not pairs:
+        return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None,
+                    ">= 2.0", None)
+    ratio, b, lazy, rb, rl = max(pairs, key=lambda p: p[0])
+    return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
+                round(ratio, 2), ">= 2.0", ratio >= 2.0, (record_profile_label(b), record_profile_label(lazy)))
+
+
+def goal_memory(records: Sequence[CellRecord]) -> Goal:
+    """6. The model server's total PSS is below lazy's at 2 workers, and the gap grows at 4."""
+    text = f"total PSS, {LAZY} minus model server ({CHILD_PROCESS} or batched), same server, 2 and 4 workers"
+    rows = []
+    for server in sorted({r.server for r in records}):
+        for strategy in model_server_strategies():
+            gaps = {}
+            for workers in (2, 4):
+                ms = _find(_ok(records), strategy=strategy, server=server, workers=workers, model="default")
+                lazy = _find(_ok(records), strategy=LAZY, server=server, workers=workers, model="default")
+                if ms and lazy and ms.memory and lazy.memory:
+                    gaps[workers] = (lazy.memory.total_pss_mb, ms.memory.total_pss_mb)
+            if len(gaps) == 2:
+                rows.append((server, strategy, gaps))
+    if not rows:
+        return Goal(6, text, "no model-server and lazy pair measured at both 2 and 4 workers", None,
+                    "gap > 0 and growing", None)
+    server, strategy, gaps = rows[0]
+    (l2, m2), (l4, m4) = gaps[2], gaps[4]
+    met = m2 < l2 and (l4 - m4) > (l2 - m2)
+    measured = (f"{strategy} under {server}: w2 {m2:.0f} MB vs lazy {l2:.0f} MB (gap {l2 - m2:.0f}); "
+                f"w4 {m4:.0f} MB vs lazy {l4:.0f} MB (gap {l4 - m4:.0f})")
+    return Goal(6, text, measured, round(m2 / l2, 2) if l2 else None, "gap > 0 and growing", met)
+
+
+# --- where the micro-benchmarks and profiles were made ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    """What tells one machine from another in what records and benchmarks keep."""
+
+    cpu_model: str
+    cores: int
+    python: str
+
+    @classmethod
+    def of(cls, env: Environment) -> Host:
+        return cls(env.cpu_model, env.cores, env.python)
+
+    def describe(self) -> str:
+        return f"{self.cpu_model}, {self.cores} cores, Python {self.python}"
+
+
+def run_host(records: Sequence[CellRecord]) -> Host | None:
+    """The host most of the run's records were measured on."""
+    hosts = Counter(Host.of(r.environment) for r in records)
+    return hosts.most_common(1)[0][0] if hosts else None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    commit: str
+    date: str
+    host: Host
+
+    def describe(self) -> str:
+        return f"commit {self.commit}, {self.date}, on {self.host.describe()}"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """The micro-benchmarks' results, by test name, and where they were measured."""
+
+    results: dict[str, dict]
+    provenance: Provenance
+
+
+def load_bench(path: Path) -> Bench | None:
+    """pytest-benchmark JSON -> Bench; None when absent."""
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    machine, commit = doc.get("machine_info", {}), doc.get("commit_info", {})
+    host = Host(machine.get("cpu", {}).get("brand_raw", "unknown"), machine.get("cpu", {}).get("count", 0),
+                machine.get("python_version", "unknown"))
+    commit_id = str(commit.get("id", "unknown"))[:12] + ("+modified" if commit.get("dirty") else "")
+    results = {b["name"]: {**b.get("stats", {}), **b.get("extra_info", {})} for b in doc.get("benchmarks", [])}
+    return Bench(results, Provenance(commit_id, str(doc.get("datetime", "unknown")), host))
+
+
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+def write_profile_provenance(folder: Path, label: str, env: Environment) -> Path:
+    """Beside a cell's profiles: where and from what code they were taken."""
+    path = Path(folder) / f"{label}{PROVENANCE_SUFFIX}"
+    path.write_text(json.dumps({"commit": env.git_commit, "date": env.date, "cpu_model": env.cpu_model,
+                                "cores": env.cores, "python": env.python}, indent=2) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """One cell's py-spy summaries, [(process, summary text)], and where they were taken (None:
+    no provenance file, so nothing says)."""
+
+    summaries: list[tuple[str, str]]
+    provenance: Provenance | None
+
+
+def _read_provenance(path: Path) -> Provenance | None:
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return Provenance(str(data["commit"]), str(data["date"]),
+                      Host(str(data["cpu_model"]), int(data["cores"]), str(data["python"])))
+
+
+def load_profiles(folder: Path) -> dict[str, Profiles]:
+    """py-spy summaries in a folder: {cell label: Profiles}."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    if Path(folder).is_dir():
+        for path in sorted(Path(folder).glob("*.txt")):
+            label, _, process = path.stem.rpartition(".")
+            found.setdefault(label, []).append((process, path.read_text()))
+    return {label: Profiles(summaries, _read_provenance(Path(folder) / f"{label}{PROVENANCE_SUFFIX}"))
+            for label, summaries in found.items()}
+
+
+def goal_fast_paths(bench: dict[str, dict]) -> Goal:
+    """7. locked-singleton fast path <= 1 us over a plain global; model-server round trip <= 150 us."""
+    text = ("locked-singleton fast path over a plain global (<= 1 us); "
+            "model-server round trip, 1x256 float32 (<= 150 us)")
+    overhead = bench.get("test_locked_singleton_overhead_vs_global", {}).get("overhead_ns")
+    full = bench.get("test_model_server_round_trip_1x256", {})
+    echo = bench.get("test_protocol_round_trip_1x256_echo", {}).get("round_trip_us")
+    if overhead is None or not full:
+        return Goal(7, text, "no micro-benchmark results from this machine in the run (`forkwise evidence DIR` "
+                             "takes them)", None, "<= 1 us; <= 150 us", None)
+    rt, model = full.get("round_trip_us"), full.get("model_call_us")
+    measured = f"fast path +{overhead:.0f} ns; round trip {rt:.0f} us"
+    if model is not None:
+        measured += f" of which the model call {model:.0f} us (IPC and framing {rt - model:.0f} us"
+        measured += f"; echo without a model {echo:.0f} us)" if echo is not None else ")"
+    return Goal(7, text, measured, round(rt / 150, 2) if rt else None, "<= 1 us; <= 150 us",
+                overhead <= 1000 and rt is not None and rt <= 150)
+
+
+def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
+    """3. At concurrency 1 a lone request is not held for a batch: the batched model server's p50 within
+    1.2x of the unbatched one's, same server and workers, default model on the CPU (the worst pair)."""
+    text = f"{BATCHED} / {CHILD_PROCESS}, p50 latency at concurrency 1, default model, same server and workers"
+    pairs = []
+    for b in _ok(records):
+        if b.strategy != BATCHED or b.model != "default" or b.device != "cpu":
+            continue
+        plain = _find(_ok(records), strategy=CHILD_PROCESS, server=b.server, workers=b.workers, model="default",
+                      device="cpu")
+        lb, lp = _level(b, 1), plain and _level(plain, 1)
+        if plain and lb and lp and lp.latency.p50_ms > 0:
+            pairs.append((lb.latency.p50_ms / lp.latency.p50_ms, b, plain, lb.latency.p50_ms, lp.latency.p50_ms))
+    if not pairs:
+        return Goal(3, text, "no OK batched and child-process pair with load at concurrency 1", None, "<= 1.2", None)
+    ratio, b, plain, pb, pp = max(pairs, key=lambda p: p[0])
+    return Goal(3, text, f"worst of {len(pairs)} servers: {b.server} (w{b.workers}): batched p50 {pb:.2f} ms, "
+                f"{CHILD_PROCESS} {pp:.2f} ms", round(ratio, 2), "<= 1.2", ratio <= 1.2,
+                (record_profile_label(b, 1), record_profile_label(plain, 1)))
+
+
+OVERHEAD_BENCH = "test_model_server_overhead_1x256"
+
+
+def goal_model_server_overhead(bench: dict[str, dict]) -> Goal:
+    """4. The batched model server's round trip at batch 1, over the same compiled call in process, <= 100 us
+    (benchmarks/test_model_server_overhead.py, which also says where the overhead goes)."""
+    text = "model-server round trip over the same call in process, batch 1, default model (micro-benchmark)"
+    found = bench.get(OVERHEAD_BENCH, {})
+    if "overhead_us" not in found:
+        return Goal(4, text, "no micro-benchmark result from this machine in the run (`forkwise evidence DIR` "
+                             "takes it)", None, "<= 100 us", None)
+    over, goal = found["overhead_us"], found.get("goal_us", 100)
+    measured = (f"round trip {found['round_trip_us']:.0f} us against {found['in_process_us']:.0f} us in process: "
+                f"+{over:.0f} us (the round trip itself {found['ipc_us']:.0f} us, waiting for the answer "
+                f"{found['waiting_us']:.0f} us, the call slower in the server {found['call_in_server_us']:.0f} us)")
+    return Goal(4, text, measured, round(over / goal, 2), f"<= {goal} us", over <= goal)
+
+
+GPU_WORKERS, GPU_CONCURRENCY = 8, 64
+
+
+def goal_gpu(records: Sequence[CellRecord]) -> Goal:
+    """5. On a GPU at 8 workers, for every backend: batched >= 0.85x its control and never below lazy at
+    c64, with at most 1/4 of lazy's GPU memory; no batched GPU cell hangs."""
+    text = (f"GPU, {GPU_WORKERS} workers, default model, every backend: batched / its control at c{GPU_CONCURRENCY} "
+            f"(>= 0.85, and >= lazy), batched GPU memory / lazy's (<= 0.25), no HANG of a batched cell")
+    gpu = [r for r in records if r.device == "gpu"]
+    hung = [r.cell_id for r in gpu if r.strategy == BATCHED and r.verdict is Verdict.HANG]
+    controls, parts, cells, met = Controls.of_run(gpu), [], [], not hung
+    ratios = []
+    for b in _ok(gpu):
+        if b.strategy != BATCHED or b.workers != GPU_WORKERS or b.model != "default":
+            continue
+        lazy = _find(_ok(gpu), strategy=LAZY, server=b.server, workers=b.workers, model="default", backend=b.backend)
+        mine, control = _level(b, GPU_CONCURRENCY), controls.control_level(b, GPU_CONCURRENCY)
+        theirs = lazy and _level(lazy, GPU_CONCURRENCY)
+        if not (lazy and mine and control and control.rps > 0 and theirs):
+            continue
+        memory = (b.memory.total_gpu_mb / lazy.memory.total_gpu_mb
+                  if b.memory and lazy.memory and b.memory.total_gpu_mb and lazy.memory.total_gpu_mb else None)
+        ratio = mine.rps / control.rps
+        ratios.append(ratio)
+        met = met and ratio >= 0.85 and mine.rps >= theirs.rps and memory is not None and memory <= 0.25
+        parts.append(f"{b.backend} {b.server}: {ratio:.2f}x control, {mine.rps / theirs.rps:.2f}x lazy, "
+                     f"memory {'?' if memory is None else f'{memory:.2f}'}x lazy")
+        cells += [record_profile_label(b, GPU_CONCURRENCY), record_profile_label(lazy, GPU_CONCURRENCY)]
+    if hung:
+        parts.append(f"HANG: {', '.join(hung)}")
+    elif not ratios:
+        return Goal(5, text, "no GPU cells at 8 workers with batched, lazy and control measured at c64 "
+                    "(a GPU host runs the gpu profile)", None, ">= 0.85; <= 0.25", None)
+    return Goal(5, text, "; ".join(parts), round(min(ratios), 2) if ratios else None, ">= 0.85; <= 0.25", met,
+                tuple(cells))
+
+
+def evaluate(records: Sequence[CellRecord], bench: dict[str, dict]) -> list[Goal]:
+    """Issue 13's goals (1-5: the model server that scales), then the earlier ones (6, 7)."""
+    return [goal_ceiling(records), goal_batching(records), goal_no_window_tax(records),
+            goal_model_server_overhead(bench), goal_gpu(records), goal_memory(records), goal_fast_paths(bench)]

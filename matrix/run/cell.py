@@ -1,0 +1,503 @@
+"""One matrix cell: start a deployment, verify it, load it, measure it, stop it, record it.
+
+Runs in the process of ``forkwise cell`` (the matrix runs each cell as such a process,
+in its own process group, with a hard deadline). Verification comes before load: a
+cell that is not correct is never load-tested. Everything a verdict rests on is observed
+here (the server log's out-of-memory evidence included) and judged by the rules of
+forkwise.matrix.verdicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from forkwise import gpu
+from forkwise.config import DEFAULT_DATABASE
+from forkwise.deploy import (
+    RUN_TAG_VAR,
+    DatabaseRun,
+    Launch,
+    database_for,
+    device_env,
+    launch,
+    make_deployment,
+    sqlite_url,
+)
+from forkwise.matrix import verdicts
+from forkwise.matrix.analysis.goals import profile_label, write_profile_provenance
+from forkwise.matrix.records.types import (
+    BAD_INPUT,
+    STEADY,
+    CellRecord,
+    Disruption,
+    Evidence,
+    LoadLevel,
+    Memory,
+    OpenLoop,
+)
+from forkwise.matrix.run import environment, resources, scenarios, stability
+from forkwise.matrix.run import profiling as profiler
+from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, read_log_end
+from forkwise.matrix.run.http import parse_json, post_json, request
+from forkwise.matrix.run.load import level_record
+from forkwise.matrix.run.open_loop import measure_open_loop
+from forkwise.matrix.run.plan import CellPlan
+from forkwise.matrix.run.progress import ProgressWatch
+from forkwise.matrix.run.stacks import dump_stacks
+from forkwise.matrix.run.verification import Verification
+from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
+from forkwise.model.spec import ModelSpec
+from forkwise.procs import free_port, tagged_processes
+from forkwise.servers.base import ServerTimeouts
+from forkwise.strategies import registry
+from forkwise.webapp.db import Database
+
+# Stored rows against the answers that acknowledged them: the same numbers, twice serialised.
+RTOL, ATOL = 1e-5, 1e-6
+# Answers against the reference: per device (forkwise.gpu.TOLERANCES). On CPU, float32 batched
+# and unbatched calls differ by round-off only; on a GPU, TF32 matmuls and other reduction orders.
+
+STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
+# Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
+# its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
+PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
+# Once a cell has answered, no request of it is given up on before this many of its own cold
+# starts (and never before the profile's request timeout): a request that reaches a worker
+# still loading its model waits about one cold start, so the patience follows the host's speed.
+PATIENCE_COLD_STARTS = 3.0
+
+
+class CellRun:
+    """The life of one cell. `run()` always stops everything it started before returning."""
+
+    def __init__(self, cell: CellPlan, workdir: Path, database: DatabaseRun | None = None):
+        self.cell, self.workdir = cell, workdir
+        self.database = database or DatabaseRun(DEFAULT_DATABASE, sqlite_url(workdir))
+        self.timings: dict[str, float] = {}
+        self.findings: list[str] = []
+        self.launch: Launch | None = None
+        self.progress: ProgressWatch | None = None
+        self.created = time.monotonic()
+        self.memory: Memory | None = None
+        self.load_levels: tuple[LoadLevel, ...] = ()
+        self.disruption: Disruption | None = None
+        self.rows = verdicts.RowsSeen(acknowledged=0)
+        self.stacks: tuple[str, ...] = ()
+        self.open_loop: OpenLoop | None = None
+
+    def enter(self, phase: str) -> None:
+        """Say what the cell does now, where the matrix runner asked (PHASE_FILE_VAR): should the
+        cell miss its deadline, the runner says what forkwise was doing instead of blaming the deployment."""
+        path = os.environ.get(PHASE_FILE_VAR)
+        if path:
+            Path(path).write_text(f"{time.monotonic() - self.created:.1f}\t{phase}\n")
+
+    @property
+    def launched(self) -> Launch:
+        """The deployment's launch, for the phases: run() launches it before any of them."""
+        if self.launch is None:
+            raise AssertionError("a cell phase ran before run() launched the deployment")
+        return self.launch
+
+    # --- phases ---------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.launched.group.started_at
+
+    def wait_alive(self) -> bool:
+        d = self.launched.deployment
+        deadline = self.launched.group.started_at + self.cell.boot_timeout_s
+        while time.monotonic() < deadline:
+            if not self.launched.group.alive():
+                self.findings.append(f"server exited with code {self.launched.group.returncode} before answering")
+                return False
+            if request(d.host, d.port, "GET", "/healthz", timeout_s=2).kind == "ok":
+                self.timings["alive_s"] = self._elapsed()
+                return True
+            time.sleep(0.1)
+        self.findings.append(f"/healthz did not answer within {self.cell.boot_timeout_s} s")
+        return False
+
+    def still_computing(self, slice_s: float) -> bool:
+        """Keep waiting for an answer? Only while the deployment uses CPU (see matrix.progress)."""
+        return self.progress is None or self.progress.computing(slice_s)
+
+    @property
+    def patience_s(self) -> float:
+        """How long any request of this cell may take once it answered: the profile's request
+        timeout, or PATIENCE_COLD_STARTS of the cell's own measured cold start if that is longer."""
+        cold = self.timings.get("cold_start_s", 0.0)
+        return max(self.cell.request_timeout_s, PATIENCE_COLD_STARTS * cold)
+
+    def first_answer(self, v: Verification) -> str:
+        """Send one instance until a correct answer; returns 'ok' or the kind that stopped it.
+
+        503s and refused connections while workers warm up are retried, not counted. The first
+        request may import the runtime and load the model (import-in-route, locked-singleton):
+        it is waited for as long as the deployment computes, up to the boot deadline, and is a
+        timeout only when the deployment stopped making progress.
+        """
+        d = self.launched.deployment
+        deadline = self.launched.group.started_at + self.cell.boot_timeout_s
+        last, tries = "boot", Counter[str]()
+        while time.monotonic() < deadline and self.launched.group.alive():
+            reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s,
+                              keep_waiting=self.still_computing, ceiling_s=max(1.0, deadline - time.monotonic()))
+            last = reply.kind
+            tries[last] += 1
+            if last in ("ok", "timeout") or (last == "5xx" and reply.status != 503):
+                last = v.check(reply, [0], self._elapsed())
+                self.timings["first_request_s"] = reply.elapsed_s
+                if last == "ok":
+                    self.timings["cold_start_s"] = self._elapsed()
+                    if reply.elapsed_s > self.cell.request_timeout_s:
+                        self.findings.append(f"the first request took {reply.elapsed_s:.1f} s, longer than the "
+                                             f"{self.cell.request_timeout_s:g} s request timeout, while the "
+                                             f"deployment computed: slow, not hung")
+                elif last == "timeout":
+                    self.findings.append(f"the first request: {reply.error}")
+                return last
+            time.sleep(0.2)  # 503 while the model warms, or a worker (re)starting: try again
+        if not self.launched.group.alive():
+            self.findings.append(f"server exited with code {self.launched.group.returncode}")
+        else:
+            self.findings.append(f"no correct answer within {self.cell.boot_timeout_s} s; replies: {dict(tries)}")
+        return last
+
+    def verify(self, v: Verification) -> None:
+        """K requests at a concurrency of at least the number of workers; stop early once hung."""
+        d = self.launched.deployment
+        concurrency = max(4, d.workers * d.threads)
+        hung = threading.Event()
+
+        def one(i: int, size: int) -> None:
+            if hung.is_set():
+                return
+            rows = [(i * 7 + j) % len(v.inputs) for j in range(size)]
+            # A worker may still be loading its model (a lazy one, or one whose first request
+            # imports the runtime): wait while the deployment computes, up to the cell's patience.
+            reply = post_json(d.host, d.port, "/predict", v.payload(rows), self.cell.request_timeout_s,
+                              keep_waiting=self.still_computing, ceiling_s=self.patience_s)
+            if reply.kind == "timeout":
+                v.note(f"a verification request: {reply.error}")
+            if v.check(reply, rows, self._elapsed()) == "timeout" and v.kinds["timeout"] >= concurrency:
+                hung.set()
+
+        budget = self.cell.verify_requests
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda i: one(i, 1 + i % 3), range(budget)))
+            # Until every worker has answered: a fast app lets one worker take every connection,
+            # and a worker may still be loading the model when another already answers. Larger
+            # requests keep each worker busy longer, so concurrent ones reach the others. Bounded
+            # by the boot deadline: a worker that never answers by then makes the cell WRONG.
+            deadline = self.launched.group.started_at + self.cell.boot_timeout_s
+            round_no = 1
+            while not hung.is_set() and len(v.workers_seen) < d.workers and time.monotonic() < deadline:
+                start = budget * round_no
+                list(pool.map(lambda i: one(i, 64), range(start, start + budget)))
+                round_no += 1
+                time.sleep(0.2)
+        if len(v.workers_seen) == d.workers:
+            self.timings["warm_all_s"] = max(v.workers_seen.values())
+
+    def rows_check(self, v: Verification, slack: int = 0) -> verdicts.RowsSeen:
+        """The database against the acknowledged answers; `slack`: requests whose answers never
+        came back (the server may have written their rows)."""
+        self.enter("checking the database against the answers")
+        db = Database(self.launched.deployment.settings.database_url)
+        total = db.count()
+        stored = db.outputs(list(v.acknowledged))
+        missing = tuple(i for i in v.acknowledged if i not in stored)
+        differing = tuple(i for i, out in v.acknowledged.items()
+                          if i in stored and not np.allclose(stored[i], out, rtol=RTOL, atol=ATOL))
+        self.rows = verdicts.RowsSeen(acknowledged=len(v.acknowledged), missing=missing, differing=differing,
+                                      total=total, slack=slack)
+        return self.rows
+
+    # --- the whole cell -----------------------------------------------------------------
+
+    def deployment(self, max_requests):
+        """The deployment the plan describes, on a free port, in the cell's work directory."""
+        cell = self.cell
+        return make_deployment(
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
+            run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
+            timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
+            backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
+            database_url=self.database.url, db_reset=cell.db_reset, db_touch_in_master=cell.db_in_master,
+        )
+
+    def run(self) -> CellRecord:
+        cell = self.cell
+        started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        strategy_cls = registry.get(cell.strategy)
+        scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
+        deployment = self.deployment(scenario.max_requests)
+        assert cell.spec_path is not None, "the cell command resolves the model to a spec file before the cell runs"
+        spec = ModelSpec.load(cell.spec_path)
+        constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
+        rtol, atol = gpu.tolerance(cell.device)
+        v = Verification(spec, strategy_cls.serves_model, constant, (rtol, atol))
+        self.enter("launching the deployment")
+        self.launch = launch(deployment)
+        try:
+            master = self.launch.group.pid
+            with resources.WorkerWatch(master) as watch, ProgressWatch(master) as self.progress, \
+                    self.database.connection_watch() as connections:
+                judgement = self.observe(v, scenario, spec, watch)
+                if not judgement.verdict.ok and self.launch.group.alive():
+                    self.failing_state(judgement)
+        finally:
+            self.enter("stopping the deployment")
+            killed = self.launch.group.stop(grace_s=10)
+            if killed:
+                self.findings.append(f"had to SIGKILL {len(killed)} processes at stop (pids {killed[:8]})")
+            leftovers = tagged_processes(RUN_TAG_VAR, self.launch.tag)
+            for proc in leftovers:  # descendants that left the group: still ours, stop them
+                self.findings.append(f"process {proc.pid} outlived its group; killed")
+                proc.kill()
+        judgement, highlights, log_tail = self.server_log_evidence(judgement)
+        return CellRecord(
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
+            model=cell.model, device=cell.device, backend=cell.backend, verdict=judgement.verdict,
+            cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
+            requests=v.requests, ok=v.kinds["ok"], errors=v.errors(),
+            rows_expected=self.rows.acknowledged, rows_found=self.rows.intact,
+            worker_pids=tuple(sorted(v.workers_seen)),
+            evidence=Evidence(
+                findings=(*judgement.findings, *self.findings, *v.findings),
+                timings_s={k: round(x, 3) for k, x in self.timings.items()},
+                log_tail=log_tail,
+                log_highlights=highlights,
+                stacks=self.stacks,
+            ),
+            environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
+            settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
+                      "request_timeout_s": cell.request_timeout_s,
+                      "patience_s": round(self.patience_s, 2), "worker_timeout_s": cell.worker_timeout_s,
+                      "rtol": rtol, "atol": atol, "gpu_policy": cell.gpu_policy if cell.device == "gpu" else "",
+                      "device_env": {k: v for k, v in device_env(deployment).items()},
+                      "database_server": self.database.version,
+                      "intra_op_threads": deployment.settings.intra_op_threads,
+                      **strategy_cls.knobs(deployment.settings)},
+            load=self.load_levels, memory=self.memory, scenario=cell.scenario, disruption=self.disruption,
+            database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master,
+            db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
+            open_loop=self.open_loop, runtime_threads=cell.runtime_threads,
+        )
+
+    # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------
+
+    def observe(self, v: Verification, scenario, spec: ModelSpec, watch: resources.WorkerWatch) -> Judgement:
+        """Verify; only a correct cell goes on to its scenario or its load. Each phase hands what it
+        saw to the verdict rules."""
+        self.enter("waiting for /healthz")
+        healthy, first = self.wait_alive(), "boot"
+        if healthy:
+            self.enter("waiting for the first answer")
+            first = self.first_answer(v)
+            if first == "ok":
+                self.enter("verifying")
+                self.verify(v)
+        judgement = verdicts.judge_verification(verdicts.VerificationSeen(
+            healthy=healthy, first=first, answers=v.answers(), workers_answered=len(v.workers_seen),
+            workers=self.workers(watch), server_alive=self.launched.group.alive(), patience_s=self.patience_s))
+        if healthy:
+            judgement = judgement.then(verdicts.judge_rows(self.rows_check(v)))
+        if not judgement.verdict.ok:
+            return judgement
+        self.memory = resources.measure_memory(self.launched.group.pid)
+        if scenario.name == BAD_INPUT:
+            judgement = self.bad_input(v)
+        elif scenario.name != STEADY:
+            self.enter(f"running the {scenario.name} scenario")
+            self.disruption = scenarios.run_disruption(self, v, scenario, self.cell.scenario_duration_s,
+                                                       self.patience_s)
+            judgement = verdicts.judge_disruption(verdicts.DisruptionSeen(
+                scenario=scenario.name, has_event=scenario.event is not None,
+                disrupts_workers=scenario.disrupts_workers, disruption=self.disruption, workers=self.workers(watch)))
+        elif self.cell.load_levels or self.cell.open_loop:
+            if self.cell.load_levels:
+                self.load_levels = tuple(self.load(v, spec))
+                judgement = verdicts.judge_load(self.load_levels, self.workers(watch))
+            if judgement.verdict.ok and self.cell.open_loop:
+                self.open_loop = self.open_loop_phase(v)
+        if scenario.name != STEADY:
+            slack = self.disruption.unacknowledged if self.disruption else 0
+            judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
+        return judgement
+
+    def workers(self, watch: resources.WorkerWatch) -> verdicts.Workers:
+        return verdicts.Workers(configured=self.launched.deployment.workers, seen=tuple(watch.seen),
+                                vanished=tuple(watch.vanished))
+
+    def bad_input(self, v: Verification) -> Judgement:
+        """The bad-input campaign, then the same verification again: still correct?"""
+        self.enter("sending bad input")
+        failed, findings = scenarios.bad_input_campaign(self, v)
+        self.findings += findings
+        before = v.requests
+        self.enter("verifying after bad input")
+        self.verify(v)
+        return verdicts.judge_bad_input(verdicts.BadInputSeen(campaign=failed, after=v.answers(),
+                                                              verified_after=v.requests - before))
+
+    def failing_state(self, judgement: Judgement) -> None:
+        """The failing deployment, before it is stopped: its memory process by process (a master
+        holding the GPU before any worker answered is the evidence for a fork-safety failure) and,
+        when it hangs, each worker's CPU time and where it is stuck."""
+        master = self.launched.group.pid
+        state = resources.measure_memory(master)
+        self.memory = self.memory or state
+        if judgement.hung:
+            self.findings.append(hung_workers_finding(state))
+            self.enter("reading the stacks of the hung workers")
+            started = time.monotonic()
+            self.stacks = dump_stacks(master, budget_s=self.cell.boot_timeout_s)
+            self.timings["stacks_s"] = time.monotonic() - started
+
+    def server_log_evidence(self, judgement: Judgement) -> tuple[Judgement, tuple[str, ...], str]:
+        """A failing cell's server log: OOM evidence, its telling lines, its tail."""
+        if judgement.verdict.ok:
+            return judgement, (), ""
+        log_text = read_log_end(self.launched.group.log_path)
+        return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launched.group.log_tail(40)
+
+    def open_loop_phase(self, v: Verification) -> OpenLoop:
+        """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.run.open_loop)."""
+        self.enter("open-loop load")
+        d, master = self.launched.deployment, self.launched.group.pid
+        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
+        peak = max((lv.rps for lv in self.load_levels), default=None)
+        url = f"http://{d.host}:{d.port}/predict"
+        found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
+                                  Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
+        for lv in found.levels:
+            if lv.rows_found < lv.rows_expected:
+                self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
+                                     f"acknowledged rows missing")
+        return found
+
+    def load(self, v: Verification, spec: ModelSpec):
+        from forkwise.matrix.run.load import run_load
+
+        d = self.launched.deployment
+        db = Database(d.settings.database_url)
+        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
+        url = f"http://{d.host}:{d.port}/predict"
+        master = self.launched.group.pid
+        in_flight = 0  # requests of the warm-up whose answers never came back: they may write rows later
+        if self.cell.warmup_s > 0:
+            self.enter("load warm-up")
+            # Once per launch, at the highest level: thread pools, queues and the model server's
+            # batches reach their steady state before anything is measured. Its requests are
+            # not counted: every level counts its own rows from here on.
+            in_flight = run_load(url, bodies, concurrency=max(self.cell.load_levels), warmup_s=0.0,
+                                 duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.patience_s,
+                                 driver=self.cell.driver).unacknowledged
+        # The host probe measures the host only once the deployment is idle: it waits for that,
+        # at most as long as the load before it lasted (stability.QuietGate).
+        gate = stability.QuietGate(self.cell.probe_reference_ms, self.cell.quiet_budget_s,
+                                   cpu_seconds=lambda: resources.cpu_seconds(master))
+        drain_s = self.cell.warmup_s or self.cell.duration_s
+        for concurrency in self.cell.load_levels:
+            self.enter(f"waiting for an idle deployment and a quiet host before concurrency {concurrency}")
+            slowdown_before = gate.before(drain_s)
+            rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
+            last_id_before = db.last_id()
+            profiling = []
+            if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
+                label = profile_label(self.cell.strategy, self.cell.server, d.workers, self.cell.model, concurrency)
+                profiling = profiler.start(master, self.cell.profile_dir, self.cell.duration_s, label)
+                write_profile_provenance(self.cell.profile_dir, label, environment.current())
+            self.enter(f"load at concurrency {concurrency}")
+            started = time.monotonic()
+            result = run_load(
+                url, bodies, concurrency=concurrency, warmup_s=0.0,
+                duration_s=self.cell.duration_s, intervals=self.cell.intervals,
+                timeout_s=self.patience_s, driver=self.cell.driver,
+            )
+            server_cpu = resources.cpu_seconds(master) - cpu_before
+            idle_s = self.progress.longest_idle_s(started, time.monotonic()) if self.progress else None
+            self.enter(f"waiting for the profiler at concurrency {concurrency}")
+            for path in profiler.finish(profiling, timeout_s=profiler.FINISH_GRACE_S):
+                self.findings.append(f"profile at concurrency {concurrency}: {path}")
+            self.enter(f"the host probe after concurrency {concurrency}, once the deployment is idle")
+            drain_s = result.duration_s
+            slowdown_after = gate.after(drain_s)
+            if slowdown_after is None:
+                self.findings.append(f"no host probe after concurrency {concurrency}: the deployment still used "
+                                     f"CPU {drain_s:.1f} s after the level")
+            slowdown = stability.level_slowdown(slowdown_before, slowdown_after)
+            self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
+            self.timings["idle_wait_s"] = round(gate.drained_s, 3)
+            rows_found = db.count() - rows_before
+            sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
+            unacknowledged, in_flight = result.unacknowledged + in_flight, 0
+            level = level_record(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
+                                slowdown)
+            yield dataclasses.replace(level, longest_idle_s=_round(idle_s),
+                                      blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
+
+
+def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:
+    """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
+    hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
+    wrong = 0
+    for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=True):
+        if not v.compare(parse_json(raw), [index])[0]:
+            wrong += 1
+    sampled = len(result.sampled_bodies)
+    if not sampled:
+        stored = db.sample_after(last_id_before, STORED_SAMPLE)
+        sampled, wrong = len(stored), v.stored_rows_wrong(stored)
+    return sampled, wrong
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def run_cell(cell: CellPlan, workdir: Path | None = None) -> CellRecord:
+    """Run one cell in a fresh private work directory (kept only when `workdir` is given)."""
+    if workdir is not None:
+        return _run_with_database(cell, workdir)
+    with tempfile.TemporaryDirectory(prefix="forkwise-cell-") as tmp:
+        return _run_with_database(cell, Path(tmp))
+
+
+def _run_with_database(cell: CellPlan, workdir: Path) -> CellRecord:
+    """The cell's database (a PostgreSQL server of its own, or a SQLite file) lives as long as the cell."""
+    with database_for(cell.database, workdir) as database:
+        return CellRun(cell, workdir, database).run()
+
+
+def summary_line(record: CellRecord) -> str:
+    cold = f"{record.cold_start_s:.1f}s" if record.cold_start_s is not None else "-"
+    scenario = "" if record.scenario == STEADY else f" {record.scenario:<17}"
+    scenario += f" [{record.database_setting}]" if record.database_setting else ""
+    scenario += f" [threads {record.runtime_threads}]" if record.runtime_threads != "default" else ""
+    text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}{scenario}  {record.verdict.value:<5} "
+            f"cold {cold:>6}  ok {record.ok}/{record.requests}  rows {record.rows_found}/{record.rows_expected}")
+    for level in record.load:
+        text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"
+    if record.open_loop is not None:
+        best = record.open_loop.max_rate_rps
+        text += (f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} "
+                 f"within p99 {record.open_loop.p99_budget_ms:g} ms")
+    if not record.verdict.ok and record.evidence.findings:
+        text += f"\n    {record.evidence.findings[0]}"
+    return text
+

@@ -1,0 +1,263 @@
+"""A matrix profile: its cells (the product of its axes), how they are loaded, their limits.
+
+Read from matrix/run/profiles/NAME.toml or a .toml path. An unknown key anywhere is a ConfigError
+naming the valid ones. The settings a profile shares with a cell's plan ([load] durations,
+[limits] timeouts) take their defaults and checks from the plan (forkwise.matrix.run.plan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+from forkwise import gpu, servers
+from forkwise.config import DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS
+from forkwise.errors import ConfigError
+from forkwise.matrix.records.budgets import Budgets
+from forkwise.matrix.records.types import STEADY, cell_id
+from forkwise.matrix.run.plan import check_setting, default_of
+from forkwise.matrix.run.scenarios import SCENARIOS
+from forkwise.model.spec import BUILTIN_MODELS
+from forkwise.strategies import registry
+
+AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario", "database", "db_reset",
+        "db_in_master", "threads")
+DEVICES = gpu.DEVICES
+AXIS_DEFAULTS: dict[str, list] = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": [STEADY],
+                 "database": [DEFAULT_DATABASE], "db_reset": [DEFAULT_DB_RESET], "db_in_master": [False],
+                 "threads": ["default"]}
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    server: str
+    workers: int
+    model: str
+    device: str = "cpu"
+    scenario: str = STEADY
+    backend: str = gpu.DEFAULT_BACKEND
+    database: str = DEFAULT_DATABASE
+    db_reset: str = DEFAULT_DB_RESET
+    db_in_master: bool = False
+    threads: str = "default"  # the runtime's intra-op threads per process (config.THREAD_LABELS or a number)
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend,
+                       self.database, self.db_reset, self.db_in_master, self.threads)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How each steady cell is loaded. With wrk, intervals last whole seconds (duration_s / intervals,
+    rounded, at least 1), and a warm-up of more than 0 s lasts at least 1 s."""
+
+    # The profile's own choice (a cell's plan has none: it only verifies unless given levels).
+    levels: tuple[int, ...] = (1, 8, 32)
+    # Each launch: load at the highest level before the first measured level. The defaults of the
+    # settings a cell has too are its plan's (forkwise.matrix.run.plan), declared there once.
+    warmup_s: float = default_of("warmup_s")
+    duration_s: float = default_of("duration_s")  # measured seconds per level, per launch
+    intervals: int = default_of("intervals")  # rps samples per level, per launch
+    # Launches per steady cell, in separate passes over the matrix, one pass apart;
+    # a level's spread covers every launch (see forkwise.matrix.analysis.launches).
+    repeats: int = 1
+    # More passes after those, measuring the highest level only (the level compare tests each
+    # strategy at): more launches where the power matters, without booting for the other levels.
+    top_level_repeats: int = 0
+    scenario_duration_s: float = default_of("scenario_duration_s")  # reliability scenarios: around the event
+    # Seconds the whole run may spend waiting for the host to leave a slow spell before a level
+    # (forkwise.matrix.run.stability); at most 1.5 s a level. 0: never wait, only record.
+    quiet_budget_s: float = 60.0
+    # "open": after the levels, each steady cell's highest rate (Poisson arrivals) whose p99 is within
+    # the profile's [recommend] p99_ms (forkwise.matrix.run.open_loop): these rates, or a search of rate_steps.
+    mode: str = "closed"
+    rates: tuple[float, ...] = default_of("rates")
+    rate_steps: int = default_of("rate_steps")
+
+    def __post_init__(self) -> None:
+        if self.mode not in LOAD_MODES:
+            raise ConfigError(f"load.mode must be one of {', '.join(LOAD_MODES)}; got {self.mode!r}")
+        # The settings a cell's plan has too: checked by the plan's own checks.
+        for name, plan_name in (("levels", "load_levels"), ("warmup_s", "warmup_s"), ("duration_s", "duration_s"),
+                                ("intervals", "intervals"), ("scenario_duration_s", "scenario_duration_s"),
+                                ("rates", "rates")):
+            check_setting(plan_name, getattr(self, name), f"load.{name}")
+        if not isinstance(self.rate_steps, int) or not 1 <= self.rate_steps <= 20:
+            raise ConfigError(f"load.rate_steps must be a whole number from 1 to 20; got {self.rate_steps!r}")
+        if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
+            raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
+        if not isinstance(self.top_level_repeats, int) or not 0 <= self.top_level_repeats <= 10:
+            raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; "
+                              f"got {self.top_level_repeats!r}")
+        if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
+            raise ConfigError(f"load.quiet_budget_s must be a number of seconds >= 0; got {self.quiet_budget_s!r}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    # A slice of waiting for an answer: a request is given up on only once the deployment stopped
+    # computing for this long (matrix.progress); after its first answer a cell waits longer, by
+    # its own cold start (CellRun.patience_s).
+    request_timeout_s: float = default_of("request_timeout_s")
+    # Launch to first correct answer, at most, while the deployment keeps computing; a cold
+    # start longer than this is BOOT, so it also bounds every wait derived from a cold start.
+    boot_timeout_s: float = default_of("boot_timeout_s")
+    # The backstop for a cell process that hands back no record; None: derived from the plan
+    # (cell_deadline_s below). Set it only to cut a run short on purpose.
+    cell_deadline_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "boot_timeout_s"):
+            check_setting(name, getattr(self, name), f"limits.{name}")
+
+
+LOAD_MODES = ("closed", "open")
+
+
+@dataclass(frozen=True)
+class GoalSettings:
+    # After the cells: py-spy profiles of every cell of a missed performance goal and the
+    # micro-benchmarks, taken by the run on its own machine into its folder (matrix.goal_evidence).
+    evidence: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.evidence, bool):
+            raise ConfigError(f"goals.evidence must be true or false; got {self.evidence!r}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    cells: tuple[Cell, ...]
+    load: LoadSettings = field(default_factory=LoadSettings)
+    limits: Limits = field(default_factory=Limits)
+    gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # device=gpu cells: grow, fraction or off (frameworks' defaults)
+    recommend: Budgets = field(default_factory=Budgets)  # the [recommend] table: the report's budgets
+    goals: GoalSettings = field(default_factory=GoalSettings)  # the [goals] table
+
+    def select(self, only: dict[str, set[str]]) -> list[Cell]:
+        return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
+
+
+def profile_names() -> list[str]:
+    folder = importlib_resources.files("forkwise.matrix.run") / "profiles"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _validate_axis(axis: str, values: list) -> list:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"axis {axis!r} must be a non-empty list")
+    valid = {
+        "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": list(SCENARIOS),
+        "backend": gpu.BACKENDS, "database": DATABASES, "db_reset": DB_RESET_POLICIES,
+    }.get(axis)
+    for value in values:
+        if valid is not None and value not in valid:
+            raise ConfigError(f"axis {axis}: {value!r} is not one of {', '.join(valid)}")
+        if axis == "threads" and not (value in THREAD_LABELS or (type(value) is int and value >= 1)):
+            raise ConfigError(f"axis threads: {value!r} is not one of {', '.join(THREAD_LABELS)} "
+                              f"nor a whole number >= 1")
+        if axis == "db_in_master" and not isinstance(value, bool):
+            raise ConfigError(f"axis db_in_master: {value!r} is not true or false")
+        if axis == "workers" and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"axis workers: {value!r} is not a whole number >= 1")
+        if axis == "model" and value not in BUILTIN_MODELS and not str(value).endswith(".keras"):
+            raise ConfigError(f"axis model: {value!r} is neither a built-in model "
+                              f"({', '.join(BUILTIN_MODELS)}) nor a .keras path")
+    return [str(v) for v in values] if axis == "threads" else values
+
+
+def _product(block: dict) -> list[Cell]:
+    unknown = set(block) - set(AXES)
+    if unknown:
+        raise ConfigError(f"unknown axes {sorted(unknown)}; axes are {', '.join(AXES)}")
+    axes: dict[str, list] = {}
+    for axis in AXES:
+        if axis in block:
+            axes[axis] = _validate_axis(axis, block[axis])
+        elif axis in AXIS_DEFAULTS:
+            axes[axis] = AXIS_DEFAULTS[axis]
+        else:
+            raise ConfigError(f"profile: axis {axis!r} is missing")
+    cells = [Cell(**dict(zip(axes, combo, strict=True))) for combo in itertools.product(*axes.values())]
+    # A scenario that cannot apply (kill-model-server without a model server, restart-database
+    # without a database server) is no cell.
+    return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
+
+
+PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals")
+
+
+def _from_table(settings: type, table, section: str):
+    """A profile's [section] as `settings` (a dataclass): an unknown key is named, with the valid ones."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    valid = [f.name for f in dataclasses.fields(settings)]
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown [{section}] keys {unknown}; valid keys: {', '.join(valid)}")
+    return settings(**{key: tuple(value) if isinstance(value, list) else value for key, value in table.items()})
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (matrix/run/profiles/NAME.toml) or by path to a .toml file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        text, name = path.read_text(), path.stem
+    elif path.suffix == ".toml":
+        raise ConfigError(f"profile file {name_or_path} does not exist; profiles: {', '.join(profile_names())}")
+    else:
+        if name_or_path not in profile_names():
+            raise ConfigError(f"unknown profile {name_or_path!r}; "
+                              f"profiles: {', '.join(profile_names())}, or a .toml path")
+        text = (importlib_resources.files("forkwise.matrix.run") / "profiles" / f"{name_or_path}.toml").read_text()
+        name = name_or_path
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"profile {name}: {exc}") from None
+    unknown = sorted(set(data) - set(PROFILE_KEYS))
+    if unknown:
+        raise ConfigError(f"profile {name}: unknown keys {unknown}; valid keys: {', '.join(PROFILE_KEYS)}")
+    cells = _product(data.get("axes", {}))
+    for block in data.get("include", []):  # extra cells beyond the main product
+        cells += _product(block)
+    unique = list(dict.fromkeys(cells))
+    try:
+        load = _from_table(LoadSettings, data.get("load", {}), "load")
+        limits = _from_table(Limits, data.get("limits", {}), "limits")
+        goals = _from_table(GoalSettings, data.get("goals", {}), "goals")
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name}: {exc}") from None
+    policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
+                              gpu.GPU_POLICIES)
+    if policy == "fraction" and any(c.device == "gpu" and c.backend != "jax" for c in unique):
+        raise ConfigError(f"profile {name}: gpu_policy 'fraction' applies to the jax backend only; use 'grow'")
+    recommend = Budgets.from_table(data.get("recommend", {}), f"profile {name}")
+    return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load,
+                   limits=limits, gpu_policy=policy, recommend=recommend, goals=goals)
+
+
+def parse_only(items: list[str]) -> dict[str, set[str]]:
+    """['strategy=lazy,server=uwsgi', 'workers=2'] -> {'strategy': {'lazy'}, ...}."""
+    only: dict[str, set[str]] = {}
+    for item in items:
+        current = None
+        for part in item.split(","):
+            if "=" in part:
+                current, value = (x.strip() for x in part.split("=", 1))
+                if current not in AXES:
+                    raise ConfigError(f"--only: unknown axis {current!r}; axes are {', '.join(AXES)}")
+            elif current is None:
+                raise ConfigError(f"--only: expected AXIS=VALUE, got {part!r}")
+            else:
+                value = part.strip()
+            only.setdefault(current, set()).add(value)
+    return only

@@ -1,0 +1,99 @@
+"""Is a deployment computing or blocked? The evidence a HANG needs, whatever the host's speed.
+
+Runs in the cell process (``forkwise cell``), which watches the deployment from outside. A
+request that has no answer yet says nothing by itself: on a slower host TensorFlow's import
+alone can outlive any fixed timeout. What tells a hung deployment from a slow one is its CPU
+time: a worker blocked on a lock a forked runtime left held uses none, a worker importing or
+computing uses a core's worth. So a request is given up on only when, over the last slice of
+waiting, the deployment (master, workers, model server) did not use a measurable share of a
+core; a slow host stretches the wait but does not change that verdict.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import psutil
+
+from forkwise.matrix.run import resources
+
+# Below this share of one core over a slice of waiting, the deployment is blocked, not computing.
+# A blocked deployment's CPU does not grow with the slice (its masters' heartbeats cost well under
+# 1% of a core); a computing one's grows with it (a core, or half of one on a host shared with a
+# busy neighbour), so the share tells them apart on a fast host and a slow one alike.
+STALLED_CORE_SHARE = 0.05
+SAMPLE_EVERY_S = 0.2
+KEPT_SAMPLES = 6000  # 20 minutes of samples: longer than any cell
+
+
+class ProgressWatch:
+    """Samples the deployment's CPU time in a thread; answers how much it used since a moment.
+
+    Progress adds each process's own growth, so a process that exits (a respawned worker, a
+    helper program TensorFlow ran) takes nothing back, and a new one adds what it used.
+    """
+
+    def __init__(self, master_pid: int, interval_s: float = SAMPLE_EVERY_S):
+        self.master_pid, self.interval_s = master_pid, interval_s
+        self._last: dict[int, float] = {}
+        self._total = 0.0
+        self._samples: deque[tuple[float, float]] = deque(maxlen=KEPT_SAMPLES)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="forkwise-progress")
+
+    def _sample(self) -> None:
+        now: dict[int, float] = {}
+        for proc in resources.deployment_processes(self.master_pid):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            now[proc.pid] = times.user + times.system
+        with self._lock:
+            grown = sum(max(0.0, cpu - self._last.get(pid, 0.0)) for pid, cpu in now.items())
+            self._last = now
+            self._total += grown
+            self._samples.append((time.monotonic(), self._total))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def cpu_used(self, since: float) -> float:
+        """CPU seconds the deployment used from monotonic time `since` to the last sample."""
+        with self._lock:
+            if not self._samples:
+                return 0.0
+            before = [total for at, total in self._samples if at <= since]
+            start = before[-1] if before else self._samples[0][1]
+            return self._samples[-1][1] - start
+
+    def computing(self, window_s: float) -> bool:
+        """Did the deployment use at least STALLED_CORE_SHARE of a core over the last `window_s`?"""
+        self._sample()
+        return self.cpu_used(time.monotonic() - window_s) >= STALLED_CORE_SHARE * window_s
+
+    def longest_idle_s(self, start: float, end: float) -> float:
+        """The longest stretch within [start, end] (monotonic) over which the deployment used less
+        than STALLED_CORE_SHARE of a core: how long it stood blocked, if ever. Sample-bounded."""
+        with self._lock:
+            points = [(at, total) for at, total in self._samples if start <= at <= end]
+        longest = 0.0
+        for i, (start_at, start_total) in enumerate(points):  # a window's few hundred samples: n^2 is cheap
+            for end_at, end_total in points[i + 1:]:
+                if end_total - start_total < STALLED_CORE_SHARE * (end_at - start_at):
+                    longest = max(longest, end_at - start_at)
+        return longest
+
+    def __enter__(self) -> ProgressWatch:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
