@@ -1,4 +1,4 @@
-"""README.md is the user's manual: its set-up and test commands are the ones CI runs, its links resolve
+"""README.md is the front door: its set-up and test commands are the ones CI runs, its links resolve
 inside the repository, and its lists match the command's own."""
 
 import re
