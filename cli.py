@@ -17,39 +17,22 @@ import time
 from pathlib import Path
 
 from forkwise import __version__, cli_help, gpu, servers
-from forkwise.config import DEFAULT_DATABASE, THREAD_LABELS, default_home, resolve_threads
+from forkwise.checks import FLOAT, INT, above, argparse_type
+from forkwise.config import DEFAULT_DATABASE, default_home, resolve_threads
 from forkwise.errors import ConfigError, ForkwiseError
+from forkwise.matrix.records.axes import axes
 from forkwise.matrix.run.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cli_fields
 from forkwise.strategies import registry
 
 
-def _threads(text: str) -> str:
-    if text in THREAD_LABELS or (text.isdigit() and int(text) >= 1):
-        return text
-    raise argparse.ArgumentTypeError(f"expected {', '.join(THREAD_LABELS)} or a whole number >= 1, got {text!r}")
-
-
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
     """The recommendation's budgets (forkwise.matrix.analysis.recommend), over the profile's [recommend]."""
-    p.add_argument("--p99-ms", type=_positive(float), default=None,
+    p.add_argument("--p99-ms", type=argparse_type(FLOAT, above(0)), default=None,
                    help="recommend within this p99 latency "
                         "(default: the profile's [recommend] p99_ms; RESULTS.md states it)")
-    p.add_argument("--memory-mb", type=_positive(float), default=None,
+    p.add_argument("--memory-mb", type=argparse_type(FLOAT, above(0)), default=None,
                    help="recommend within this total PSS of the deployment "
                         "(default: the profile's [recommend] memory_mb)")
-
-
-def _positive(kind, allow_zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"must be {'0 or more' if allow_zero else 'above 0'}, got {text}")
-        return value
-
-    return parse
 
 
 def _host_label(text: str) -> str:
@@ -87,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run one deployment in the foreground until Ctrl-C or SIGTERM")
     add_plan_args(p, only=DEPLOYMENT_SETTINGS)  # the deployment's settings, declared once in the plan
-    p.add_argument("--port", type=_positive(int), default=8000, help="the port to listen on")
+    p.add_argument("--port", type=argparse_type(INT, above(0)), default=8000, help="the port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (loopback: this machine only)")
     p.add_argument("--database-url", default=None, help="any SQLAlchemy URL (default: a SQLite file in --run-dir)")
     p.add_argument("--run-dir", type=Path, default=None, help="private directory for the database, locks and sockets")
@@ -186,8 +169,9 @@ def cmd_cell(args, home: Path) -> int:
     servers.get(plan.server)
     _check_device(plan)
     _check_database(plan)
-    plan = dataclasses.replace(plan, model=Path(plan.model).stem if plan.model.endswith(".keras") else plan.model,
-                               spec_path=plan.spec_path or _spec(home, plan.model, plan.backend))
+    model = Path(plan.model).stem if plan.model.endswith(".keras") else plan.model
+    plan = dataclasses.replace(plan.with_axes(model=model), spec_path=plan.spec_path or _spec(home, plan.model,
+                                                                                              plan.backend))
     if plan.profile_dir:
         from forkwise.matrix.run.profiling import require_py_spy
 
@@ -207,13 +191,13 @@ def cmd_cell(args, home: Path) -> int:
 def _cell_plan(args, home: Path):
     """The cell's plan: from --plan FILE.json, or from the flags."""
     if args.plan is None:
-        missing = [f.metadata["setting"].flag for f in cli_fields() if getattr(args, f.name) is None
-                   and f.default is dataclasses.MISSING]
+        missing = [a.flag for a in axes() if a.required and getattr(args, a.name) is None]
         if missing:
             raise ConfigError(f"cell: {' and '.join(missing)} are required (or --plan FILE.json)")
         return CellPlan.from_args(args)
-    given = [f.metadata["setting"].flag for f in cli_fields()
-             if getattr(args, f.name) != (None if f.default is dataclasses.MISSING else f.default)]
+    given = [a.flag for a in axes() if getattr(args, a.name) != (None if a.required else a.default)]
+    given += [f.metadata["setting"].flag for f in cli_fields()
+              if getattr(args, f.name) != (None if f.default is dataclasses.MISSING else f.default)]
     if given:
         raise ConfigError(f"cell: --plan gives the whole plan; also given: {', '.join(given)}")
     try:
@@ -260,7 +244,7 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
         strategy=args.strategy, server=args.server, workers=args.workers,
         spec_path=spec_path, run_dir=run_dir, port=args.port,
         database_url=database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
-        host=args.host, db_reset=args.db_reset, db_touch_in_master=args.db_in_master,
+        host=args.host, db_reset=args.db_reset, db_in_master=args.db_in_master,
         overrides={"intra_op_threads": resolve_threads(args.runtime_threads, args.workers, os.cpu_count() or 1)},
     )
     if stop["signal"] is not None:

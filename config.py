@@ -181,7 +181,7 @@ class AppSettings:
     db_reset: str = _setting(_choice(DB_RESET_POLICIES), DEFAULT_DB_RESET)
     # True: the app queries the database in the master before fork, as apps that preload do (only
     # a preloaded app has a master that runs it).
-    db_touch_in_master: bool = _setting(_bool, False)
+    db_in_master: bool = _setting(_bool, False)
     extra: dict[str, str] = field(default_factory=dict)  # strategy-specific knobs
 
     def __post_init__(self) -> None:

@@ -105,7 +105,7 @@ def make_deployment(
     device: str = "cpu",
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY,
     db_reset: str = DEFAULT_DB_RESET,
-    db_touch_in_master: bool = False,
+    db_in_master: bool = False,
 ) -> Deployment:
     """Validate names and settings; the errors list valid names and say what to fix."""
     strategy_cls = registry.get(strategy)
@@ -121,7 +121,7 @@ def make_deployment(
         device=device,
         gpu_policy=gpu_policy,
         db_reset=db_reset,
-        db_touch_in_master=db_touch_in_master,
+        db_in_master=db_in_master,
         **(overrides or {}),
     )
     return Deployment(

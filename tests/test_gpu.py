@@ -18,7 +18,8 @@ from forkwise import cli, deploy, gpu
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError, ModelError
 from forkwise.matrix import commands
-from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict, cell_id
+from forkwise.matrix.records.axes import Cell
+from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict
 from forkwise.matrix.run import cell_process, resources, runner
 from forkwise.matrix.run.cell import Verification, oom_evidence
 from forkwise.model import spec as spec_mod
@@ -284,14 +285,15 @@ def test_backend_axis_and_policy_in_a_profile(tmp_path):
 
 
 def test_cell_id_is_stable_for_tensorflow():
-    assert cell_id("lazy", "uwsgi", 2, "default", "cpu", "steady") == "lazy/uwsgi/w2/default/cpu/steady"
-    assert cell_id("lazy", "uwsgi", 2, "default", "gpu", "steady", "jax") == "lazy/uwsgi/w2/default/gpu/jax/steady"
+    assert Cell(strategy="lazy", server="uwsgi").id == "lazy/uwsgi/w2/default/cpu/steady"
+    gpu_cell = Cell(strategy="lazy", server="uwsgi", device="gpu", backend="jax")
+    assert gpu_cell.id == "lazy/uwsgi/w2/default/gpu/jax/steady"
 
 
 def _old_record_dict() -> dict:
     from forkwise.matrix.records.types import Environment, ErrorCounts, Evidence
 
-    record = CellRecord(
+    record = CellRecord.of(
         strategy="lazy", server="uwsgi", workers=2, threads=1, model="default", device="cpu", verdict=Verdict.OK,
         cold_start_s=1.0, warm_all_s=1.0, requests=1, ok=1, errors=ErrorCounts(), rows_expected=1, rows_found=1,
         worker_pids=(1,), evidence=Evidence(),

@@ -17,9 +17,10 @@ from forkwise.matrix import commands
 from forkwise.matrix.analysis.compare import compare
 from forkwise.matrix.analysis.launches import combine, combine_all, launch_noise
 from forkwise.matrix.publish.compare_report import render_comparison
+from forkwise.matrix.records.axes import Cell
 from forkwise.matrix.records.types import Evidence, Latency, Verdict
 from forkwise.matrix.run.cell import Verification
-from forkwise.matrix.run.runner import Cell, LoadSettings, load_profile, wants_launch
+from forkwise.matrix.run.runner import LoadSettings, load_profile, wants_launch
 from test_report import level, record
 
 
@@ -135,7 +136,8 @@ def test_compare_applies_the_runs_launch_noise_as_a_floor():
 
 
 def test_only_ok_steady_cells_are_launched_again():
-    steady, scenario = Cell("lazy", "uwsgi", 2, "default"), Cell("lazy", "uwsgi", 2, "default", scenario="reload")
+    steady = Cell(strategy="lazy", server="uwsgi", workers=2, model="default")
+    scenario = steady.replace(scenario="reload")
     ok, hung = launch("lazy", {1: 800.0}), launch("lazy", {}, verdict=Verdict.HANG)
     assert wants_launch(steady, [], 1) and wants_launch(scenario, [], 1)
     assert wants_launch(steady, [ok], 2)

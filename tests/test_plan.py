@@ -12,13 +12,14 @@ import pytest
 
 from forkwise import cli
 from forkwise.errors import ConfigError
+from forkwise.matrix.records.axes import axes
 from forkwise.matrix.run import cell_process, runner
-from forkwise.matrix.run.plan import CellPlan, cli_fields, default_of
+from forkwise.matrix.run.plan import CellPlan, cli_fields, default_of, settings_fields
 
 PACKAGE = Path(cli.__file__).resolve().parent
 
 # Every setting away from its default, each of a kind of its own.
-BUSY = CellPlan(
+BUSY = CellPlan.of(
     strategy="child-process-batched", server="gunicorn-gthread", workers=3, model="tiny", device="gpu",
     backend="jax", gpu_policy="fraction", boot_timeout_s=45.5, request_timeout_s=2.25, load_levels=(1, 8, 32),
     warmup_s=0.0, duration_s=1.5, intervals=2, driver="builtin", max_batch=16, max_wait_ms=2.5,
@@ -34,27 +35,28 @@ def parse_cell(argv: list[str]):
 
 
 def test_a_plan_round_trips_through_the_command_line():
-    for plan in (CellPlan("lazy", "uwsgi"), BUSY):
+    for plan in (CellPlan.of(strategy="lazy", server="uwsgi"), BUSY):
         assert CellPlan.from_args(parse_cell(plan.to_argv())) == plan
 
 
 def test_a_plan_round_trips_through_json():
-    for plan in (CellPlan("lazy", "uwsgi"), BUSY, dataclasses.replace(BUSY, spec_path=Path("/h/spec.json"))):
+    with_spec = dataclasses.replace(BUSY, spec_path=Path("/h/spec.json"))
+    for plan in (CellPlan.of(strategy="lazy", server="uwsgi"), BUSY, with_spec):
         assert CellPlan.from_json(plan.to_json()) == plan
 
 
 def test_every_plan_field_reaches_the_command_line_or_is_json_only():
     flagged = {f.name for f in cli_fields()}
-    assert {f.name for f in dataclasses.fields(CellPlan)} - flagged == {"spec_path", "verify_requests",
-                                                                         "worker_timeout_s"}
-    # Every flag differs from its default in BUSY: the round trip above covers each one.
+    assert {f.name for f in settings_fields()} - flagged == {"spec_path", "verify_requests", "worker_timeout_s"}
+    # Every flag differs from its default in BUSY: the round trip above covers each one; so does every axis.
     assert all(getattr(BUSY, name) != default_of(name) for name in flagged)
+    assert all(BUSY.cell[a.name] != a.default for a in axes())
 
 
 def test_the_flags_users_type_keep_their_names():
     args = parse_cell(["--strategy", "lazy", "--server", "uwsgi", "--load", "1,8", "--duration", "2",
                        "--warmup", "0", "--intervals", "3", "--request-timeout", "5", "--boot-timeout", "60",
-                       "--threads", "2", "--quiet-budget", "1", "--scenario-duration", "4", "--db-in-master"])
+                       "--runtime-threads", "2", "--quiet-budget", "1", "--scenario-duration", "4", "--db-in-master"])
     plan = CellPlan.from_args(args)
     assert (plan.load_levels, plan.duration_s, plan.warmup_s, plan.intervals) == ((1, 8), 2.0, 0.0, 3)
     assert (plan.request_timeout_s, plan.boot_timeout_s, plan.runtime_threads) == (5.0, 60.0, "2")
@@ -69,16 +71,16 @@ def test_the_command_line_defaults_are_the_plans():
 
 
 def test_bad_flag_values_are_refused_by_the_declarations_checks(capsys):
-    for argv in (["--workers", "0"], ["--load", "0,8"], ["--rates", "-1"], ["--threads", "all"],
+    for argv in (["--workers", "0"], ["--load", "0,8"], ["--rates", "-1"], ["--runtime-threads", "all"],
                  ["--duration", "0"], ["--driver", "ab"]):
         with pytest.raises(SystemExit):
             parse_cell(argv)
     with pytest.raises(ConfigError, match="plan: intervals: must be at least 1"):
-        CellPlan("lazy", "uwsgi", intervals=0)
+        CellPlan.of(strategy="lazy", server="uwsgi", intervals=0)
 
 
 def test_an_unknown_or_bad_json_key_is_a_config_error_naming_the_valid_ones():
-    data = json.loads(CellPlan("lazy", "uwsgi").to_json())
+    data = json.loads(CellPlan.of(strategy="lazy", server="uwsgi").to_json())
     with pytest.raises(ConfigError, match=r"unknown keys \['durations'\]; valid keys: strategy, server, workers"):
         CellPlan.from_dict({**data, "durations": 3})
     with pytest.raises(ConfigError, match="workers: expected a whole number"):

@@ -13,7 +13,8 @@ from forkwise.matrix.analysis.controls import control_key
 from forkwise.matrix.analysis.ordering import combination_label, combinations
 from forkwise.matrix.publish.database_report import database_section
 from forkwise.matrix.publish.document import Table
-from forkwise.matrix.records.types import CellRecord, Verdict, cell_id
+from forkwise.matrix.records.axes import Cell
+from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.matrix.run import cell_process, runner, scenarios
 from forkwise.matrix.run.profile import _product
 from forkwise.strategies import registry
@@ -21,8 +22,9 @@ from test_records import make_record  # tests/ is on sys.path (no __init__.py)
 
 
 def test_cell_ids_name_the_database_only_when_it_is_not_the_default():
-    assert cell_id("lazy", "uwsgi", 2, "default", "cpu", "steady") == "lazy/uwsgi/w2/default/cpu/steady"
-    assert (cell_id("preload-import", "uwsgi", 2, "default", "cpu", "steady", "tensorflow", "postgresql", "none", True)
+    assert Cell(strategy="lazy", server="uwsgi").id == "lazy/uwsgi/w2/default/cpu/steady"
+    assert (Cell(strategy="preload-import", server="uwsgi", database="postgresql", db_reset="none",
+                 db_in_master=True).id
             == "preload-import/uwsgi/w2/default/cpu/postgresql/reset-none/db-in-master/steady")
     record = make_record(database="postgresql-unix", db_reset="dispose")
     assert record.cell_id == "lazy/uwsgi/w2/default/cpu/postgresql-unix/reset-dispose/steady"
@@ -39,9 +41,9 @@ def test_older_records_without_database_fields_still_load():
 
 def test_settings_travel_through_the_environment(tmp_path):
     settings = AppSettings(strategy="lazy", model_spec=tmp_path / "s.json", database_url="sqlite://", run_dir=tmp_path,
-                           db_reset="nullpool", db_touch_in_master=True)
+                           db_reset="nullpool", db_in_master=True)
     back = AppSettings.from_environ(settings.to_environ())
-    assert back.db_reset == "nullpool" and back.db_touch_in_master is True
+    assert back.db_reset == "nullpool" and back.db_in_master is True
     with pytest.raises(ConfigError, match="FORKWISE_DB_RESET must be one of"):
         dataclasses.replace(settings, db_reset="sometimes")
 
@@ -77,12 +79,14 @@ def test_bad_database_axis_values_are_refused():
 
 
 def test_cells_pass_their_database_settings_to_the_cell_process(tmp_path):
-    cell = runner.Cell("preload-import", "uwsgi", 2, "default", database="postgresql-unix", db_reset="none",
+    cell = runner.Cell(strategy="preload-import", server="uwsgi", workers=2, model="default",
+                       database="postgresql-unix", db_reset="none",
                        db_in_master=True)
     plan = cell_process.cell_plan(cell, runner.load_profile("database"))
     assert plan.database == "postgresql-unix"
     assert plan.db_reset == "none" and plan.db_in_master
-    plain = cell_process.cell_plan(runner.Cell("lazy", "uwsgi", 2, "default"), runner.load_profile("quick"))
+    plain = cell_process.cell_plan(runner.Cell(strategy="lazy", server="uwsgi", workers=2, model="default"),
+                                   runner.load_profile("quick"))
     assert not plain.db_in_master
 
 
@@ -91,8 +95,8 @@ def test_a_host_without_postgresql_skips_those_cells_with_the_reason(monkeypatch
         raise PostgresMissing("PostgreSQL is not installed: no initdb")
 
     monkeypatch.setattr(postgres, "find_binaries", missing)
-    cells = [runner.Cell("lazy", "uwsgi", 2, "default"),
-             runner.Cell("lazy", "uwsgi", 2, "default", database="postgresql")]
+    cells = [runner.Cell(strategy="lazy", server="uwsgi", workers=2, model="default"),
+             runner.Cell(strategy="lazy", server="uwsgi", workers=2, model="default", database="postgresql")]
     kept, skipped = runner.skip_database_cells(cells)
     assert kept == cells[:1]
     assert skipped["cells"] == [cells[1].id] and "not installed" in skipped["reason"]

@@ -43,7 +43,7 @@ def make_record(**overrides) -> CellRecord:
         memory=Memory.of([ProcessMemory("master", 1, 100.0, 50.0, 60.0, 1.0),
                           ProcessMemory("worker", 10, 600.0, 400.0, 450.0, 5.0)]),
     )
-    return CellRecord(**{**base, **overrides})
+    return CellRecord.of(**{**base, **overrides})
 
 
 def test_round_trip_keeps_types(tmp_path):
@@ -67,7 +67,7 @@ def test_records_are_immutable():
         (lambda d: d.update(verdict="FINE"), "is not one of"),
         (lambda d: d.update(cold_start_s="1.2s"), "expected a number"),
         (lambda d: d.update(surprise=1), "unknown fields"),
-        (lambda d: d.pop("strategy"), "missing field"),
+        (lambda d: d.pop("strategy"), "needs axis 'strategy'"),
         (lambda d: d.update(schema_version=SCHEMA_VERSION + 1), "schema_version"),
         (lambda d: d["load"][0]["latency"].update(p99_ms=None), "expected a number"),
     ],

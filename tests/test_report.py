@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from forkwise.matrix.publish.report import COLUMNS, REPORT_FILES, write_report
+from forkwise.matrix.publish.report import REPORT_FILES, columns, write_report
 from forkwise.matrix.records.types import (
     SCHEMA_VERSION,
     CellRecord,
@@ -138,7 +138,7 @@ def record(strategy: str, server: str, verdict: Verdict = Verdict.OK, **override
         settings={"timeout_s": 30},
     )
     fields.update(overrides)
-    return CellRecord(**fields)
+    return CellRecord.of(**fields)
 
 
 def ok_record(strategy: str, server: str) -> CellRecord:
@@ -260,7 +260,7 @@ def test_csv_header_rows_and_numbers(out, records):
         rows = list(csv.DictReader(fh))
         fh.seek(0)
         header = next(csv.reader(fh))
-    assert header == [c.key for c in COLUMNS]
+    assert header == [c.key for c in columns()]
     for key in ("cell_id", "verdict", "concurrency", "rps", "rps_stdev", "ratio_to_control", "p99_ms", "total_pss_mb"):
         assert key in header
     assert len(rows) == sum(max(1, len(r.load)) for r in records)
@@ -297,7 +297,7 @@ def test_md_verdict_matrix(out):
 
 
 def test_md_one_matrix_per_combination(tmp_path, records):
-    more = records + [dataclasses.replace(ok_record("lazy", "uwsgi"), workers=4)]
+    more = records + [ok_record("lazy", "uwsgi").with_axes(workers=4)]
     write_report(more, tmp_path, "test", RUN_INFO)
     text = section(read_md(tmp_path), "Verdict matrix")
     assert len(md_tables(text)) == 2
@@ -471,7 +471,7 @@ def test_md_recommendation_without_a_candidate(tmp_path, records):
 def test_md_recommendation_answers_each_model_apart(tmp_path, records):
     # A large model's cells are slower: compared with the small model's, they would never be in
     # its set; they answer their own question.
-    large = [dataclasses.replace(with_level_rps(r, 0.3), model="large") for r in records
+    large = [with_level_rps(r, 0.3).with_axes(model="large") for r in records
              if r.verdict.ok and r.strategy in ("control", "lazy")]
     write_report(records + large, tmp_path, "test", RUN_INFO)
     text = section(read_md(tmp_path), "Recommendation")

@@ -80,7 +80,7 @@ def test_every_host_computes_the_same_split():
 def test_estimates_follow_the_plan():
     profile = load_profile("reliability")
     scenario = next(c for c in profile.cells if c.scenario != "steady")
-    steady = dataclasses.replace(scenario, scenario="steady")
+    steady = scenario.replace(scenario="steady")
     longer = dataclasses.replace(profile, load=dataclasses.replace(profile.load, scenario_duration_s=30.0))
     assert estimate_s(scenario, longer) > estimate_s(scenario, profile)  # a scenario cell by its window
     assert estimate_s(steady, longer) == estimate_s(steady, profile)

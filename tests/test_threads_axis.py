@@ -12,7 +12,8 @@ import pytest
 
 from forkwise.config import AppSettings, resolve_threads
 from forkwise.errors import ConfigError
-from forkwise.matrix.records.types import CellRecord, cell_id
+from forkwise.matrix.records.axes import Cell
+from forkwise.matrix.records.types import CellRecord
 from forkwise.matrix.run import cell_process, runner
 from host_pace import command_bound_s
 
@@ -30,11 +31,12 @@ def test_labels_resolve_to_threads_per_process():
 
 def test_the_threads_profile_oversubscribes_the_cores():
     profile = runner.load_profile("threads")
-    labels = {c.threads for c in profile.cells}
+    labels = {c.runtime_threads for c in profile.cells}
     assert labels == {"default", "per-worker", "1"}
     cores = os.cpu_count() or 1
     # The runtime's default takes every core in every process: workers x threads > cores somewhere.
-    assert any(c.workers * (resolve_threads(c.threads, c.workers, cores) or cores) > cores for c in profile.cells)
+    assert any(c.workers * (resolve_threads(c.runtime_threads, c.workers, cores) or cores) > cores
+               for c in profile.cells)
     ids = {c.id for c in profile.cells}
     assert len(ids) == len(profile.cells)  # the threads are part of a cell's identity
     assert "lazy/gunicorn-gthread/w2/default/cpu/threads-per-worker/steady" in ids
@@ -44,19 +46,19 @@ def test_the_threads_profile_oversubscribes_the_cores():
 def test_a_profile_refuses_a_bad_threads_value(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["uwsgi"]\nworkers = [2]\nmodel = ["default"]\n'
-                   'threads = ["all"]\n')
-    with pytest.raises(ConfigError, match="axis threads"):
+                   'runtime_threads = ["all"]\n')
+    with pytest.raises(ConfigError, match="axis runtime_threads"):
         runner.load_profile(str(bad))
 
 
 def test_the_runner_hands_the_threads_to_the_cell_and_the_record_keeps_them():
     profile = runner.load_profile("threads")
-    cell = next(c for c in profile.cells if c.threads == "per-worker")
+    cell = next(c for c in profile.cells if c.runtime_threads == "per-worker")
     assert cell_process.cell_plan(cell, profile).runtime_threads == "per-worker"
     record = cell_process.failed_cell_record(cell, cell_process.verdicts.judge_no_record(1), "", 1.0)
     assert record.runtime_threads == "per-worker" and record.cell_id == cell.id
     assert CellRecord.from_dict(json.loads(record.to_json())).runtime_threads == "per-worker"
-    assert cell_id("lazy", "uwsgi", 2, "default", "cpu", "steady", runtime_threads="1").endswith("/threads-1/steady")
+    assert Cell(strategy="lazy", server="uwsgi", runtime_threads="1").id.endswith("/threads-1/steady")
 
 
 # What a worker does with its settings (create_app, not preloaded: post_fork loads the model),

@@ -327,7 +327,7 @@ def test_a_cell_that_misses_its_deadline_is_recorded_with_the_phase_it_was_in(mo
     subprocess.run(["sh", "-c", STALLED_CELL, "sh", "once"], env={"FORKWISE_PHASE_FILE": "/dev/null"}, check=True)
     deadline = 20 * (time.monotonic() - start)
     monkeypatch.setattr(cell_process, "cell_command", lambda *args: ["sh", "-c", STALLED_CELL, "sh"])
-    cell = runner.Cell("lazy", "gunicorn-sync", 2, "default")
+    cell = runner.Cell(strategy="lazy", server="gunicorn-sync", workers=2, model="default")
     profile = runner.Profile("test", "", (cell,), limits=runner.Limits(cell_deadline_s=deadline))
     record = cell_process.run_cell_process(cell, profile, Path("/nonexistent"))
     assert record.verdict is V.BOOT

@@ -49,7 +49,7 @@ class AppProcess:
 
     def master_preload(self) -> None:
         """Runs in the master, before fork."""
-        if self.settings.db_touch_in_master:
+        if self.settings.db_in_master:
             self.db.touch()  # as apps that preload do: the engine's pool now holds a connection
         self.strategy.preload()
         if self.strategy.freeze_gc_before_fork:

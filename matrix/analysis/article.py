@@ -23,7 +23,8 @@ from functools import lru_cache
 from forkwise import strategies
 from forkwise.errors import ConfigError
 from forkwise.matrix.analysis.ordering import latest_by_cell, strategy_order
-from forkwise.matrix.records.types import STEADY, CellRecord, Verdict
+from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.types import CellRecord, Verdict
 
 # The scenario whose cells test the article's claims: workers of a fresh deployment on their
 # first, concurrent requests.

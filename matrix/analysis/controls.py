@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from forkwise.matrix.records.types import STEADY, CellRecord, LoadLevel
+from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.types import CellRecord, LoadLevel
 from forkwise.strategies import registry
 
 ControlKey = tuple[str, int, str, str, str, str]  # server, workers, model, device, backend, database

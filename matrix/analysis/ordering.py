@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from forkwise.matrix.records.axes import axes
 from forkwise.matrix.records.types import CellRecord, LoadLevel
 
 
@@ -69,23 +70,18 @@ def highest_level(record: CellRecord) -> LoadLevel | None:
     return max(record.load, key=lambda lv: lv.concurrency, default=None)
 
 
-Combination = tuple[int, str, str, str, str, str, str]
+Combination = tuple  # one value per axis a verdict matrix holds fixed (every axis but strategy and server)
+MATRIX_AXES = ("strategy", "server")  # a verdict matrix's rows and columns
 
 
 def combination(record: CellRecord) -> Combination:
-    """What a verdict matrix holds fixed: workers, model, device, scenario, backend, database settings,
-    the runtime's threads."""
-    return (record.workers, record.model, record.device, record.scenario, record.backend, record.database_setting,
-            record.runtime_threads)
+    """What a verdict matrix holds fixed: every other axis (workers, model, device, scenario, ...)."""
+    return tuple(record.cell[a.name] for a in axes() if a.name not in MATRIX_AXES)
 
 
 def combination_label(combo: Combination) -> str:
-    workers, model, device, scenario, backend, database, threads = combo
-    backend_part = "" if backend == "tensorflow" else f", backend {backend}"
-    database_part = f", database {database}" if database else ""
-    threads_part = "" if threads == "default" else f", runtime threads {threads}"
-    return (f"{workers} workers, model {model}, device {device}{backend_part}{database_part}{threads_part}, "
-            f"scenario {scenario}")
+    values = dict(zip((a.name for a in axes() if a.name not in MATRIX_AXES), combo, strict=True))
+    return ", ".join(text for a in axes() if a.name in values for text in [a.describe(values[a.name])] if text)
 
 
 def combinations(records: Sequence[CellRecord]) -> list[Combination]:

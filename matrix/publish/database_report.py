@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.matrix.analysis.ordering import cell_order, highest_level
 from forkwise.matrix.publish.document import MISSING, Block, Heading, Para, Table, fmt_int
-from forkwise.matrix.records.types import STEADY, CellRecord
+from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.types import CellRecord
 
 SERVER_LINES_SHOWN = 2
 

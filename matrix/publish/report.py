@@ -50,10 +50,10 @@ from forkwise.matrix.publish.document import (  # noqa: F401  (render_markdown, 
 from forkwise.matrix.publish.goals_report import goals_section
 from forkwise.matrix.publish.plots import plot_section
 from forkwise.matrix.publish.recommend_report import recommendation_section
-from forkwise.matrix.publish.report_table import (  # noqa: F401  (COLUMNS, render_csv, table_rows: re-exported)
-    COLUMNS,
+from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, render_csv, table_rows: re-exported)
     LOAD_VIEW,
     MEMORY_VIEW,
+    columns,
     ok_load_rows,
     one_row_per_cell,
     render_csv,
@@ -62,10 +62,11 @@ from forkwise.matrix.publish.report_table import (  # noqa: F401  (COLUMNS, rend
     view_table,
 )
 from forkwise.matrix.publish.run_facts import header_facts
+from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.roles import ROLES
 from forkwise.matrix.records.run_info import RunInfo, as_run_info, bench_path, profiles_dir
-from forkwise.matrix.records.types import BAD_INPUT, STEADY, CellRecord
+from forkwise.matrix.records.types import BAD_INPUT, CellRecord
 
 LOG_TAIL_LINES = 10
 FINDINGS_SHOWN = 3

@@ -1,6 +1,7 @@
 """The flat table of a run (publishing): one row per (cell, concurrency level) plus one per cell
-without load. The columns are declared once, in ``COLUMNS``: results.csv writes their raw values,
-the Markdown and HTML tables show chosen columns (views) through each column's formatter;
+without load. The columns are declared once, in ``columns()`` (the axes' from their declaration):
+results.csv writes their raw values, the Markdown and HTML tables show chosen columns (views) through
+each column's formatter;
 results.json is the records themselves (``CellRecord.to_dict``), so ``read_records`` reads it back.
 """
 
@@ -13,9 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from forkwise.checks import INT
 from forkwise.matrix.analysis.controls import Controls
 from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.publish.document import MISSING, Table, fmt_fixed, fmt_int, fmt_ms, fmt_ratio, fmt_spread, fmt_text
+from forkwise.matrix.records.axes import axes
 from forkwise.matrix.records.roles import MASTER, MODEL_SERVER, SUPERVISOR, WORKER
 from forkwise.matrix.records.run_info import RunInfo
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
@@ -71,19 +74,26 @@ def _role_count(role: str) -> Callable[[RowSource], Any]:
     return get
 
 
-COLUMNS: tuple[Column, ...] = (
-    Column("cell_id", "cell", lambda s: s.record.cell_id),
-    Column("strategy", "strategy", lambda s: s.record.strategy),
-    Column("server", "server", lambda s: s.record.server),
-    Column("workers", "workers", lambda s: s.record.workers, fmt_int),
-    Column("threads", "threads", lambda s: s.record.threads, fmt_int),
-    Column("model", "model", lambda s: s.record.model),
-    Column("device", "device", lambda s: s.record.device),
-    Column("backend", "backend", lambda s: s.record.backend),
-    Column("scenario", "scenario", lambda s: s.record.scenario),
-    Column("database", "database", lambda s: s.record.database),
-    Column("db_reset", "db reset", lambda s: s.record.db_reset),
-    Column("db_in_master", "db in master", lambda s: s.record.db_in_master),
+def axis_columns() -> tuple[Column, ...]:
+    """One column per axis of the cell (``matrix.records.axes``), in declared order."""
+    return tuple(Column(a.name, a.column, _axis(a.name), fmt_int if a.kind is INT else fmt_text) for a in axes())
+
+
+def _axis(name: str) -> Callable[[RowSource], Any]:
+    return lambda s: s.record.cell[name]
+
+
+def columns() -> tuple[Column, ...]:
+    """Every column: the cell, its axes (read now: the declaration may have grown), the rest."""
+    return (Column("cell_id", "cell", lambda s: s.record.cell_id), *axis_columns(), *MEASURE_COLUMNS)
+
+
+def column(key: str) -> Column:
+    return next(c for c in columns() if c.key == key)
+
+
+MEASURE_COLUMNS: tuple[Column, ...] = (
+    Column("threads", "threads", lambda s: s.record.threads, fmt_int),  # the server setting's, per worker
     Column("db_connections_peak", "db connections peak", lambda s: s.record.db_connections_peak, fmt_int),
     Column("verdict", "verdict", lambda s: s.record.verdict),
     Column("concurrency", "concurrency", _lv("concurrency"), fmt_int),
@@ -136,7 +146,6 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("cell_duration_s", "cell s", lambda s: s.record.duration_s, fmt_fixed(1)),
 )
-COLUMN = {c.key: c for c in COLUMNS}
 
 
 def row_sources(records: Sequence[CellRecord]) -> list[RowSource]:
@@ -153,12 +162,12 @@ def row_sources(records: Sequence[CellRecord]) -> list[RowSource]:
 
 def table_rows(records: Sequence[CellRecord]) -> list[dict[str, Any]]:
     """The flat table every tabular format shows: raw values keyed by column key."""
-    return [{c.key: c.get(src) for c in COLUMNS} for src in row_sources(records)]
+    return [{c.key: c.get(src) for c in columns()} for src in row_sources(records)]
 
 
 def show(key: str, row: dict[str, Any]) -> str:
     """A row's value as a table shows it."""
-    return COLUMN[key].fmt(row[key])
+    return column(key).fmt(row[key])
 
 
 # --- results.csv and results.json ----------------------------------------------------------
@@ -175,9 +184,9 @@ def _csv_value(value: Any) -> Any:
 def render_csv(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([c.key for c in COLUMNS])
+    writer.writerow([c.key for c in columns()])
     for row in rows:
-        writer.writerow([_csv_value(row[c.key]) for c in COLUMNS])
+        writer.writerow([_csv_value(row[c.key]) for c in columns()])
     return buf.getvalue()
 
 
@@ -206,7 +215,7 @@ View = tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]
 
 
 def col(key: str) -> tuple[str, Callable[[dict[str, Any]], str]]:
-    return (COLUMN[key].title, lambda row: show(key, row))
+    return (column(key).title, lambda row: show(key, row))
 
 
 def _rps_with_stdev(row: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import types
 import typing
 from typing import Any
 
+from forkwise.matrix.records.axes import axes
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord, field_hints
 
 
@@ -19,7 +20,7 @@ def _schema(tp: Any) -> dict[str, Any]:
         return {"anyOf": [_schema(inner), {"type": "null"}]}
     if dataclasses.is_dataclass(tp):
         hints = field_hints(tp)
-        fields = dataclasses.fields(tp)
+        fields = [f for f in dataclasses.fields(tp) if f.name != "cell"]  # the record's axes: see json_schema
         required = [
             f.name
             for f in fields
@@ -45,6 +46,10 @@ def _schema(tp: Any) -> dict[str, Any]:
 def json_schema() -> dict[str, Any]:
     """The versioned JSON schema of a CellRecord (draft 2020-12)."""
     schema = _schema(CellRecord)
+    # The cell's axes stand at the top level, one field each (matrix.records.axes); a record made
+    # before an axis existed has none, so only the axes without a default are required.
+    schema["properties"] = {**{a.name: a.kind.schema for a in axes()}, **schema["properties"]}
+    schema["required"] = [*(a.name for a in axes() if a.required), *schema["required"]]
     schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
-from forkwise.errors import RecordError
+from forkwise.errors import ConfigError, RecordError
+from forkwise.matrix.records.axes import Cell, axis_names
 
 SCHEMA_VERSION = 1
 # The scenario names a record's analysis reads (the run's scenarios module owns the rest).
-STEADY = "steady"  # no disruption: what the article's cases and the controls are measured in
 BAD_INPUT = "bad-input"  # its failed requests are the verification's (it has no disruption window)
 
 
@@ -262,26 +262,6 @@ class Environment:
     host_label: str = ""
 
 
-def cell_id(strategy: str, server: str, workers: int, model: str, device: str, scenario: str,
-            backend: str = "tensorflow", database: str = DEFAULT_DATABASE, db_reset: str = DEFAULT_DB_RESET,
-            db_in_master: bool = False, runtime_threads: str = "default") -> str:
-    # Threads are not part of it: each server setting runs a fixed number of threads. The
-    # backend and the database settings are, each only when it is not the default, so ids of
-    # TensorFlow cells on SQLite stay as they were.
-    parts = [strategy, server, f"w{workers}", model, device]
-    if backend != "tensorflow":
-        parts.append(backend)
-    if database != DEFAULT_DATABASE:
-        parts.append(database)
-    if db_reset != DEFAULT_DB_RESET:
-        parts.append(f"reset-{db_reset}")
-    if db_in_master:
-        parts.append("db-in-master")
-    if runtime_threads != "default":
-        parts.append(f"threads-{runtime_threads}")
-    return "/".join([*parts, scenario])
-
-
 def database_label(database: str, db_reset: str, db_in_master: bool) -> str:
     """A cell's database settings as a report names them; "" for SQLite with the defaults."""
     if database == DEFAULT_DATABASE and db_reset == DEFAULT_DB_RESET and not db_in_master:
@@ -298,12 +278,8 @@ def database_label(database: str, db_reset: str, db_in_master: bool) -> str:
 class CellRecord:
     """One strategy x server x workers x model x device x backend cell, as observed by one run."""
 
-    strategy: str
-    server: str
-    workers: int
-    threads: int
-    model: str
-    device: str
+    cell: Cell  # the cell's axes (matrix.records.axes): in JSON, one top-level field each
+    threads: int  # the server setting's threads per worker
     verdict: Verdict
     cold_start_s: float | None  # launch to first correct answer
     warm_all_s: float | None  # launch to every worker having answered correctly
@@ -320,13 +296,8 @@ class CellRecord:
     settings: dict[str, Any] = field(default_factory=dict)  # strategy/server knobs in force
     load: tuple[LoadLevel, ...] = ()
     memory: Memory | None = None
-    scenario: str = STEADY
     disruption: Disruption | None = None
-    backend: str = "tensorflow"  # the Keras backend that served the model
     launches: int = 1  # separate launches of the cell whose measurements this record combines
-    database: str = DEFAULT_DATABASE  # what the app wrote to (forkwise.config.DATABASES)
-    db_reset: str = DEFAULT_DB_RESET  # what each forked worker did with an inherited engine
-    db_in_master: bool = False  # the app queried the database in the master before fork
     # The app's connections to its PostgreSQL server at their peak (pg_stat_activity, sampled
     # through the cell): workers x pool size, and the master's. None for SQLite.
     db_connections_peak: int | None = None
@@ -334,16 +305,32 @@ class CellRecord:
     # sessions) while the cell ran, each once: seen even when no client got an error.
     db_server_log: tuple[str, ...] = ()
     open_loop: OpenLoop | None = None  # the open-loop phase (a profile's [load] mode = "open")
-    # The runtime's intra-op threads per process, as the profile's threads axis named them
-    # (forkwise.config.THREAD_LABELS or a number); the number in force is in settings.
-    runtime_threads: str = "default"
     schema_version: int = SCHEMA_VERSION
+
+    def __getattr__(self, name: str) -> Any:
+        """An axis by its name (``record.strategy``): the cell's value."""
+        if name == "cell":  # not set yet (copying): no axes to look in
+            raise AttributeError(name)
+        try:
+            return self.cell[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__!r} has no field or axis {name!r}") from None
 
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend,
-                       self.database, self.db_reset, self.db_in_master, self.runtime_threads)
+        return self.cell.id
+
+    @classmethod
+    def of(cls, **values: Any) -> CellRecord:
+        """A record from axes and fields given side by side (``CellRecord.of(strategy="lazy", ...)``)."""
+        names = axis_names()
+        return cls(cell=Cell(**{k: v for k, v in values.items() if k in names}),
+                   **{k: v for k, v in values.items() if k not in names})
+
+    def with_axes(self, **changes: Any) -> CellRecord:
+        """This record with some axes changed."""
+        return dataclasses.replace(self, cell=self.cell.replace(**changes))
 
     @property
     def database_setting(self) -> str:
@@ -351,7 +338,8 @@ class CellRecord:
         return database_label(self.database, self.db_reset, self.db_in_master)
 
     def to_dict(self) -> dict[str, Any]:
-        return _encode(self)
+        fields = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "cell"}
+        return {**self.cell.to_dict(), **fields}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -363,7 +351,12 @@ class CellRecord:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise RecordError(f"record schema_version {version!r}; this forkwise reads {SCHEMA_VERSION}")
-        return _decode(cls, data, "record")
+        names = axis_names()
+        try:  # a record made before an axis existed has none: its default
+            cell = Cell(**{k: v for k, v in data.items() if k in names})
+        except ConfigError as exc:
+            raise RecordError(f"record: {exc}") from None
+        return _decode(cls, {k: v for k, v in data.items() if k not in names}, "record", {"cell": cell})
 
 
 # --- encoding: dataclass <-> JSON-ready dict, with validation on the way in ---------------
@@ -385,7 +378,7 @@ def field_hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _decode(tp: Any, value: Any, where: str) -> Any:
+def _decode(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None = None) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -401,8 +394,10 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         unknown = set(value) - known
         if unknown:
             raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
-        kwargs = {}
+        kwargs = dict(decoded or {})  # fields read already, by the caller
         for f in dataclasses.fields(tp):
+            if f.name in kwargs:
+                continue
             if f.name in value:
                 kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

@@ -36,16 +36,8 @@ from forkwise.deploy import (
 )
 from forkwise.matrix import verdicts
 from forkwise.matrix.analysis.goals import profile_label, write_profile_provenance
-from forkwise.matrix.records.types import (
-    BAD_INPUT,
-    STEADY,
-    CellRecord,
-    Disruption,
-    Evidence,
-    LoadLevel,
-    Memory,
-    OpenLoop,
-)
+from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.types import BAD_INPUT, CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.run import environment, resources, scenarios, stability
 from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, read_log_end
@@ -235,7 +227,7 @@ class CellRun:
             run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
             backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
-            database_url=self.database.url, db_reset=cell.db_reset, db_touch_in_master=cell.db_in_master,
+            database_url=self.database.url, db_reset=cell.db_reset, db_in_master=cell.db_in_master,
         )
 
     def run(self) -> CellRecord:
@@ -270,8 +262,7 @@ class CellRun:
                 proc.kill()
         judgement, highlights, log_tail = self.server_log_evidence(judgement)
         return CellRecord(
-            strategy=cell.strategy, server=cell.server, workers=cell.workers, threads=deployment.threads,
-            model=cell.model, device=cell.device, backend=cell.backend, verdict=judgement.verdict,
+            cell=cell.cell, threads=deployment.threads, verdict=judgement.verdict,
             cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
             requests=v.requests, ok=v.kinds["ok"], errors=v.errors(),
             rows_expected=self.rows.acknowledged, rows_found=self.rows.intact,
@@ -292,10 +283,9 @@ class CellRun:
                       "database_server": self.database.version,
                       "intra_op_threads": deployment.settings.intra_op_threads,
                       **strategy_cls.knobs(deployment.settings)},
-            load=self.load_levels, memory=self.memory, scenario=cell.scenario, disruption=self.disruption,
-            database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master,
+            load=self.load_levels, memory=self.memory, disruption=self.disruption,
             db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
-            open_loop=self.open_loop, runtime_threads=cell.runtime_threads,
+            open_loop=self.open_loop,
         )
 
     # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------

@@ -23,13 +23,14 @@ from forkwise import postgres, servers
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.errors import RecordError
 from forkwise.matrix import verdicts
-from forkwise.matrix.records.types import STEADY, CellRecord, ErrorCounts, Evidence
+from forkwise.matrix.records.axes import STEADY, Cell
+from forkwise.matrix.records.types import CellRecord, ErrorCounts, Evidence
 from forkwise.matrix.run import environment, stability
 from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR
 from forkwise.matrix.run.open_loop import OpenLoopPlan
 from forkwise.matrix.run.plan import PER_CELL_QUIET_BUDGET_S, CellPlan
-from forkwise.matrix.run.profile import Cell, Profile
+from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.scenarios import recovery_allowance_s, window_s
 from forkwise.procs import stop_process, tagged_processes
 
@@ -100,12 +101,8 @@ def cell_plan(cell: Cell, profile: Profile, host: HostWatch | None = None, profi
     """What the cell process runs: the cell's axes with the profile's load and limits (and py-spy
     at the highest level into `profile_dir`, when given)."""
     load, limits = profile.load, profile.limits
-    plan = CellPlan(profile_dir=profile_dir,
-        strategy=cell.strategy, server=cell.server, workers=cell.workers, model=cell.model,
-        request_timeout_s=limits.request_timeout_s, boot_timeout_s=limits.boot_timeout_s, scenario=cell.scenario,
-        device=cell.device, backend=cell.backend, gpu_policy=profile.gpu_policy, database=cell.database,
-        db_reset=cell.db_reset, db_in_master=cell.db_in_master, runtime_threads=cell.threads,
-    )
+    plan = CellPlan(cell=cell, profile_dir=profile_dir, request_timeout_s=limits.request_timeout_s,
+                    boot_timeout_s=limits.boot_timeout_s, gpu_policy=profile.gpu_policy)
     if cell.scenario != STEADY:
         return dataclasses.replace(plan, scenario_duration_s=load.scenario_duration_s)
     if load.levels:
@@ -129,16 +126,13 @@ def cell_command(plan_path: Path, record_path: Path, home: Path) -> list[str]:
 def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str, duration_s: float) -> CellRecord:
     """The record of a cell whose process did not hand one back (deadline, or forkwise failed)."""
     return CellRecord(
-        strategy=cell.strategy, server=cell.server, workers=cell.workers,
-        threads=servers.get(cell.server).threads, model=cell.model, device=cell.device, backend=cell.backend,
-        verdict=judgement.verdict,
+        cell=cell, threads=servers.get(cell.server).threads, verdict=judgement.verdict,
         cold_start_s=None, warm_all_s=None, requests=0, ok=0, errors=ErrorCounts(),
         rows_expected=0, rows_found=0, worker_pids=(),
         evidence=Evidence(findings=judgement.findings, log_tail=log_tail),
         environment=environment.current(),
         started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        duration_s=round(duration_s, 2), scenario=cell.scenario,
-        database=cell.database, db_reset=cell.db_reset, db_in_master=cell.db_in_master, runtime_threads=cell.threads,
+        duration_s=round(duration_s, 2),
     )
 
 

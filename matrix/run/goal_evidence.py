@@ -25,9 +25,10 @@ from pathlib import Path
 
 from forkwise.errors import ConfigError
 from forkwise.matrix.analysis.goals import evaluate, record_profile_label
+from forkwise.matrix.records.axes import Cell
 from forkwise.matrix.records.run_info import bench_path, profiles_dir
 from forkwise.matrix.records.types import CellRecord
-from forkwise.matrix.run.profile import Cell, Profile
+from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.profiling import find_py_spy
 from forkwise.procs import ProcessGroup
 

@@ -20,132 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkwise import gpu
-from forkwise.config import (
-    DATABASES,
-    DB_RESET_POLICIES,
-    DEFAULT_DATABASE,
-    DEFAULT_DB_RESET,
-    THREAD_LABELS,
-    resolve_threads,
-)
+from forkwise import checks, gpu
+from forkwise.checks import BOOL, FLOAT, INT, LEVELS, PATH, RATES, TEXT, Kind, above, optional
+from forkwise.config import resolve_threads
 from forkwise.errors import ConfigError
+from forkwise.matrix.records.axes import Cell, axes
 
 DRIVERS = ("auto", "wrk", "builtin")
 # Seconds a cell may wait, in all, for a quiet host before its load levels (forkwise.matrix.run.stability);
 # the matrix runner hands each cell at most this much of the run's budget.
 PER_CELL_QUIET_BUDGET_S = 10.0
-
-
-# --- kinds: how a value reads from the command line and from JSON -------------------------------
-
-
-@dataclass(frozen=True)
-class Kind:
-    """How a setting's value is written: `parse` reads CLI text, `load` a JSON value (raising
-    ValueError with the reason), `dump` gives the JSON value, `text` the CLI text."""
-
-    parse: Callable[[str], Any]
-    load: Callable[[Any], Any]
-    dump: Callable[[Any], Any] = lambda v: v
-    text: Callable[[Any], str] = str
-
-
-def _load_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _load_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _load_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected text, got {value!r}")
-    return value
-
-
-def _load_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _parse_number(kind: type) -> Callable[[str], Any]:
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
-
-    return parse
-
-
-def _parse_list(kind: type, what: str) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(kind(x) for x in text.split(",") if x.strip())
-        except ValueError:
-            raise ValueError(f"expected comma-separated {what}, got {text!r}") from None
-
-    return parse
-
-
-def _load_list(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
-    def load(value: Any) -> tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list, got {value!r}")
-        return tuple(item(x) for x in value)
-
-    return load
-
-
-INT = Kind(parse=_parse_number(int), load=_load_int)
-FLOAT = Kind(parse=_parse_number(float), load=_load_float, text=repr)
-TEXT = Kind(parse=str, load=_load_str)
-BOOL = Kind(parse=lambda text: True, load=_load_bool)  # a flag: present means true
-LEVELS = Kind(parse=_parse_list(int, "whole numbers"), load=_load_list(_load_int), dump=list,
-              text=lambda v: ",".join(map(str, v)))
-RATES = Kind(parse=_parse_list(float, "requests a second"), load=_load_list(_load_float), dump=list,
-             text=lambda v: ",".join(map(repr, v)))
-PATH = Kind(parse=Path, load=lambda v: Path(_load_str(v)), dump=str)
-
-
-def optional(kind: Kind) -> Kind:
-    """The kind, or None (JSON null; on the command line: the flag left out)."""
-    return Kind(parse=kind.parse, load=lambda v: None if v is None else kind.load(v),
-                dump=lambda v: None if v is None else kind.dump(v), text=kind.text)
-
-
-# --- checks ----------------------------------------------------------------------------------
-
-
-def above(low: float, inclusive: bool = False) -> Callable[[Any], None]:
-    def check(value) -> None:
-        if value is None:
-            return
-        values = value if isinstance(value, tuple) else (value,)
-        if any(v < low or (v == low and not inclusive) for v in values):
-            raise ValueError(f"must be {'at least' if inclusive else 'above'} {low:g}, got {value!r}")
-
-    return check
-
-
-def one_of(choices) -> Callable[[Any], None]:
-    def check(value) -> None:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-
-    return check
-
-
-def _threads_label(value: str) -> None:
-    if not (value in THREAD_LABELS or (value.isdigit() and int(value) >= 1)):
-        raise ValueError(f"expected {', '.join(THREAD_LABELS)} or a whole number >= 1, got {value!r}")
 
 
 # --- the declaration -------------------------------------------------------------------------
@@ -173,25 +57,19 @@ def setting(help: str, kind: Kind, default: Any = dataclasses.MISSING, *, flag: 
             check: Callable[[Any], None] | None = None, choices: tuple | None = None, metavar: str | None = None):
     """A plan field: its default and its declaration (Setting) in one place."""
     if choices is not None:
-        check = one_of(choices)
+        check = checks.one_of(choices)
     return field(default=default, metadata={"setting": Setting(help, kind, check, flag, choices, metavar)})
 
 
 @dataclass(frozen=True)
 class CellPlan:
-    """What one cell runs and how hard it looks at it."""
+    """What one cell runs and how hard it looks at it: the cell (its axes, ``matrix.records.axes``)
+    and the settings below. In JSON and on the command line the axes stand beside the settings,
+    one key and one flag each; ``plan.workers`` reads the cell's axis."""
 
-    strategy: str = setting("the fork strategy (forkwise strategies)", TEXT, flag="--strategy")
-    server: str = setting("the server setting (forkwise strategies)", TEXT, flag="--server")
-    workers: int = setting("worker processes", INT, 2, flag="--workers", check=above(1, inclusive=True))
-    model: str = setting("a built-in model (default, large, tiny) or the path of your own .keras file", TEXT,
-                         "default", flag="--model")
+    cell: Cell = field(metadata={"axes": True})
     # The reference set of the model; None: built (or found) from `model` under --home by the cell.
     spec_path: Path | None = setting("the model's spec file", optional(PATH), None)
-    device: str = setting("cpu hides every GPU from the deployment; gpu needs an NVIDIA GPU", TEXT, "cpu",
-                          flag="--device", choices=tuple(gpu.DEVICES))
-    backend: str = setting("the Keras backend serving the model (jax and torch: pip install 'forkwise[jax]' / "
-                           "'[torch]')", TEXT, gpu.DEFAULT_BACKEND, flag="--backend", choices=tuple(gpu.BACKENDS))
     gpu_policy: str = setting("GPU memory policy (device gpu): grow, fraction (jax), off (the frameworks' defaults)",
                               TEXT, gpu.DEFAULT_GPU_POLICY, flag="--gpu-policy", choices=tuple(gpu.GPU_POLICIES))
     boot_timeout_s: float = setting("seconds from launch to the first correct answer, at most", FLOAT, 90.0,
@@ -218,9 +96,6 @@ class CellPlan:
                                         flag="--max-wait-ms", check=above(0))
     batch_sizes: str | None = setting("model-server batching: the sizes each call is padded up to (pow2, any, or "
                                       "e.g. 1,8,32)", optional(TEXT), None, flag="--batch-sizes")
-    scenario: str = setting("a reliability scenario: steady, kill-worker, kill-model-server, reload, recycle, "
-                            "db-contention, bad-input, restart-database (--database postgresql)", TEXT, "steady",
-                            flag="--scenario")
     scenario_duration_s: float = setting("seconds of load around the event", FLOAT, 9.0, flag="--scenario-duration",
                                          check=above(0))
     profile_dir: Path | None = setting("py-spy the workers and model server at the highest load level; profiles "
@@ -229,18 +104,6 @@ class CellPlan:
                                         FLOAT, 0.0, flag="--probe-reference-ms", check=above(0, inclusive=True))
     quiet_budget_s: float = setting("seconds, in all, to wait for a quiet host before load levels", FLOAT,
                                     PER_CELL_QUIET_BUDGET_S, flag="--quiet-budget", check=above(0, inclusive=True))
-    database: str = setting("sqlite: a file in the run directory; postgresql: a PostgreSQL server of the "
-                            "deployment's own (from the system packages), over loopback TCP with TLS; "
-                            "postgresql-unix: the same over its Unix socket", TEXT, DEFAULT_DATABASE,
-                            flag="--database", choices=tuple(DATABASES))
-    db_reset: str = setting("what each forked worker does with a database engine its master made: its own new "
-                            "engine, dispose(close=False), a NullPool, or none (the inherited pool: the hazard)",
-                            TEXT, DEFAULT_DB_RESET, flag="--db-reset", choices=tuple(DB_RESET_POLICIES))
-    db_in_master: bool = setting("the app queries the database in the master before fork (only a preloaded app "
-                                 "has one)", BOOL, False, flag="--db-in-master")
-    runtime_threads: str = setting("the runtime's intra-op threads in each process that loads the model: default "
-                                   "(the runtime's), per-worker (the cores shared out among the workers), or a "
-                                   "number", TEXT, "default", flag="--threads", check=_threads_label)
     open_loop: bool = setting("after the load levels, find the highest rate (Poisson arrivals) whose p99 is "
                               "within budget", BOOL, False, flag="--open-loop")
     rates: tuple[float, ...] = setting("open loop: these rates, ascending, until one misses (empty: a search below "
@@ -251,13 +114,33 @@ class CellPlan:
                                           optional(FLOAT), None, flag="--p99-budget-ms", check=above(0))
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
+        for f in settings_fields():
             decl: Setting = f.metadata["setting"]
             if decl.check is not None:
                 try:
                     decl.check(getattr(self, f.name))
                 except ValueError as exc:
                     raise ConfigError(f"plan: {f.name}: {exc}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        """An axis by its name (``plan.strategy``): the cell's value."""
+        if name == "cell":  # not set yet (copying): no axes to look in
+            raise AttributeError(name)
+        try:
+            return self.cell[name]
+        except KeyError:
+            raise AttributeError(f"a plan has no setting or axis {name!r}") from None
+
+    @classmethod
+    def of(cls, **values: Any) -> CellPlan:
+        """A plan from axes and settings given side by side (``CellPlan.of(strategy="lazy", ...)``)."""
+        names = {a.name for a in axes()}
+        return cls(cell=Cell(**{k: v for k, v in values.items() if k in names}),
+                   **{k: v for k, v in values.items() if k not in names})
+
+    def with_axes(self, **changes: Any) -> CellPlan:
+        """This plan with some axes changed."""
+        return dataclasses.replace(self, cell=self.cell.replace(**changes))
 
     # --- derived parts ------------------------------------------------------------------
 
@@ -283,7 +166,8 @@ class CellPlan:
     # --- JSON ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {f.name: f.metadata["setting"].kind.dump(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        settings = {f.name: f.metadata["setting"].kind.dump(getattr(self, f.name)) for f in settings_fields()}
+        return {**self.cell.to_dict(), **settings}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -293,20 +177,24 @@ class CellPlan:
         """A plan from its JSON form; unknown keys and bad values are a ConfigError that says which."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
+        fields = {f.name: f for f in settings_fields()}
+        by_axis = {a.name: a for a in axes()}
+        unknown = sorted(set(data) - set(fields) - set(by_axis))
         if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(fields)}")
-        values = {}
+            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {', '.join([*by_axis, *fields])}")
+        missing = [name for name, one in by_axis.items() if one.required and name not in data]
+        if missing:
+            raise ConfigError(f"{where}: missing keys {missing}")
+        cell = Cell(**{name: by_axis[name].read(value, where) for name, value in data.items() if name in by_axis})
+        values: dict[str, Any] = {}
         for name, value in data.items():
+            if name not in fields:
+                continue
             try:
                 values[name] = fields[name].metadata["setting"].kind.load(value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {name}: {exc}") from None
-        missing = [name for name, f in fields.items() if f.default is dataclasses.MISSING and name not in values]
-        if missing:
-            raise ConfigError(f"{where}: missing keys {missing}")
-        return cls(**values)
+        return cls(cell=cell, **values)
 
     @classmethod
     def from_json(cls, text: str, where: str = "plan") -> CellPlan:
@@ -321,11 +209,16 @@ class CellPlan:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CellPlan:
         """The plan the `forkwise cell` flags (add_plan_args) give."""
-        return cls(**{f.name: getattr(args, f.name) for f in cli_fields()})
+        cell = Cell(**{a.name: getattr(args, a.name) for a in axes()})
+        return cls(cell=cell, **{f.name: getattr(args, f.name) for f in cli_fields()})
 
     def to_argv(self) -> list[str]:
-        """The `forkwise cell` flags that give this plan (settings at their default left out)."""
+        """The `forkwise cell` flags that give this plan (axes and settings at their default left out)."""
         argv: list[str] = []
+        for one in axes():
+            value = self.cell[one.name]
+            if one.required or value != one.default:
+                argv += [one.flag] if one.kind is BOOL else [one.flag, one.kind.text(value)]
         for f in cli_fields():
             decl: Setting = f.metadata["setting"]
             value = getattr(self, f.name)
@@ -335,48 +228,50 @@ class CellPlan:
         return argv
 
 
+def settings_fields() -> list[dataclasses.Field]:
+    """The plan's settings (every field but its cell)."""
+    return [f for f in dataclasses.fields(CellPlan) if "setting" in f.metadata]
+
+
 def cli_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(CellPlan) if f.metadata["setting"].flag is not None]
+    return [f for f in settings_fields() if f.metadata["setting"].flag is not None]
 
 
 def default_of(name: str) -> Any:
     """A plan setting's default: the one place it is declared."""
-    return {f.name: f.default for f in dataclasses.fields(CellPlan)}[name]
+    return {f.name: f.default for f in settings_fields()}[name]
 
 
 def check_setting(name: str, value: Any, where: str) -> None:
     """A value of the plan setting `name`, given elsewhere (a profile's [load]), checked as the plan does."""
-    decl: Setting = {f.name: f.metadata["setting"] for f in dataclasses.fields(CellPlan)}[name]
-    try:
-        value = decl.kind.load(value)
-        if decl.check is not None:
-            decl.check(value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    decl: Setting = {f.name: f.metadata["setting"] for f in settings_fields()}[name]
+    checks.validator(decl.kind, decl.check)(where, value)
 
 
-def _argparse_type(decl: Setting) -> Callable[[str], Any]:
-    def parse(text: str):
-        try:
-            value = decl.kind.parse(text)
-            if decl.check is not None:
-                decl.check(value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return value
-
-    return parse
+# The plan's settings that belong to a deployment itself (what `forkwise serve` runs), beside the
+# axes that do (``Axis.deployment``).
+DEPLOYMENT_SETTINGS = ("gpu_policy",)
 
 
-# The settings of a deployment itself (what `forkwise serve` runs), not of how a cell looks at it.
-DEPLOYMENT_SETTINGS = ("strategy", "server", "workers", "model", "device", "backend", "gpu_policy", "database",
-                       "db_reset", "db_in_master", "runtime_threads")
+def add_axis_args(parser: argparse.ArgumentParser, required: bool = True, deployment_only: bool = False) -> None:
+    """A flag per axis (`--strategy`, `--workers`, ...), from the declaration (``matrix.records.axes``)."""
+    for one in axes():
+        if deployment_only and not one.deployment:
+            continue
+        if one.kind is BOOL:
+            parser.add_argument(one.flag, dest=one.name, action="store_true", help=one.help)
+            continue
+        shown = "" if one.required else f" (default: {one.kind.text(one.default)})"
+        parser.add_argument(one.flag, dest=one.name, type=checks.argparse_type(one.kind, one.check),
+                            metavar=one.name.upper(), default=None if one.required else one.default,
+                            required=required and one.required, help=one.help + shown)
 
 
 def add_plan_args(parser: argparse.ArgumentParser, required: bool = True, only: tuple[str, ...] | None = None) -> None:
-    """The `forkwise cell` flags, one per plan setting that has one, from the declaration.
-    `required`: whether settings without a default must be given (not so where a --plan file may);
-    `only`: these settings only (`forkwise serve`: DEPLOYMENT_SETTINGS)."""
+    """The `forkwise cell` flags: one per axis and one per plan setting that has one, from the
+    declarations. `required`: whether the axes without a default must be given (not so where a
+    --plan file may); `only`: these settings only, and the deployment's axes (`forkwise serve`)."""
+    add_axis_args(parser, required, deployment_only=only is not None)
     for f in cli_fields():
         if only is not None and f.name not in only:
             continue
@@ -388,7 +283,7 @@ def add_plan_args(parser: argparse.ArgumentParser, required: bool = True, only: 
         shown = decl.kind.text(f.default) if has_default and f.default not in (None, ()) else "none"
         metavar = decl.metavar or (None if decl.choices else decl.cli_flag().lstrip("-").upper().replace("-", "_"))
         parser.add_argument(
-            decl.cli_flag(), dest=f.name, type=_argparse_type(decl), choices=decl.choices, metavar=metavar,
-            default=f.default if has_default else None, required=required and not has_default,
+            decl.cli_flag(), dest=f.name, type=checks.argparse_type(decl.kind, decl.check), choices=decl.choices,
+            metavar=metavar, default=f.default if has_default else None, required=required and not has_default,
             help=decl.help if not has_default else f"{decl.help} (default: {shown})",
         )

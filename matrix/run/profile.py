@@ -13,43 +13,17 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
+from typing import Any
 
-from forkwise import gpu, servers
-from forkwise.config import DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS
+from forkwise import gpu
 from forkwise.errors import ConfigError
+from forkwise.matrix.records.axes import Axis, Cell, axes, axis_names
 from forkwise.matrix.records.budgets import Budgets
-from forkwise.matrix.records.types import STEADY, cell_id
 from forkwise.matrix.run.plan import check_setting, default_of
 from forkwise.matrix.run.scenarios import SCENARIOS
-from forkwise.model.spec import BUILTIN_MODELS
 from forkwise.strategies import registry
 
-AXES = ("strategy", "server", "workers", "model", "device", "backend", "scenario", "database", "db_reset",
-        "db_in_master", "threads")
 DEVICES = gpu.DEVICES
-AXIS_DEFAULTS: dict[str, list] = {"device": ["cpu"], "backend": [gpu.DEFAULT_BACKEND], "scenario": [STEADY],
-                 "database": [DEFAULT_DATABASE], "db_reset": [DEFAULT_DB_RESET], "db_in_master": [False],
-                 "threads": ["default"]}
-
-
-@dataclass(frozen=True)
-class Cell:
-    strategy: str
-    server: str
-    workers: int
-    model: str
-    device: str = "cpu"
-    scenario: str = STEADY
-    backend: str = gpu.DEFAULT_BACKEND
-    database: str = DEFAULT_DATABASE
-    db_reset: str = DEFAULT_DB_RESET
-    db_in_master: bool = False
-    threads: str = "default"  # the runtime's intra-op threads per process (config.THREAD_LABELS or a number)
-
-    @property
-    def id(self) -> str:
-        return cell_id(self.strategy, self.server, self.workers, self.model, self.device, self.scenario, self.backend,
-                       self.database, self.db_reset, self.db_in_master, self.threads)
 
 
 @dataclass(frozen=True)
@@ -151,42 +125,31 @@ def profile_names() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _validate_axis(axis: str, values: list) -> list:
+def _axis_values(one: Axis, values: Any) -> list:
+    """A profile's values of one axis, each read and checked as the axis declares."""
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"axis {axis!r} must be a non-empty list")
-    valid = {
-        "strategy": registry.names(), "server": servers.names(), "device": DEVICES, "scenario": list(SCENARIOS),
-        "backend": gpu.BACKENDS, "database": DATABASES, "db_reset": DB_RESET_POLICIES,
-    }.get(axis)
-    for value in values:
-        if valid is not None and value not in valid:
-            raise ConfigError(f"axis {axis}: {value!r} is not one of {', '.join(valid)}")
-        if axis == "threads" and not (value in THREAD_LABELS or (type(value) is int and value >= 1)):
-            raise ConfigError(f"axis threads: {value!r} is not one of {', '.join(THREAD_LABELS)} "
-                              f"nor a whole number >= 1")
-        if axis == "db_in_master" and not isinstance(value, bool):
-            raise ConfigError(f"axis db_in_master: {value!r} is not true or false")
-        if axis == "workers" and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"axis workers: {value!r} is not a whole number >= 1")
-        if axis == "model" and value not in BUILTIN_MODELS and not str(value).endswith(".keras"):
-            raise ConfigError(f"axis model: {value!r} is neither a built-in model "
-                              f"({', '.join(BUILTIN_MODELS)}) nor a .keras path")
-    return [str(v) for v in values] if axis == "threads" else values
+        raise ConfigError(f"axis {one.name!r} must be a non-empty list")
+    read = [one.read(value, "profile") for value in values]
+    if one.name == "scenario":  # the scenarios are the run's: checked where they act
+        for value in read:
+            if value not in SCENARIOS:
+                raise ConfigError(f"axis scenario: {value!r} is not one of {', '.join(SCENARIOS)}")
+    return read
 
 
 def _product(block: dict) -> list[Cell]:
-    unknown = set(block) - set(AXES)
+    unknown = set(block) - set(axis_names())
     if unknown:
-        raise ConfigError(f"unknown axes {sorted(unknown)}; axes are {', '.join(AXES)}")
-    axes: dict[str, list] = {}
-    for axis in AXES:
-        if axis in block:
-            axes[axis] = _validate_axis(axis, block[axis])
-        elif axis in AXIS_DEFAULTS:
-            axes[axis] = AXIS_DEFAULTS[axis]
+        raise ConfigError(f"unknown axes {sorted(unknown)}; axes are {', '.join(axis_names())}")
+    values: dict[str, list] = {}
+    for one in axes():
+        if one.name in block:
+            values[one.name] = _axis_values(one, block[one.name])
+        elif one.required:
+            raise ConfigError(f"profile: axis {one.name!r} is missing")
         else:
-            raise ConfigError(f"profile: axis {axis!r} is missing")
-    cells = [Cell(**dict(zip(axes, combo, strict=True))) for combo in itertools.product(*axes.values())]
+            values[one.name] = [one.default]
+    cells = [Cell(**dict(zip(values, combo, strict=True))) for combo in itertools.product(*values.values())]
     # A scenario that cannot apply (kill-model-server without a model server, restart-database
     # without a database server) is no cell.
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
@@ -253,8 +216,8 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
         for part in item.split(","):
             if "=" in part:
                 current, value = (x.strip() for x in part.split("=", 1))
-                if current not in AXES:
-                    raise ConfigError(f"--only: unknown axis {current!r}; axes are {', '.join(AXES)}")
+                if current not in axis_names():
+                    raise ConfigError(f"--only: unknown axis {current!r}; axes are {', '.join(axis_names())}")
             elif current is None:
                 raise ConfigError(f"--only: expected AXIS=VALUE, got {part!r}")
             else:

@@ -22,16 +22,17 @@ from forkwise import gpu, postgres
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.errors import ConfigError
 from forkwise.matrix.analysis.launches import combine_all, pass_order
+from forkwise.matrix.records.axes import STEADY, Cell
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.hosts import WHOLE, Shard
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, saved_run_info
-from forkwise.matrix.records.types import RECORDS_FILE, SCHEMA_VERSION, STEADY, CellRecord, append_record, read_records
+from forkwise.matrix.records.types import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record, read_records
 from forkwise.matrix.run import goal_evidence
 from forkwise.matrix.run.cell import summary_line
 from forkwise.matrix.run.cell_process import HostWatch, run_cell_process
 
 # The profile's names, re-exported: what `forkwise matrix` runs is read here.
-from forkwise.matrix.run.profile import Cell, Limits, LoadSettings, Profile, load_profile, parse_only, profile_names  # noqa: F401
+from forkwise.matrix.run.profile import Limits, LoadSettings, Profile, load_profile, parse_only, profile_names  # noqa: F401
 from forkwise.matrix.run.shards import shard_cells
 from forkwise.model.spec import ensure_spec
 

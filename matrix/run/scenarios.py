@@ -25,8 +25,9 @@ import numpy as np
 import psutil
 
 from forkwise.config import DEFAULT_DATABASE
+from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.roles import MODEL_SERVER
-from forkwise.matrix.records.types import BAD_INPUT, STEADY, Disruption, ErrorCounts
+from forkwise.matrix.records.types import BAD_INPUT, Disruption, ErrorCounts
 from forkwise.matrix.run import resources
 from forkwise.matrix.run.http import parse_json, post_json, request, send_oversized
 from forkwise.matrix.run.verification import Verification

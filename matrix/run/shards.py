@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from forkwise.errors import ConfigError
+from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.hosts import Shard
-from forkwise.matrix.records.types import STEADY
 from forkwise.matrix.run.open_loop import OpenLoopPlan
 from forkwise.matrix.run.scenarios import recovery_allowance_s, window_s
 
 if TYPE_CHECKING:
-    from forkwise.matrix.run.profile import Cell, Profile
+    from forkwise.matrix.records.axes import Cell
+    from forkwise.matrix.run.profile import Profile
 
 # A launch's fixed cost beyond its load: start the deployment, wait for it, verify it, stop it.
 # It only weighs cells against each other for the split; nothing waits on it.
