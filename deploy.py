@@ -20,7 +20,8 @@ from forkwise import gpu, servers
 from forkwise.config import DATABASE_TRANSPORTS, DATABASES, DEFAULT_DATABASE, DEFAULT_DB_RESET, AppSettings
 from forkwise.errors import UnknownNameError
 from forkwise.model.spec import ModelSpec
-from forkwise.postgres import ConnectionPeak, PostgresServer
+from forkwise.pg_watch import ConnectionPeak
+from forkwise.postgres import PostgresServer
 from forkwise.procs import ProcessGroup, private_dir
 from forkwise.servers.base import Deployment, ServerTimeouts
 from forkwise.strategies import registry
@@ -36,8 +37,8 @@ def sqlite_url(run_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class DatabaseRun:
-    """The database of one deployment, for as long as it runs: its kind, the app's URL, and the
-    server forkwise started for it (None for SQLite)."""
+    """The database of one deployment, for as long as it runs: its kind, the app's URL (which names
+    the app's passfile, never its secret), and the server forkwise started for it (None for SQLite)."""
 
     kind: str
     url: str
@@ -76,7 +77,8 @@ def database_for(kind: str, run_dir: Path) -> Iterator[DatabaseRun]:
         return
     transport = DATABASE_TRANSPORTS[kind]
     assert transport is not None  # only SQLite, handled above, has none
-    with PostgresServer() as server:
+    # pg_hba.conf lets the app in by this transport only.
+    with PostgresServer(transports=(transport,)) as server:
         yield DatabaseRun(kind, server.url(transport), server)
 
 

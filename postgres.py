@@ -1,11 +1,12 @@
 """A PostgreSQL server of forkwise's own: one cluster per deployment, made, started, stopped and removed.
 
 Used by ``forkwise cell`` and ``forkwise serve`` (``deploy.database_for``) and by the tests. The
-cluster lives in a fresh temporary directory: ``initdb`` there, ``pg_ctl start`` listening on a Unix
-socket in that directory and on a loopback port with TLS on (a self-signed certificate made at
-start with ``openssl``: the TLS variant is the one teams run). ``stop()`` runs whatever happened
-before it: ``pg_ctl stop``, then any process of the cluster still alive is killed, then the
-directory is removed.
+cluster lives in a fresh private (0700) temporary directory: ``initdb`` there, ``pg_ctl start``
+listening on a Unix socket in that directory and on a loopback port with TLS on (a self-signed
+certificate made at start with ``openssl``: the TLS variant is the one teams run). Every connection
+authenticates with a per-cluster secret, and the app's role is not a superuser (forkwise.pg_auth).
+``stop()`` runs whatever happened before it: ``pg_ctl stop``, then any process of the cluster still
+alive is killed, then the directory is removed.
 
 PostgreSQL comes from the system packages; its binaries are found under
 ``/usr/lib/postgresql/<version>/bin`` (Debian's layout) or on PATH. ``initdb`` and ``pg_ctl``
@@ -22,26 +23,25 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
+from forkwise import pg_auth
 from forkwise.errors import ConfigError, DatabaseServerError, PostgresMissing
 from forkwise.logs import distinct_lines
-from forkwise.procs import free_port
+from forkwise.pg_auth import APP_ROLE, DATABASE, SUPERUSER, ClusterAuth
+from forkwise.procs import free_port, interrupts_held
 
 log = logging.getLogger("forkwise.postgres")
 
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 ROOT_RUNS_AS = "postgres"  # the unprivileged user initdb and pg_ctl run as when forkwise runs as root
-SUPERUSER = "forkwise"  # the cluster's superuser: the app connects as it (trust, loopback and socket only)
-DATABASE = "forkwise"  # the app's database
 ADMIN_DATABASE = "postgres"  # where forkwise's own observing connections go, so they are never counted
 APP_NAME = "forkwise-app"  # application_name of the app's connections: pg_stat_activity counts these
 DIR_PREFIX = "forkwise-pg-"  # each cluster's temporary directory: <tmp>/forkwise-pg-XXXX
@@ -125,13 +125,16 @@ def _run_as_user() -> str | None:
 class PostgresServer:
     """One cluster, from initdb to removal. Use it as a context manager: ``stop()`` always runs.
 
-    ``url("tls")`` connects over loopback TCP with TLS required, ``url("unix")`` over the Unix socket.
+    ``url("tls")`` connects over loopback TCP with TLS required, ``url("unix")`` over the Unix socket;
+    `transports` are those pg_hba.conf lets the app's role in by (both unless told).
     """
 
-    def __init__(self, wait_s: float = PG_CTL_WAIT_S):
+    def __init__(self, wait_s: float = PG_CTL_WAIT_S, transports: tuple[str, ...] = pg_auth.TRANSPORTS):
         self.binaries, self.user = self.check_installed()
         self.wait_s = wait_s
+        self.transports = pg_auth.check_transports(transports)
         self.dir: Path | None = None
+        self._auth: ClusterAuth | None = None
         self.port = 0
         self.stop_problem = ""  # why pg_ctl stop failed, if it did (its processes were then killed)
         self.version = ""  # the running server's own word, e.g. "PostgreSQL 15.18 (Debian 15.18-0+deb12u1)"
@@ -167,16 +170,31 @@ class PostgresServer:
     def log_path(self) -> Path:
         return self.folder / "postgres.log"
 
-    def url(self, transport: str, database: str = DATABASE) -> str:
-        """A SQLAlchemy URL (psycopg 3) for `transport`: "tls" (loopback TCP, TLS required) or "unix"."""
+    @property
+    def auth(self) -> ClusterAuth:
+        """The cluster's secrets and passfiles, from start() to stop()."""
+        if self._auth is None:
+            raise DatabaseServerError("the PostgreSQL server is not started")
+        return self._auth
+
+    def url(self, transport: str) -> str:
+        """The app's SQLAlchemy URL (psycopg 3) for `transport`: "tls" (loopback TCP, TLS required) or
+        "unix". It names the app's passfile, never the secret: it travels in the environment."""
+        if transport not in self.transports:
+            raise ConfigError(f"PostgreSQL transport {transport!r} is not open on this server; "
+                              f"open: {', '.join(self.transports)}")
+        passfile = quote(str(self.auth.app_passfile))
         if transport == "tls":
-            return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}?sslmode=require"
-        if transport == "unix":
-            return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.socket_dir}&port={self.port}"
-        raise ConfigError(f"unknown PostgreSQL transport {transport!r}; valid: tls, unix")
+            return (f"postgresql+psycopg://{APP_ROLE}@127.0.0.1:{self.port}/{DATABASE}"
+                    f"?sslmode=require&passfile={passfile}")
+        return (f"postgresql+psycopg://{APP_ROLE}@/{DATABASE}"
+                f"?host={quote(str(self.socket_dir))}&port={self.port}&passfile={passfile}")
 
     def _conninfo(self, database: str = ADMIN_DATABASE) -> str:
-        return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={database} application_name=forkwise"
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=database,
+                             application_name="forkwise", passfile=str(self.auth.admin_passfile))
 
     # --- life -----------------------------------------------------------------------
 
@@ -191,24 +209,35 @@ class PostgresServer:
         self.stop()
 
     def start(self) -> PostgresServer:
-        """initdb, a certificate, pg_ctl start, the app's database. The caller must call stop()."""
+        """initdb, a certificate, pg_ctl start, the app's role and database. The caller must call stop()."""
         for orphan in reap_orphans():
             log.warning("removed the PostgreSQL cluster of a forkwise process that is gone: %s", orphan)
         self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
         me = psutil.Process()
         (self.dir / OWNER_FILE).write_text(f"{me.pid} {me.create_time()}\n")
         self.port = free_port()
-        self._chown()  # initdb runs as the cluster's user, in a directory that user owns
-        self._pg("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-                 "--locale=C", "--no-sync", what="initdb")
-        self._make_certificate()
+        self._auth = ClusterAuth(self.dir)
+        self._initdb()
         self._configure()
         self._chown()
+        # After the chown: the passfiles stay the deployment's user's, unreadable by the cluster's.
+        self.auth.write_passfiles(self.socket_dir, self.port)
         self._start()
         with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            self.auth.create_app_role(conn)
             self.version = "PostgreSQL " + conn.execute("show server_version").fetchone()[0]
         return self
+
+    def _initdb(self) -> None:
+        """initdb, with the superuser's password from a file that lives only while initdb runs; no
+        `trust` line at any moment."""
+        pwfile = self.auth.write_initdb_pwfile()
+        self._chown()  # initdb runs as the cluster's user, in a directory that user owns
+        try:
+            self._pg("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                     f"--auth={pg_auth.AUTH_METHOD}", "--encoding=UTF8", "--locale=C", "--no-sync", what="initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def down(self):
@@ -240,7 +269,7 @@ class PostgresServer:
                     log.warning("%s; killing what is left of the cluster", exc)
         finally:
             killed = remove_cluster(self.dir, self.wait_s)
-            self.dir = None
+            self.dir, self._auth = None, None
         return killed
 
     # --- observing --------------------------------------------------------------------
@@ -299,33 +328,19 @@ class PostgresServer:
             raise DatabaseServerError(f"PostgreSQL {self.binaries.version}: {what} failed (exit {proc.returncode}): "
                                       f"{detail}\n{self.log_tail()[-1500:]}".rstrip())
 
-    def _make_certificate(self) -> None:
-        """A self-signed certificate for 127.0.0.1, made now, valid for two days."""
-        if not shutil.which("openssl"):
-            raise PostgresMissing("PostgreSQL's TLS listener needs a certificate and `openssl` is not installed")
-        argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", str(self.folder / "server.key"), "-out", str(self.folder / "server.crt"), "-days", "2",
-                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
-        if proc.returncode != 0:
-            raise DatabaseServerError(f"openssl could not make a certificate: {proc.stderr.strip()[-500:]}")
-        os.chmod(self.folder / "server.key", 0o600)
-
     def _configure(self) -> None:
+        """Loopback and the private socket only, TLS, passwords as SCRAM; pg_hba.conf from forkwise.pg_auth."""
+        cert, key = pg_auth.make_certificate(self.folder)
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(self.port),
-            "unix_socket_directories": f"'{self.socket_dir}'",
-            "ssl": "on", "ssl_cert_file": f"'{self.folder / 'server.crt'}'",
-            "ssl_key_file": f"'{self.folder / 'server.key'}'",
+            "unix_socket_directories": f"'{self.socket_dir}'", "unix_socket_permissions": "0700",
+            "ssl": "on", "ssl_cert_file": f"'{cert}'", "ssl_key_file": f"'{key}'",
+            "password_encryption": f"'{pg_auth.AUTH_METHOD}'",
             "logging_collector": "off", "log_min_messages": "warning",
         }
         with open(self.data_dir / "postgresql.conf", "a") as fh:
             fh.write("\n# forkwise\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
-        # Trust on the Unix socket (in a 0700 directory) and TLS on loopback; nothing else.
-        (self.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\n"
-            "hostssl all all 127.0.0.1/32 trust\n"
-        )
+        (self.data_dir / "pg_hba.conf").write_text(pg_auth.hba_conf(self.transports))
 
     def _chown(self) -> None:
         if not self.user:
@@ -334,26 +349,6 @@ class PostgresServer:
         for root, dirs, files in os.walk(self.folder):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.chown(name, entry.pw_uid, entry.pw_gid)
-
-
-@contextlib.contextmanager
-def interrupts_held():
-    """SIGINT and SIGTERM that arrive inside the block take effect when it ends (main thread only:
-    elsewhere Python delivers no signal anyway). The kernel's signal mask is left alone, so the
-    programs started inside get signals as usual."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if held:
-            signal.raise_signal(held[0])
 
 
 def cluster_processes(directory: Path) -> list[psutil.Process]:
@@ -402,55 +397,3 @@ def telling_lines(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]
     """The first `keep` distinct telling lines of a PostgreSQL log, without their time and pid;
     lines that differ only in numbers count as one, with how often it recurred."""
     return distinct_lines(log_text, TELLING_LINE, keep, strip=LOG_PREFIX)
-
-
-def app_connections(conn) -> int:
-    """The app's connections to its database now (pg_stat_activity), forkwise's own excluded;
-    `conn`: an admin connection."""
-    return conn.execute("select count(*) from pg_stat_activity where datname = %s and application_name = %s",
-                        (DATABASE, APP_NAME)).fetchone()[0]
-
-
-class ConnectionPeak:
-    """Samples the app's connection count in a thread while in use; `peak` is the highest seen.
-
-    Pool multiplication (workers x pool size, plus whatever the master holds) shows up here. A
-    sample that fails (the server restarting) is skipped. On leaving, `log_highlights` holds the
-    server log's telling lines up to then (before the deployment stops and its sessions end).
-    """
-
-    def __init__(self, server: PostgresServer, interval_s: float = 0.1):
-        self.server, self.interval_s = server, interval_s
-        self.peak: int | None = None
-        self.samples = 0
-        self.log_highlights: tuple[str, ...] = ()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="forkwise-pg-connections", daemon=True)
-
-    def __enter__(self) -> ConnectionPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.log_highlights = self.server.log_highlights()
-
-    def _sample(self) -> None:
-        import psycopg
-
-        conn = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = self.server.connect_admin()
-                count = app_connections(conn)
-                self.peak = count if self.peak is None else max(self.peak, count)
-                self.samples += 1
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None  # the server is restarting or stopping: sample again next time
-            self._stop.wait(self.interval_s)
-        if conn is not None:
-            conn.close()

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -160,3 +161,23 @@ class ProcessGroup:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends (main thread only:
+    elsewhere Python delivers no signal anyway). The kernel's signal mask is left alone, so the
+    programs started inside get signals as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])

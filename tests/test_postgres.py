@@ -1,4 +1,5 @@
-"""A real PostgreSQL (no mock): its life, the engine reset policies across fork, a server that is down.
+"""A real PostgreSQL (no mock): its life, who may connect, the engine reset policies across fork, a
+server that is down.
 
 One cluster serves the whole module; the lifecycle tests start their own. Skipped, with the reason,
 on a host without PostgreSQL (`.ci/run` installs it).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from forkwise import postgres
+from forkwise import pg_auth, postgres, servers
 from forkwise.config import DB_RESET_POLICIES
-from forkwise.errors import DatabaseUnavailable, PostgresMissing
+from forkwise.deploy import make_deployment
+from forkwise.errors import ConfigError, DatabaseUnavailable, PostgresMissing
+from forkwise.pg_auth import APP_ROLE, DATABASE, SUPERUSER
 from forkwise.postgres import PostgresServer
+from forkwise.strategies import registry
 from forkwise.webapp.db import Database
 
 AVAILABLE, WHY_NOT = postgres.available()
@@ -108,6 +113,144 @@ def test_tls_on_loopback_and_the_unix_socket(server):
         db = Database(server.url(transport))
         with db.engine.connect() as conn:
             assert conn.exec_driver_sql("select ssl from pg_stat_ssl where pid = pg_backend_pid()").scalar() is ssl
+        db.dispose()
+
+
+# --- who may connect ------------------------------------------------------------------------
+
+REFUSED = ("no password supplied", "password authentication failed", "pg_hba.conf rejects connection")
+
+
+def secret_in(passfile: Path) -> str:
+    """The password of a passfile's first line (forkwise's secrets hold no colon)."""
+    return passfile.read_text().splitlines()[0].rsplit(":", 1)[1]
+
+
+def psql_as_nobody(server: PostgresServer, home: Path, **env: str) -> subprocess.CompletedProcess:
+    """psql to the TCP port as the OS user `nobody`, with no PGPASSWORD and a HOME without .pgpass."""
+    conninfo = f"host=127.0.0.1 port={server.port} user={APP_ROLE} dbname={DATABASE} sslmode=require"
+    argv = ["runuser", "-u", "nobody", "--", "env", f"HOME={home}",
+            *(f"{k}={v}" for k, v in env.items()), server.binaries("psql"), "-w", "-X", "-At", "-d", conninfo,
+            "-c", "select current_user"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    return subprocess.run(argv, capture_output=True, text=True, env=clean, cwd="/", timeout=60, check=False)
+
+
+def connect(server: PostgresServer, **params):
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=server.port, sslmode="require", connect_timeout=10, **params)
+
+
+def test_pg_hba_lets_in_what_the_transports_need_and_rejects_the_rest():
+    tls_only = pg_auth.hba_conf(("tls",)).splitlines()
+    assert f"hostssl {DATABASE} {APP_ROLE} 127.0.0.1/32 scram-sha-256" in tls_only
+    assert f"local all {SUPERUSER} scram-sha-256" in tls_only  # forkwise's own, over the socket only
+    assert not any(APP_ROLE in line and line.startswith("local") for line in tls_only)
+    assert tls_only[-2:] == ["host all all all reject", "host replication all all reject"]
+    unix_only = pg_auth.hba_conf(("unix",))
+    assert f"local {DATABASE} {APP_ROLE} scram-sha-256" in unix_only and "hostssl" not in unix_only
+    for text in (pg_auth.hba_conf(pg_auth.TRANSPORTS), unix_only):
+        assert "trust" not in text and f"{SUPERUSER} 127" not in text
+    with pytest.raises(ConfigError, match="valid: tls, unix"):
+        pg_auth.hba_conf(("tcp",))
+
+
+@needs_postgres
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root to act as another user")
+def test_another_os_user_on_the_tcp_port_is_refused(server):
+    with tempfile.TemporaryDirectory() as home:  # theirs to read, and empty: no .pgpass
+        os.chmod(home, 0o755)
+        check_another_user_is_refused(server, Path(home))
+
+
+def check_another_user_is_refused(server: PostgresServer, home: Path) -> None:
+    no_secret = psql_as_nobody(server, home)
+    assert no_secret.returncode != 0 and "no password supplied" in no_secret.stderr, no_secret.stderr
+    # The app's passfile itself is out of that user's reach (0600, in a 0700 directory).
+    passfile = psql_as_nobody(server, home, PGPASSFILE=str(server.auth.app_passfile))
+    assert passfile.returncode != 0 and "no password supplied" in passfile.stderr, passfile.stderr
+    # Control: the same command reaches the server and gets in with the secret, so the refusals above were its own.
+    control = psql_as_nobody(server, home, PGPASSWORD=secret_in(server.auth.app_passfile))
+    assert control.returncode == 0 and control.stdout.strip() == APP_ROLE, control.stderr
+
+
+@needs_postgres
+def test_a_connection_without_the_secret_is_refused(server, tmp_path, monkeypatch):
+    import psycopg
+
+    for name in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    empty = pg_auth.write_private(tmp_path / "empty.pgpass", "")
+    for user in (APP_ROLE, SUPERUSER):
+        with pytest.raises(psycopg.OperationalError) as refused:
+            connect(server, user=user, dbname=DATABASE, passfile=str(empty))
+        assert any(why in str(refused.value) for why in REFUSED), refused.value
+
+
+@needs_postgres
+def test_the_superuser_over_tcp_is_refused_even_with_a_secret(server):
+    import psycopg
+
+    app_secret, superuser_secret = secret_in(server.auth.app_passfile), secret_in(server.auth.admin_passfile)
+    for secret in (app_secret, superuser_secret):
+        for dbname in (DATABASE, "postgres"):
+            with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+                connect(server, user=SUPERUSER, dbname=dbname, password=secret)
+    # The app's role with its own secret gets its own database only.
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+        connect(server, user=APP_ROLE, dbname="postgres", password=app_secret)
+    with connect(server, user=APP_ROLE, dbname=DATABASE, password=app_secret) as conn:
+        assert conn.execute("select current_user").fetchone() == (APP_ROLE,)
+
+
+@needs_postgres
+@pytest.mark.parametrize("transport", ["tls", "unix"])
+def test_the_apps_role_owns_its_database_and_is_no_superuser(server, transport):
+    from psycopg.errors import InsufficientPrivilege
+    from sqlalchemy.exc import ProgrammingError
+
+    db = Database(server.url(transport))
+    with db.engine.connect() as conn:
+        sql = conn.exec_driver_sql
+        assert sql("select rolsuper from pg_roles where rolname = current_user").scalar() is False
+        assert sql("select pg_get_userbyid(datdba) from pg_database where datname = current_database()").scalar() \
+            == APP_ROLE
+        for role in ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program"):
+            assert sql(f"select pg_has_role(current_user, '{role}', 'member')").scalar() is False
+    with db.engine.connect() as conn, pytest.raises(ProgrammingError) as denied:
+        conn.exec_driver_sql("COPY (select 1) TO PROGRAM 'true'")
+    assert isinstance(denied.value.orig, InsufficientPrivilege), denied.value
+    db.dispose()
+
+
+@needs_postgres
+@pytest.mark.parametrize("server_name", ["gunicorn-sync", "uwsgi"])
+def test_the_apps_url_argv_and_environment_hold_no_secret(server, tmp_path, server_name):
+    secrets = {secret_in(server.auth.app_passfile), secret_in(server.auth.admin_passfile)}
+    for path in (server.auth.app_passfile, server.auth.admin_passfile):  # ours, and only ours
+        assert path.stat().st_mode & 0o777 == 0o600 and path.stat().st_uid == os.geteuid()
+    deployment = make_deployment(strategy="control", server=server_name, workers=2, spec_path=tmp_path / "spec.json",
+                                 run_dir=tmp_path / "run", port=8000, database_url=server.url("tls"))
+    plan = servers.get(server_name).plan(deployment, registry.get("control").needs)
+    shown = [server.url("tls"), server.url("unix"), *plan.argv, *plan.env.values(), *plan.files.values(),
+             *deployment.settings.to_environ().values()]
+    assert not [text for text in shown for secret in secrets if secret in text]
+    assert "passfile=" in deployment.settings.database_url
+
+
+@needs_postgres
+def test_a_server_for_tls_only_refuses_the_app_on_its_socket():
+    import psycopg
+
+    with PostgresServer(transports=("tls",)) as pg:
+        with pytest.raises(ConfigError, match="not open"):
+            pg.url("unix")
+        with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+            psycopg.connect(host=str(pg.socket_dir), port=pg.port, user=APP_ROLE, dbname=DATABASE,
+                            passfile=str(pg.auth.app_passfile), connect_timeout=10)
+        db = Database(pg.url("tls"))
+        assert db.engine.connect().close() is None
         db.dispose()
 
 

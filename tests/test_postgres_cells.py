@@ -14,11 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from forkwise import postgres
+from forkwise import pg_auth, postgres
 from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.matrix.run.http import post_json, request
 from forkwise.procs import free_port
@@ -102,6 +103,34 @@ def test_a_scenario_that_needs_a_database_server_is_refused_on_sqlite(home, tiny
     assert proc.returncode == 2 and "needs a database server" in proc.stderr
 
 
+def owner_of(folder: Path) -> int | None:
+    try:
+        return int((folder / postgres.OWNER_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # another session's cluster, being made or removed now
+        return None
+
+
+def cluster_secrets(owner_pid: int) -> set[str]:
+    """The secrets of the PostgreSQL cluster that process `owner_pid` started (read from its passfiles)."""
+    folders = [f for f in Path(tempfile.gettempdir()).glob(postgres.DIR_PREFIX + "*") if owner_of(f) == owner_pid]
+    assert len(folders) == 1, f"the cluster of process {owner_pid}: {folders}"
+    return {line.rsplit(":", 1)[1] for name in (pg_auth.APP_PASSFILE, pg_auth.ADMIN_PASSFILE)
+            for line in (folders[0] / name).read_text().splitlines()}
+
+
+def assert_no_secret_shown(serve_pid: int) -> None:
+    """No process's command line (what `ps` shows anyone) holds the cluster's secrets, and neither
+    does the environment of `forkwise serve` and its deployment: it names the passfile instead."""
+    secrets = cluster_secrets(serve_pid)
+    assert len(secrets) == 2, "the cluster of forkwise serve was not found"
+    for p in psutil.process_iter(["cmdline"]):
+        assert not any(s in " ".join(p.info["cmdline"] or ()) for s in secrets), f"a secret in the argv of {p.pid}"
+    tree = [psutil.Process(serve_pid), *psutil.Process(serve_pid).children(recursive=True)]
+    environs = [p.environ() for p in tree if p.is_running()]
+    assert any("passfile=" in env.get("FORKWISE_DATABASE_URL", "") for env in environs)
+    assert not [p for env in environs for p in env.values() for s in secrets if s in p]
+
+
 def test_serve_on_postgresql_stops_everything_it_started(home, tiny_spec_path, tmp_path, nothing_left_behind):
     port = free_port()
     cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "serve", "--model", "tiny", "--strategy", "control",
@@ -116,6 +145,7 @@ def test_serve_on_postgresql_stops_everything_it_started(home, tiny_spec_path, t
         width = ModelSpec.load(tiny_spec_path).input_shape[0]
         reply = post_json("127.0.0.1", port, "/predict", {"instances": [[0.1] * width]}, command_bound_s())
         assert reply.kind == "ok" and len(reply.body["ids"]) == 1
+        assert_no_secret_shown(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=command_bound_s())
