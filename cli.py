@@ -148,8 +148,8 @@ def cmd_strategies(args, home: Path) -> int:
         cls = registry.get(name)
         print(f"{name:<24} preload={str(cls.needs.preload_app).lower():<5}  {cls.summary}")
     print()
-    for name, adapter in servers.ADAPTERS.items():
-        print(f"{name:<24} {adapter.summary}")
+    for name in servers.names():
+        print(f"{name:<24} {servers.get(name).summary}")
     return 0
 
 

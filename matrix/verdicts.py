@@ -330,30 +330,41 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
 
 # --- out of memory --------------------------------------------------------------------------
 
-# What an out-of-memory error looks like in a server log, whichever runtime raised it: XLA/JAX
+# What an out-of-memory error looks like in any server's log, whichever runtime raised it: XLA/JAX
 # and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
-# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM.
-OOM_PATTERN = re.compile(
-    r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError",
-    re.IGNORECASE,
-)
-# gunicorn's guess on any SIGKILLed worker, its own WORKER TIMEOUT kills included: not evidence.
-GUNICORN_OOM_GUESS = "Perhaps out of memory?"
+# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM. A server's
+# own lines come with the log (LogSeen), from its adapter.
+GENERIC_OOM_LINES = r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError"
 
 
-def oom_evidence(log_text: str) -> str | None:
+@dataclass(frozen=True)
+class LogSeen:
+    """The end of a server log, and what its server says about its own lines (regular expressions,
+    from the server's adapter): which show an out-of-memory error, and which only read like one."""
+
+    text: str
+    oom_lines: tuple[str, ...] = ()
+    oom_false_alarms: tuple[str, ...] = ()  # removed from a line before it is read for OOM (a guess)
+
+
+def oom_evidence(log: LogSeen) -> str | None:
     """The first log line showing an out-of-memory error, or None."""
-    for line in log_text.splitlines():
-        if OOM_PATTERN.search(line.replace(GUNICORN_OOM_GUESS, "")):
+    oom = re.compile("|".join((GENERIC_OOM_LINES, *(f"(?:{p})" for p in log.oom_lines))), re.IGNORECASE)
+    false_alarms = [re.compile(p) for p in log.oom_false_alarms]
+    for line in log.text.splitlines():
+        read = line
+        for alarm in false_alarms:
+            read = alarm.sub("", read)
+        if oom.search(read):
             return line.strip()[:300]
     return None
 
 
-def judge_oom(judgement: Judgement, log_text: str) -> Judgement:
+def judge_oom(judgement: Judgement, log: LogSeen) -> Judgement:
     """A failure whose server log shows an out-of-memory error is OOM; success stays success."""
     if judgement.verdict.ok:
         return judgement
-    line = oom_evidence(log_text)
+    line = oom_evidence(log)
     if line is None:
         return judgement
     why = f"out of memory (otherwise {judgement.verdict.value}); the server log shows: {line}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from forkwise.config import AppSettings
 from forkwise.errors import ConfigError
@@ -58,12 +59,27 @@ class LaunchPlan:
 
 
 class ServerAdapter:
-    """Base adapter. Subclasses set `name`, `threads`, and implement `plan`."""
+    """Base adapter. Subclasses set `name`, `threads`, their log's patterns, and implement `plan`.
+
+    Registered in the ``forkwise.servers`` entry-point group (``forkwise.servers.registry``).
+    """
 
     name: str = ""
     summary: str = ""
-    kind: str = ""  # "gunicorn" or "uwsgi": the family, for reports
+    kind: str = ""  # the family ("gunicorn", "uwsgi", a team's own), for reports
     threads: int = 1  # threads per worker this setting runs
+    # Reports list server settings in this order, lower first; a setting that sets none comes after
+    # the built-ins, by name.
+    report_rank: ClassVar[int] = 1000
+    # Regular expressions for this server's own lines in its log (the generic ones, such as Python
+    # exceptions and fatal signals, are forkwise.matrix's): the lines that say why a cell failed
+    # (worker timeouts, boot failures, dead workers) ...
+    telling_log_lines: ClassVar[tuple[str, ...]] = ()
+    # ... the lines that show it ran out of memory ...
+    oom_log_lines: ClassVar[tuple[str, ...]] = ()
+    # ... and its text that reads like out-of-memory but is no evidence of it (a guess), removed
+    # from a line before the out-of-memory patterns look at it.
+    oom_false_alarms: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
         raise NotImplementedError

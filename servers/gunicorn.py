@@ -9,7 +9,7 @@ from __future__ import annotations
 from forkwise.servers.base import WSGI_APP, Deployment, LaunchPlan, ServerAdapter
 from forkwise.strategies.base import ServerNeeds
 
-_CONFIG = '''\
+_SETTINGS = '''\
 # Written by forkwise for one deployment. Hooks forward to forkwise.webapp.process.
 bind = {bind!r}
 workers = {workers}
@@ -25,7 +25,10 @@ errorlog = "-"
 loglevel = "info"
 pidfile = {pidfile!r}
 control_socket_disable = True  # gunicorn 27+: no shared ~/.gunicorn socket between deployments
+'''
 
+# Server hooks: a subclass may add its own (gunicorn calls any hook its config file defines).
+HOOKS = '''
 
 def post_worker_init(worker):
     """Worker process, after gunicorn's worker init, before its first request."""
@@ -49,11 +52,16 @@ def on_exit(server):
 class Gunicorn(ServerAdapter):
     kind = "gunicorn"
     worker_class = "sync"
+    hooks = HOOKS  # the Python source of the config file's server hooks
+    # gunicorn's word on a worker: killed for the worker timeout, or unable to boot the app.
+    telling_log_lines = (r"WORKER TIMEOUT", r"Worker failed to boot", r"App failed to load")
+    # gunicorn's guess on any SIGKILLed worker, its own WORKER TIMEOUT kills included: not evidence.
+    oom_false_alarms = (r"Perhaps out of memory\?",)
 
     def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
         run_dir = deployment.settings.run_dir
         config_path = run_dir / "gunicorn.conf.py"
-        config = _CONFIG.format(
+        config = _SETTINGS.format(
             bind=f"{deployment.host}:{deployment.port}",
             workers=deployment.workers,
             worker_class=self.worker_class,
@@ -65,17 +73,20 @@ class Gunicorn(ServerAdapter):
             max_requests_jitter=deployment.max_requests // 2,
             pidfile=str(run_dir / "server.pid"),
         )
+        config += self.hooks
         argv = [self.python(), "-m", "gunicorn", "--config", str(config_path), WSGI_APP]
         return LaunchPlan(argv=argv, env={}, files={config_path: config})
 
 
 class GunicornSync(Gunicorn):
     name = "gunicorn-sync"
+    report_rank = 10
     summary = "Gunicorn, sync workers (one request at a time per worker)"
 
 
 class GunicornGthread(Gunicorn):
     name = "gunicorn-gthread"
+    report_rank = 20
     summary = "Gunicorn, gthread workers (4 threads per worker)"
     worker_class = "gthread"
     threads = 4

@@ -13,7 +13,14 @@ from forkwise.strategies.base import ServerNeeds
 class Uwsgi(ServerAdapter):
     kind = "uwsgi"
     name = "uwsgi"
+    report_rank = 30
     summary = "uWSGI (pyuwsgi), one thread per process"
+    # uWSGI's word on a worker: killed for the worker timeout (harakiri), dead ("DAMN ! worker 1
+    # (pid: 7) died, killed by signal 9"), or no app to serve (need-app).
+    telling_log_lines = (r"HARAKIRI ON WORKER", r"worker \d+ \(pid: \d+\) (?:died|MISTERIOUSLY killed)",
+                         r"no app loaded")
+    # uWSGI's own allocator giving up (uwsgi_malloc), before it exits.
+    oom_log_lines = (r"tried memory allocation of \d+ bytes",)
 
     def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
         run_dir = deployment.settings.run_dir
@@ -63,5 +70,6 @@ class Uwsgi(ServerAdapter):
 
 class UwsgiThreads(Uwsgi):
     name = "uwsgi-threads"
+    report_rank = 40
     summary = "uWSGI (pyuwsgi), 4 threads per process"
     threads = 4

@@ -1,14 +1,19 @@
-"""What a failing cell's record says about why: telling log lines, OOM evidence, hung workers,
-GPU memory per process in RESULTS.md, and the commit a record claims."""
+"""What a cell's record says about why: telling log lines (generic and each server's own), OOM
+evidence, hung workers, GPU memory per process in RESULTS.md, and the commit a record claims."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from forkwise.matrix.publish.report import gpu_memory_section, render_markdown
 from forkwise.matrix.records.types import Memory, ProcessMemory, Verdict
 from forkwise.matrix.run import environment as env_module
-from forkwise.matrix.run.cell import hung_workers_finding, log_highlights, oom_evidence
+from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, server_log_evidence
+from forkwise.matrix.verdicts import Judgement, LogSeen, oom_evidence
+from forkwise.servers.base import ServerAdapter
+from forkwise.servers.gunicorn import GunicornSync
+from forkwise.servers.uwsgi import Uwsgi
 from test_report import environment, record
 
 # Lines as the GPU run's server logs had them (H200, JAX 0.11.2, torch 2.11, gunicorn 27).
@@ -41,14 +46,17 @@ Arguments received by Sequential.call():
 """
 
 
+GUNICORN = GunicornSync.telling_log_lines
+
+
 def test_highlights_keep_the_telling_lines_once_each_in_order():
-    lines = log_highlights(GUNICORN_JAX_LOG)
+    lines = log_highlights(GUNICORN_JAX_LOG, GUNICORN)
     assert lines[0].endswith("so this will likely lead to a deadlock.")
     assert lines[1] == "[2026-11-26 09:03:43 +0000] [3477] [CRITICAL] WORKER TIMEOUT (pid:3627)  (x2)"
     assert lines[2].startswith("[2026-11-26 09:03:44 +0000] [3477] [ERROR] Worker (pid:3627) was sent SIGKILL!")
     assert "CUDA_ERROR_NOT_INITIALIZED" in lines[3] and lines[4].endswith("was sent SIGABRT!")
     assert len(lines) == 5  # info lines and stack frames are not telling
-    assert log_highlights(GUNICORN_JAX_LOG, keep=2) == lines[:2]
+    assert log_highlights(GUNICORN_JAX_LOG, GUNICORN, keep=2) == lines[:2]
 
 
 def test_highlights_strip_colour_and_find_the_wrapped_message():
@@ -60,10 +68,48 @@ def test_highlights_strip_colour_and_find_the_wrapped_message():
     assert log_highlights("[INFO] Booting worker with pid: 7\nall good\n") == ()
 
 
+def test_a_servers_own_word_is_telling_only_with_its_patterns():
+    generic = log_highlights(GUNICORN_JAX_LOG)
+    assert not any("WORKER TIMEOUT" in line for line in generic)  # gunicorn's word, not a generic one
+    assert len(generic) == 4  # the deadlock warning, SIGKILL, the CUDA check, SIGABRT
+    harakiri = "Tue Nov 26 09:03:43 2026 - *** HARAKIRI ON WORKER 1 (pid: 3627, try: 1, graceful: no) ***"
+    assert log_highlights(harakiri) == () and log_highlights(harakiri, Uwsgi.telling_log_lines) == (harakiri,)
+    assert log_highlights("[INFO] Booting worker with pid: 7\n", (r"Booting worker",)) == (
+        "[INFO] Booting worker with pid: 7",)
+
+
+def server_log(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.log"
+    path.write_text(text)
+    return path
+
+
 def test_gunicorns_guess_is_not_out_of_memory_evidence():
-    assert oom_evidence(GUNICORN_JAX_LOG) is None
+    gunicorn = LogSeen(GUNICORN_JAX_LOG, oom_false_alarms=GunicornSync.oom_false_alarms)
+    assert oom_evidence(gunicorn) is None
     real = "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 19.7G"
-    assert oom_evidence(GUNICORN_JAX_LOG + real + "\n") == real
+    assert oom_evidence(dataclasses.replace(gunicorn, text=GUNICORN_JAX_LOG + real + "\n")) == real
+
+
+def test_uwsgis_allocator_giving_up_is_out_of_memory_evidence():
+    line = "!!! tried memory allocation of 1099511627776 bytes !!!"
+    assert oom_evidence(LogSeen(line)) is None
+    assert oom_evidence(LogSeen(f"spawned uWSGI worker 1\n{line}\n", Uwsgi.oom_log_lines)) == line
+
+
+class OwnServer(ServerAdapter):
+    name = "own"
+    telling_log_lines = (r"own: \w+ ready",)
+    oom_log_lines = (r"own: arena exhausted",)
+
+
+def test_a_cells_log_is_read_with_its_servers_patterns(tmp_path):
+    path = server_log(tmp_path, "[INFO] own: master ready\nown: arena exhausted\n[INFO] Worker exiting\n")
+    ok, ok_lines = server_log_evidence(Judgement(), path, OwnServer())
+    assert ok == Judgement() and ok_lines == ("[INFO] own: master ready",)  # an OK cell keeps its telling lines
+    failed, _ = server_log_evidence(Judgement(Verdict.CRASH, ("workers died",)), path, OwnServer())
+    assert failed.verdict is Verdict.OOM and "own: arena exhausted" in failed.findings[0]
+    assert server_log_evidence(Judgement(), None, OwnServer()) == (Judgement(), ())  # no log: nothing to say
 
 
 def processes(*spec: tuple[str, int, float, float | None]) -> Memory:

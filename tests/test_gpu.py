@@ -21,7 +21,8 @@ from forkwise.matrix import commands
 from forkwise.matrix.records.axes import Cell
 from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict
 from forkwise.matrix.run import cell_process, resources, runner
-from forkwise.matrix.run.cell import Verification, oom_evidence
+from forkwise.matrix.run.cell import Verification
+from forkwise.matrix.verdicts import LogSeen, oom_evidence
 from forkwise.model import spec as spec_mod
 from forkwise.model.spec import ModelSpec
 from host_pace import command_bound_s
@@ -153,13 +154,13 @@ def test_launch_hands_the_device_env_to_the_server(tmp_path, monkeypatch, device
 ])
 def test_oom_is_seen_in_the_log(line):
     log = f"[INFO] Booting worker with pid: 10\nTraceback (most recent call last):\n{line}\n[INFO] Worker exiting"
-    assert oom_evidence(log) == line
+    assert oom_evidence(LogSeen(log)) == line
 
 
 def test_no_oom_without_evidence():
     log = ("[CRITICAL] WORKER TIMEOUT (pid:11)\nRuntimeError: Cannot re-initialize CUDA in forked subprocess\n"
            "CUDA_ERROR_NOT_INITIALIZED: Failed setting context\n")
-    assert oom_evidence(log) is None
+    assert oom_evidence(LogSeen(log)) is None
     assert Verdict("OOM") is Verdict.OOM and not Verdict.OOM.ok
 
 

@@ -18,6 +18,7 @@ from forkwise.matrix.verdicts import (
     BadInputSeen,
     DisruptionSeen,
     Judgement,
+    LogSeen,
     RowsSeen,
     VerificationSeen,
     Workers,
@@ -221,16 +222,31 @@ OOM_LINE = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 GUESS = "[ERROR] Worker (pid:7) was sent SIGKILL! Perhaps out of memory?"
 
 
+GUESS_PATTERN = r"Perhaps out of memory\?"  # as a gunicorn adapter declares it (oom_false_alarms)
+
+
 def test_a_failure_with_an_out_of_memory_line_is_oom_and_says_what_it_was_otherwise():
-    judgement = vd.judge_oom(Judgement(V.ERROR, ("1 answers were 5xx",)), f"booting\n{OOM_LINE}\n")
+    judgement = vd.judge_oom(Judgement(V.ERROR, ("1 answers were 5xx",)), LogSeen(f"booting\n{OOM_LINE}\n"))
     assert judgement.verdict is V.OOM
     assert judgement.findings == (f"out of memory (otherwise ERROR); the server log shows: {OOM_LINE}",
                                   "1 answers were 5xx")
 
 
 def test_oom_needs_a_failure_and_real_evidence():
-    assert vd.judge_oom(Judgement(), OOM_LINE) == Judgement()
-    assert vd.judge_oom(Judgement(V.CRASH, ("x",)), GUESS).verdict is V.CRASH  # gunicorn's guess is no evidence
+    assert vd.judge_oom(Judgement(), LogSeen(OOM_LINE)) == Judgement()
+    guess = LogSeen(GUESS, oom_false_alarms=(GUESS_PATTERN,))
+    assert vd.judge_oom(Judgement(V.CRASH, ("x",)), guess).verdict is V.CRASH  # gunicorn's guess is no evidence
+    assert vd.judge_oom(Judgement(V.CRASH, ("x",)), LogSeen(f"{GUESS} {OOM_LINE}", (), (GUESS_PATTERN,))).verdict \
+        is V.OOM  # the guess is removed, not the line: real evidence on it still counts
+
+
+def test_oom_reads_the_log_with_the_patterns_it_is_given():
+    """A server's own lines come with the log, from its adapter: the rules know no server."""
+    own = "[arena] gave up: 4096 bytes wanted"
+    assert vd.oom_evidence(LogSeen(own)) is None
+    assert vd.oom_evidence(LogSeen(f"booting\n{own}\n", oom_lines=(r"gave up: \d+ bytes wanted",))) == own
+    assert vd.oom_evidence(LogSeen(GUESS)) == GUESS  # no false alarms given: the guess reads as OOM
+    assert vd.oom_evidence(LogSeen(GUESS, oom_false_alarms=(GUESS_PATTERN,))) is None
 
 
 def test_most_severe_orders_every_verdict():

@@ -1,7 +1,8 @@
 """Every verdict, earned end to end: strategies that misbehave on purpose, from a package of their
 own installed through the `forkwise.strategies` entry-point group (as a team's would be), run
 through the real `forkwise cell` under Gunicorn (and uWSGI once); each gets the verdict it earned,
-with the evidence for it in its record.
+with the evidence for it in its record. The package's own server setting (`forkwise.servers`)
+runs a cell the same way.
 
 No TensorFlow in any deployment here (the strategies answer a constant), and no load: a cell
 takes a few seconds. Waits are derived from the cold start of a correct cell of the same package,
@@ -91,6 +92,16 @@ def test_a_third_party_strategy_that_keeps_every_promise_is_ok(correct):
     assert correct.verdict is Verdict.OK, correct.evidence
     assert correct.strategy == "thirdparty-correct" and correct.cold_start_s > 0
     assert len(correct.worker_pids) == 2 and correct.rows_found == correct.rows_expected > 0
+
+
+def test_a_third_party_server_setting_runs_a_cell_and_its_own_log_lines_are_evidence(cell):
+    """gunicorn-sync-loud comes from the package's `forkwise.servers` entry point, with its own telling
+    pattern for a line its server writes: forkwise runs it and reads its log with it, unchanged."""
+    record = cell("control", server="gunicorn-sync-loud")
+    assert record.verdict is Verdict.OK, record.evidence
+    assert record.server == "gunicorn-sync-loud" and len(record.worker_pids) == 2
+    assert any("forkwise-loud: master" in line and "ready for 2 workers" in line
+               for line in record.evidence.log_highlights), record.evidence.log_highlights
 
 
 @pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])

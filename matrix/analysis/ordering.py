@@ -1,5 +1,5 @@
-"""The order a run's cells are shown and read in, from the strategy classes and the server
-registry (never a list kept here), and the selections every analysis and report makes: one record
+"""The order a run's cells are shown and read in, from the strategy and server classes (never a
+list kept here), and the selections every analysis and report makes: one record
 per cell, a cell's level at a concurrency, what a verdict matrix holds fixed."""
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def strategy_order() -> tuple[str, ...]:
     return tuple(c.name for c in sorted(classes, key=lambda c: (c.report_rank, c.name)))
 
 
+@lru_cache(maxsize=1)
 def server_order() -> tuple[str, ...]:
-    """The server adapters, in their registry's order."""
+    """The registered server settings, in the order their classes declare (``ServerAdapter.report_rank``)."""
     from forkwise.servers import names
 
     return tuple(names())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forkwise import gpu
+from forkwise import gpu, servers
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import (
     RUN_TAG_VAR,
@@ -40,7 +40,7 @@ from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.types import BAD_INPUT, CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.run import environment, resources, scenarios, stability
 from forkwise.matrix.run import profiling as profiler
-from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, read_log_end
+from forkwise.matrix.run.evidence import hung_workers_finding, server_log_evidence
 from forkwise.matrix.run.http import parse_json, post_json, request
 from forkwise.matrix.run.load import level_record
 from forkwise.matrix.run.open_loop import measure_open_loop
@@ -48,7 +48,7 @@ from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
 from forkwise.matrix.run.stacks import dump_stacks
 from forkwise.matrix.run.verification import Verification
-from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
+from forkwise.matrix.verdicts import Judgement
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
 from forkwise.servers.base import ServerTimeouts
@@ -260,7 +260,8 @@ class CellRun:
             for proc in leftovers:  # descendants that left the group: still ours, stop them
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
-        judgement, highlights, log_tail = self.server_log_evidence(judgement)
+        judgement, highlights = server_log_evidence(judgement, self.launched.group.log_path, servers.get(cell.server))
+        log_tail = "" if judgement.verdict.ok else self.launched.group.log_tail(40)
         return CellRecord(
             cell=cell.cell, threads=deployment.threads, verdict=judgement.verdict,
             cold_start_s=_round(self.timings.get("cold_start_s")), warm_all_s=_round(self.timings.get("warm_all_s")),
@@ -357,13 +358,6 @@ class CellRun:
             started = time.monotonic()
             self.stacks = dump_stacks(master, budget_s=self.cell.boot_timeout_s)
             self.timings["stacks_s"] = time.monotonic() - started
-
-    def server_log_evidence(self, judgement: Judgement) -> tuple[Judgement, tuple[str, ...], str]:
-        """A failing cell's server log: OOM evidence, its telling lines, its tail."""
-        if judgement.verdict.ok:
-            return judgement, (), ""
-        log_text = read_log_end(self.launched.group.log_path)
-        return verdicts.judge_oom(judgement, log_text), log_highlights(log_text), self.launched.group.log_tail(40)
 
     def open_loop_phase(self, v: Verification) -> OpenLoop:
         """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.run.open_loop)."""
