@@ -116,7 +116,22 @@ LEVELS = Kind(parse=_parse_list(int, "whole numbers"), load=_load_list(_load_int
               text=lambda v: ",".join(map(str, v)), schema={"type": "array", "items": {"type": "integer"}})
 RATES = Kind(parse=_parse_list(float, "requests a second"), load=_load_list(_load_float), dump=list,
              text=lambda v: ",".join(map(repr, v)), schema={"type": "array", "items": {"type": "number"}})
-PATH = Kind(parse=Path, load=lambda v: Path(_load_str(v)), dump=str, schema={"type": "string"})
+def _load_path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    text = _load_str(value)
+    if not text:
+        raise ValueError("is required")
+    return Path(text)
+
+
+def _parse_path(text: str) -> Path:
+    if not text:
+        raise ValueError("is required")
+    return Path(text)
+
+
+PATH = Kind(parse=_parse_path, load=_load_path, dump=str, schema={"type": "string"})
 
 
 def optional(kind: Kind) -> Kind:
@@ -161,6 +176,12 @@ def label_or_count(labels: Sequence[str]) -> Check:
             raise ValueError(f"expected {', '.join(labels)} or a whole number >= 1, got {value!r}")
 
     return check
+
+
+def required(value: Any) -> None:
+    """Given, not empty."""
+    if value in (None, ""):
+        raise ValueError("is required")
 
 
 def both(*checks: Check | None) -> Check:

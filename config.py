@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forkwise.checks import BOOL, FLOAT, INT, PATH, TEXT, above, one_of, required, validator
 from forkwise.errors import ConfigError
 from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
 
@@ -41,34 +42,14 @@ DEFAULT_BATCH_SIZES = "pow2"
 THREAD_LABELS = ("default", "per-worker")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 1:
-        raise ConfigError(f"{name} must be at least 1, got {number}")
-    return number
-
-
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not number > 0:
-        raise ConfigError(f"{name} must be above 0, got {number}")
-    return number
-
-
-def _non_negative_int(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"{name} must be 0 or more, got {number}")
-    return number
+# Each setting's check, from the one family of checks (forkwise.checks): (name, value) -> value,
+# text (an environment variable) parsed, a value loaded, a ConfigError naming the variable otherwise.
+_positive_int = validator(INT, above(1, inclusive=True))
+_positive_float = validator(FLOAT, above(0))
+_non_negative_int = validator(INT, above(0, inclusive=True))
+_bool = validator(BOOL)
+_required_str = validator(TEXT, required)
+_path = validator(PATH)
 
 
 def _batch_sizes(name: str, value: Any) -> str:
@@ -101,39 +82,11 @@ def resolve_threads(label: str | int, workers: int, cores: int) -> int:
         return 0
     if label == "per-worker":
         return max(1, cores // workers)
-    return _positive_int(f"threads {label!r}", label)
+    return _positive_int(f"threads {label!r}", str(label))
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-def _required_str(name: str, value: Any) -> str:
-    if value in (None, ""):
-        raise ConfigError(f"{name} is required")
-    return str(value)
-
-
-def _path(name: str, value: Any) -> Path:
-    if value in (None, ""):
-        raise ConfigError(f"{name} is required")
-    return Path(value)
-
-
-def _choice(valid: tuple[str, ...]) -> Callable[[str, Any], str]:
-    def check(name: str, value: Any) -> str:
-        if value not in valid:
-            raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
-        return str(value)
-
-    return check
+def _choice(valid: tuple[str, ...]) -> Callable[[str, Any], Any]:
+    return validator(TEXT, one_of(valid))
 
 
 def default_home() -> Path:
