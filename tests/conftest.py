@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from forkwise.matrix.analysis.launches import combine_all
-from forkwise.matrix.records.types import read_records
+from forkwise.matrix.records.jsonl import read_records
 from forkwise.testing import live_children
 from host_pace import TEST_IMPORTS, host_bound_s, quick_bound_s
 from owned import new_tag, tagged_env

@@ -24,7 +24,8 @@ from forkwise.matrix.analysis.significance import (
     worsening_pct,
 )
 from forkwise.matrix.publish.compare_report import regressions, render_comparison
-from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict, append_record
+from forkwise.matrix.records.jsonl import append_record
+from forkwise.matrix.records.types import CellRecord, Memory, ProcessMemory, Verdict
 from test_report import crash_record, level, ok_record, record, run_records
 
 # Two default runs of the same code (f2e46e3), recorded on the 2-core machine on a day its

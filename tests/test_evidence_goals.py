@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from forkwise.matrix.analysis.goals import evaluate
-from forkwise.matrix.records.types import read_records
+from forkwise.matrix.records.jsonl import read_records
 from forkwise.matrix.run import goal_evidence as evidence
 
 RUN = Path(__file__).parent / "fixtures" / "default-runs" / "run-a" / "records.jsonl"

@@ -18,7 +18,8 @@ from forkwise.matrix.commands import merge
 from forkwise.matrix.publish.folder import report_dir
 from forkwise.matrix.publish.hosts import read_hosts, side_by_side
 from forkwise.matrix.records.hosts import Shard
-from forkwise.matrix.records.types import CellRecord, Verdict, read_records
+from forkwise.matrix.records.jsonl import read_records
+from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.matrix.run.profile import load_profile
 from forkwise.matrix.run.shards import shard_cells
 

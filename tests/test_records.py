@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from forkwise.errors import RecordError
+from forkwise.matrix.records.jsonl import append_record, read_records
 from forkwise.matrix.records.record_schema import json_schema
 from forkwise.matrix.records.types import (
     SCHEMA_VERSION,
@@ -21,8 +22,6 @@ from forkwise.matrix.records.types import (
     Memory,
     ProcessMemory,
     Verdict,
-    append_record,
-    read_records,
 )
 
 

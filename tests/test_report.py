@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from forkwise.matrix.publish.report import REPORT_FILES, columns, write_report
+from forkwise.matrix.records.jsonl import append_record, read_records
 from forkwise.matrix.records.types import (
     SCHEMA_VERSION,
     CellRecord,
@@ -21,8 +22,6 @@ from forkwise.matrix.records.types import (
     Memory,
     ProcessMemory,
     Verdict,
-    append_record,
-    read_records,
 )
 
 SERVERS = ("gunicorn-sync", "uwsgi")

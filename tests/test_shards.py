@@ -17,7 +17,8 @@ from forkwise.errors import ConfigError
 from forkwise.matrix import commands
 from forkwise.matrix.analysis.launches import combine_all
 from forkwise.matrix.records.hosts import Shard, parse_shard
-from forkwise.matrix.records.types import CellRecord, read_records
+from forkwise.matrix.records.jsonl import read_records
+from forkwise.matrix.records.types import CellRecord
 from forkwise.matrix.run import environment, runner
 from forkwise.matrix.run.runner import load_profile
 from forkwise.matrix.run.shards import estimate_s, shard_cells, split

@@ -55,7 +55,8 @@ from forkwise.matrix.analysis.significance import (
     worsening_pct,
 )
 from forkwise.matrix.records.budgets import Budgets
-from forkwise.matrix.records.types import RECORDS_FILE, CellRecord, Verdict, read_records
+from forkwise.matrix.records.jsonl import RECORDS_FILE, read_records
+from forkwise.matrix.records.types import CellRecord, Verdict
 
 RESULTS_FILE = "results.json"
 MIN_SHIFT_CELLS = 4  # cells OK in both runs needed to measure a run shift

@@ -9,8 +9,8 @@ from forkwise.errors import RecordError
 from forkwise.matrix.publish.hosts import report_merged
 from forkwise.matrix.publish.report import write_report
 from forkwise.matrix.records.budgets import Budgets
+from forkwise.matrix.records.jsonl import RECORDS_FILE, read_records
 from forkwise.matrix.records.run_info import saved_run_info
-from forkwise.matrix.records.types import RECORDS_FILE, read_records
 
 
 def report_dir(out: Path, run_info: dict | None = None, p99_ms: float | None = None,

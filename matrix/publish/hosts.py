@@ -25,9 +25,10 @@ from forkwise.matrix.publish import report
 from forkwise.matrix.publish.document import MISSING, Block, Heading, Para, Table, render_html, render_markdown
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.hosts import HOSTS_DIR, Host, MissingShard
+from forkwise.matrix.records.jsonl import RECORDS_FILE, read_records
 from forkwise.matrix.records.run_info import RUN_INFO_FILE as RUN_INFO
 from forkwise.matrix.records.run_info import RunInfo
-from forkwise.matrix.records.types import RECORDS_FILE, SCHEMA_VERSION, CellRecord, read_records
+from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 
 AXIS_NOTE = ("Each host has its own section, made from that host's records only: its controls, ratios, "
              "recommendation and goals. Cells measured on different hardware are never pooled or compared "

@@ -10,7 +10,8 @@ import typing
 from typing import Any
 
 from forkwise.matrix.records.axes import axes
-from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord, field_hints
+from forkwise.matrix.records.codec import field_hints
+from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 
 
 def _schema(tp: Any) -> dict[str, Any]:

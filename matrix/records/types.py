@@ -12,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import types
-import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
 from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix.records.axes import Cell, axis_names
+from forkwise.matrix.records.codec import decode, encode
 
 SCHEMA_VERSION = 1
 # The scenario names a record's analysis reads (the run's scenarios module owns the rest).
@@ -338,7 +336,7 @@ class CellRecord:
         return database_label(self.database, self.db_reset, self.db_in_master)
 
     def to_dict(self) -> dict[str, Any]:
-        fields = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "cell"}
+        fields = {f.name: encode(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "cell"}
         return {**self.cell.to_dict(), **fields}
 
     def to_json(self) -> str:
@@ -356,112 +354,4 @@ class CellRecord:
             cell = Cell(**{k: v for k, v in data.items() if k in names})
         except ConfigError as exc:
             raise RecordError(f"record: {exc}") from None
-        return _decode(cls, {k: v for k, v in data.items() if k not in names}, "record", {"cell": cell})
-
-
-# --- encoding: dataclass <-> JSON-ready dict, with validation on the way in ---------------
-
-
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
-
-
-def field_hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _decode(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None = None) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _decode(inner, value, where)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected an object")
-        hints = field_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - known
-        if unknown:
-            raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
-        kwargs = dict(decoded or {})  # fields read already, by the caller
-        for f in dataclasses.fields(tp):
-            if f.name in kwargs:
-                continue
-            if f.name in value:
-                kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecordError(f"{where}: missing field {f.name!r}")
-        return tp(**kwargs)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise RecordError(f"{where}: expected a list")
-        (inner, _ellipsis) = typing.get_args(tp)
-        return tuple(_decode(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected an object")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecordError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp in (int, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise RecordError(f"{where}: expected {tp.__name__}, got {value!r}")
-        return value
-    raise RecordError(f"{where}: cannot decode type {tp!r}")
-
-
-# --- JSON schema, derived from the same dataclasses -------------------------------------
-
-
-# --- record files: one JSON object a line, appended as each cell ends ---------------------
-
-
-RECORDS_FILE = "records.jsonl"
-
-
-def append_record(path: Path, record: CellRecord) -> None:
-    """Append one record and flush it to disk at once, so an interrupted run keeps it."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(record.to_json() + "\n")
-        fh.flush()
-
-
-def read_records(path: Path) -> Iterator[CellRecord]:
-    """Read a records file (JSONL) or a results.json (a list under "records")."""
-    path = Path(path)
-    if not path.exists():
-        raise RecordError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        doc = json.loads(text)
-        for item in doc.get("records", []):
-            yield CellRecord.from_dict(item)
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-        yield CellRecord.from_dict(data)
+        return decode(cls, {k: v for k, v in data.items() if k not in names}, "record", {"cell": cell})

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records.hosts import HOSTS_DIR, Host, MissingShard, Shard
+from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, RunInfo
-from forkwise.matrix.records.types import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record
+from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 from forkwise.matrix.run.shards import shard_cells
 
 RUN_INFO = RUN_INFO_FILE

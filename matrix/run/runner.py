@@ -25,8 +25,9 @@ from forkwise.matrix.analysis.launches import combine_all, pass_order
 from forkwise.matrix.records.axes import STEADY, Cell
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.hosts import WHOLE, Shard
+from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record, read_records
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, saved_run_info
-from forkwise.matrix.records.types import RECORDS_FILE, SCHEMA_VERSION, CellRecord, append_record, read_records
+from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 from forkwise.matrix.run import goal_evidence
 from forkwise.matrix.run.cell import summary_line
 from forkwise.matrix.run.cell_process import HostWatch, run_cell_process
