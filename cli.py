@@ -304,7 +304,8 @@ def cmd_evidence(args, home: Path) -> int:
 
 
 def cmd_compare(args, home: Path) -> int:
-    from forkwise.matrix.analysis.compare import compare, load_run
+    from forkwise.matrix.analysis.compare import compare
+    from forkwise.matrix.analysis.compare_runs import load_run
     from forkwise.matrix.publish.compare_report import regressions, render_comparison
     from forkwise.matrix.records.budgets import Budgets
     from forkwise.matrix.records.run_info import RunInfo

@@ -13,7 +13,8 @@ import pytest
 
 from forkwise.cli import main
 from forkwise.errors import RecordError
-from forkwise.matrix.analysis.compare import ALPHA_STRATEGY, compare, load_run
+from forkwise.matrix.analysis.compare import compare
+from forkwise.matrix.analysis.compare_runs import ALPHA_STRATEGY, load_run
 from forkwise.matrix.analysis.controls import control_for
 from forkwise.matrix.analysis.significance import (
     PassNoise,

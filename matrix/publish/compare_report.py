@@ -6,21 +6,17 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
-from forkwise.matrix.analysis.compare import (
+from forkwise.matrix.analysis.compare import MIN_SHIFT_CELLS, Comparison, Difference, RunComparison, _metric
+from forkwise.matrix.analysis.compare_runs import (
     ALPHA_SHIFT,
     ALPHA_STRATEGY,
     COLD_START,
     MEMORY,
     METRICS,
-    MIN_SHIFT_CELLS,
     P99,
     THROUGHPUT,
-    Comparison,
-    Difference,
     Metric,
     Run,
-    RunComparison,
-    _metric,
 )
 from forkwise.matrix.analysis.launches import describe_noise
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA, worsening_pct
