@@ -23,4 +23,5 @@ class Lazy(Strategy):
 
     def predict(self, batch):
         """Runs in a worker, on the request's thread."""
+        assert self._predictor is not None, "post_fork() loaded it, before any request"
         return self._predictor(batch)

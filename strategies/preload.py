@@ -29,4 +29,5 @@ class Preload(Strategy):
 
     def predict(self, batch):
         """Runs in a worker, with the model the master built."""
+        assert self._predictor is not None, "preload() loaded it in the master, before fork"
         return self._predictor(batch)

@@ -227,11 +227,11 @@ class CellRun:
 
     # --- the whole cell -----------------------------------------------------------------
 
-    def deployment(self, max_requests):
+    def deployment(self, max_requests: int, spec_path: Path):
         """The deployment the plan describes, on a free port, in the cell's work directory."""
         cell = self.cell
         return make_deployment(
-            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=spec_path,
             run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
             backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
@@ -244,8 +244,8 @@ class CellRun:
         t0 = time.monotonic()
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
-        deployment = self.deployment(scenario.max_requests)
         assert cell.spec_path is not None, "the cell command resolves the model to a spec file before the cell runs"
+        deployment = self.deployment(scenario.max_requests, cell.spec_path)
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         rtol, atol = gpu.tolerance(cell.device)
