@@ -14,7 +14,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn, TypeVar
 
 from forkwise import __version__, cli_help, gpu, servers
 from forkwise.config import DEFAULT_DATABASE, THREAD_LABELS, default_home, resolve_threads
@@ -39,8 +42,11 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
                         "(default: the profile's [recommend] memory_mb)")
 
 
-def _positive(kind, allow_zero: bool = False):
-    def parse(text: str):
+Number = TypeVar("Number", int, float)
+
+
+def _positive(kind: Callable[[str], Number], allow_zero: bool = False) -> Callable[[str], Number]:
+    def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
@@ -97,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_commands(sub) -> None:
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     """matrix, merge, report, evidence and compare: the commands that make and read runs."""
     p = sub.add_parser("matrix", help="run a matrix profile and publish its results")
     p.add_argument("--profile", default="default", metavar="NAME|PATH.toml",
@@ -144,14 +150,14 @@ def _spec(home: Path, model: str, backend: str = gpu.DEFAULT_BACKEND) -> Path:
     return ensure_spec(home, model, backend=backend)
 
 
-def _check_device(args) -> None:
+def _check_device(args: argparse.Namespace | CellPlan) -> None:
     """Fail fast, before any model is built: a GPU for device gpu, a valid policy for it."""
     if args.device == "gpu":
         gpu.policy_env(args.backend, args.gpu_policy, 1)  # ConfigError for a policy the backend lacks
         gpu.require_gpu()
 
 
-def cmd_model(args, home: Path) -> int:
+def cmd_model(args: argparse.Namespace, home: Path) -> int:
     from forkwise.model.spec import ModelSpec, ensure_spec
 
     spec = ModelSpec.load(ensure_spec(home, args.model, rebuild=args.rebuild, backend=args.backend))
@@ -160,7 +166,7 @@ def cmd_model(args, home: Path) -> int:
     return 0
 
 
-def cmd_strategies(args, home: Path) -> int:
+def cmd_strategies(args: argparse.Namespace, home: Path) -> int:
     for name in registry.names():
         cls = registry.get(name)
         print(f"{name:<24} preload={str(cls.needs.preload_app).lower():<5}  {cls.summary}")
@@ -170,14 +176,14 @@ def cmd_strategies(args, home: Path) -> int:
     return 0
 
 
-def cmd_schema(args, home: Path) -> int:
+def cmd_schema(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.records.record_schema import json_schema
 
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
 
-def cmd_cell(args, home: Path) -> int:
+def cmd_cell(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.run import scenarios
     from forkwise.matrix.run.cell import run_cell, summary_line
 
@@ -204,7 +210,7 @@ def cmd_cell(args, home: Path) -> int:
     return 1 if args.check and not record.verdict.ok else 0
 
 
-def _cell_plan(args, home: Path):
+def _cell_plan(args: argparse.Namespace, home: Path) -> CellPlan:
     """The cell's plan: from --plan FILE.json, or from the flags."""
     if args.plan is None:
         missing = [f.metadata["setting"].flag for f in cli_fields() if getattr(args, f.name) is None
@@ -223,7 +229,7 @@ def _cell_plan(args, home: Path):
     return CellPlan.from_json(text, where=f"plan {args.plan}")
 
 
-def _check_database(args) -> None:
+def _check_database(args: argparse.Namespace | CellPlan) -> None:
     """Fail fast, before any model is built: PostgreSQL installed for --database postgresql."""
     if args.database != DEFAULT_DATABASE:
         from forkwise.postgres import PostgresServer
@@ -231,7 +237,7 @@ def _check_database(args) -> None:
         PostgresServer.check_installed()
 
 
-def cmd_serve(args, home: Path) -> int:
+def cmd_serve(args: argparse.Namespace, home: Path) -> int:
     from forkwise.deploy import database_for
 
     _check_device(args)
@@ -240,9 +246,9 @@ def cmd_serve(args, home: Path) -> int:
         raise ConfigError(f"--database-url names your own database; --database {args.database} starts one: give one")
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="forkwise-serve-"))
     spec_path = _spec(home, args.model, args.backend)
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop["signal"] = signum
 
     # Set before the database starts: a SIGTERM from here on ends the loop below, and every
@@ -253,7 +259,8 @@ def cmd_serve(args, home: Path) -> int:
         return _serve(args, run_dir, spec_path, args.database_url or database.url, stop)
 
 
-def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) -> int:
+def _serve(args: argparse.Namespace, run_dir: Path, spec_path: Path, database_url: str,
+           stop: dict[str, int | None]) -> int:
     from forkwise.deploy import launch, make_deployment
 
     deployment = make_deployment(
@@ -280,7 +287,7 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
     return 0
 
 
-def cmd_matrix(args, home: Path) -> int:
+def cmd_matrix(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import run_matrix
     from forkwise.matrix.records.hosts import WHOLE, parse_shard
     from forkwise.matrix.run.environment import HOST_LABEL_VAR
@@ -292,7 +299,7 @@ def cmd_matrix(args, home: Path) -> int:
                       plain=args.plain, home=home, p99_ms=args.p99_ms, memory_mb=args.memory_mb, shard=shard)
 
 
-def cmd_merge(args, home: Path) -> int:
+def cmd_merge(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import merge
 
     merged, paths = merge(args.dirs, args.out, allow_missing=args.allow_missing)
@@ -303,7 +310,7 @@ def cmd_merge(args, home: Path) -> int:
     return 0
 
 
-def cmd_report(args, home: Path) -> int:
+def cmd_report(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.publish.folder import report_dir
 
     for path in report_dir(args.dir, p99_ms=args.p99_ms, memory_mb=args.memory_mb):
@@ -311,7 +318,7 @@ def cmd_report(args, home: Path) -> int:
     return 0
 
 
-def cmd_evidence(args, home: Path) -> int:
+def cmd_evidence(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import add_goal_evidence
 
     for path in add_goal_evidence(args.dir, home):
@@ -319,7 +326,7 @@ def cmd_evidence(args, home: Path) -> int:
     return 0
 
 
-def cmd_compare(args, home: Path) -> int:
+def cmd_compare(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.analysis.compare import compare, load_run
     from forkwise.matrix.publish.compare_report import regressions, render_comparison
     from forkwise.matrix.records.budgets import Budgets
@@ -348,7 +355,7 @@ COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_sche
             "compare": cmd_compare}
 
 
-def _terminate_as_interrupt(signum, frame):
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started.
     raise KeyboardInterrupt
 

@@ -27,8 +27,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -187,7 +189,7 @@ class PostgresServer:
             self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> PostgresServer:
@@ -211,7 +213,7 @@ class PostgresServer:
         return self
 
     @contextlib.contextmanager
-    def down(self):
+    def down(self) -> Iterator[PostgresServer]:
         """The server stopped (pg_ctl stop -m fast: every session cut) for the body, then started again."""
         self._stop()
         try:
@@ -245,14 +247,14 @@ class PostgresServer:
 
     # --- observing --------------------------------------------------------------------
 
-    def connect_admin(self):
+    def connect_admin(self) -> Any:
         """A new connection to the admin database over the Unix socket, autocommit (psycopg)."""
         import psycopg
 
         return psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=max(1, int(self.wait_s)))
 
     @contextlib.contextmanager
-    def admin(self):
+    def admin(self) -> Iterator[Any]:
         """A connection to the admin database over the Unix socket, closed on leaving."""
         conn = self.connect_admin()
         try:
@@ -337,7 +339,7 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def interrupts_held():
+def interrupts_held() -> Iterator[None]:
     """SIGINT and SIGTERM that arrive inside the block take effect when it ends (main thread only:
     elsewhere Python delivers no signal anyway). The kernel's signal mask is left alone, so the
     programs started inside get signals as usual."""
@@ -404,7 +406,7 @@ def telling_lines(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]
     return distinct_lines(log_text, TELLING_LINE, keep, strip=LOG_PREFIX)
 
 
-def app_connections(conn) -> int:
+def app_connections(conn: Any) -> int:
     """The app's connections to its database now (pg_stat_activity), forkwise's own excluded;
     `conn`: an admin connection."""
     return conn.execute("select count(*) from pg_stat_activity where datname = %s and application_name = %s",
@@ -431,7 +433,7 @@ class ConnectionPeak:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self.log_highlights = self.server.log_highlights()

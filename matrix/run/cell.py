@@ -50,7 +50,7 @@ from forkwise.matrix.run import environment, resources, scenarios, stability
 from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, read_log_end
 from forkwise.matrix.run.http import parse_json, post_json, request
-from forkwise.matrix.run.load import level_record
+from forkwise.matrix.run.load import LoadResult, level_record
 from forkwise.matrix.run.open_loop import measure_open_loop
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
@@ -59,7 +59,7 @@ from forkwise.matrix.run.verification import Verification
 from forkwise.matrix.verdicts import Judgement, oom_evidence  # noqa: F401  (oom_evidence: the evidence, re-exported)
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
-from forkwise.servers.base import ServerTimeouts
+from forkwise.servers.base import Deployment, ServerTimeouts
 from forkwise.strategies import registry
 from forkwise.webapp.db import Database
 
@@ -227,7 +227,7 @@ class CellRun:
 
     # --- the whole cell -----------------------------------------------------------------
 
-    def deployment(self, max_requests: int, spec_path: Path):
+    def deployment(self, max_requests: int, spec_path: Path) -> Deployment:
         """The deployment the plan describes, on a free port, in the cell's work directory."""
         cell = self.cell
         return make_deployment(
@@ -382,6 +382,7 @@ class CellRun:
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
         url = f"http://{d.host}:{d.port}/predict"
+        assert self.cell.open_loop_plan is not None, "a cell runs its open-loop phase only when its plan has one"
         found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
                                   Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
@@ -452,7 +453,7 @@ class CellRun:
                                       blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
 
 
-def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:
+def _sampled_wrong(v: Verification, result: LoadResult, db: Database, last_id_before: int) -> tuple[int, int]:
     """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
     hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
     wrong = 0

@@ -30,6 +30,7 @@ from forkwise.config import (
     resolve_threads,
 )
 from forkwise.errors import ConfigError
+from forkwise.matrix.run.open_loop import OpenLoopPlan
 
 DRIVERS = ("auto", "wrk", "builtin")
 # Seconds a cell may wait, in all, for a quiet host before its load levels (forkwise.matrix.run.stability);
@@ -76,7 +77,7 @@ def _load_bool(value: Any) -> bool:
 
 
 def _parse_number(kind: type) -> Callable[[str], Any]:
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             return kind(text)
         except ValueError:
@@ -125,7 +126,7 @@ def optional(kind: Kind) -> Kind:
 
 
 def above(low: float, inclusive: bool = False) -> Callable[[Any], None]:
-    def check(value) -> None:
+    def check(value: Any) -> None:
         if value is None:
             return
         values = value if isinstance(value, tuple) else (value,)
@@ -135,8 +136,8 @@ def above(low: float, inclusive: bool = False) -> Callable[[Any], None]:
     return check
 
 
-def one_of(choices) -> Callable[[Any], None]:
-    def check(value) -> None:
+def one_of(choices: tuple[str, ...]) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
 
@@ -170,7 +171,8 @@ class Setting:
 
 
 def setting(help: str, kind: Kind, default: Any = dataclasses.MISSING, *, flag: str | None = None,
-            check: Callable[[Any], None] | None = None, choices: tuple | None = None, metavar: str | None = None):
+            check: Callable[[Any], None] | None = None, choices: tuple | None = None,
+            metavar: str | None = None) -> Any:
     """A plan field: its default and its declaration (Setting) in one place."""
     if choices is not None:
         check = one_of(choices)
@@ -270,12 +272,11 @@ class CellPlan:
         return found
 
     @property
-    def open_loop_plan(self):
+    def open_loop_plan(self) -> OpenLoopPlan | None:
         """The cell's open-loop phase (forkwise.matrix.run.open_loop), or None."""
         if not self.open_loop:
             return None
         from forkwise.matrix.records.budgets import DEFAULT_P99_MS
-        from forkwise.matrix.run.open_loop import OpenLoopPlan
 
         return OpenLoopPlan(p99_budget_ms=self.p99_budget_ms or DEFAULT_P99_MS, rates=self.rates,
                             steps=self.rate_steps, duration_s=self.duration_s)
@@ -356,7 +357,7 @@ def check_setting(name: str, value: Any, where: str) -> None:
 
 
 def _argparse_type(decl: Setting) -> Callable[[str], Any]:
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             value = decl.kind.parse(text)
             if decl.check is not None:

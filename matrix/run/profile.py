@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
+from typing import Any
 
 from forkwise import gpu, servers
 from forkwise.config import DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS
@@ -195,7 +196,7 @@ def _product(block: dict) -> list[Cell]:
 PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals")
 
 
-def _from_table(settings: type, table, section: str):
+def _from_table(settings: type, table: object, section: str) -> Any:
     """A profile's [section] as `settings` (a dataclass): an unknown key is named, with the valid ones."""
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table")
