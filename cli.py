@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from forkwise import __version__, cli_help, gpu, servers
 from forkwise.checks import FLOAT, INT, above, argparse_type
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_commands(sub) -> None:
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     """matrix, merge, report, evidence and compare: the commands that make and read runs."""
     p = sub.add_parser("matrix", help="run a matrix profile and publish its results")
     p.add_argument("--profile", default="default", metavar="NAME|PATH.toml",
@@ -127,14 +129,14 @@ def _spec(home: Path, model: str, backend: str = gpu.DEFAULT_BACKEND) -> Path:
     return ensure_spec(home, model, backend=backend)
 
 
-def _check_device(args) -> None:
+def _check_device(args: argparse.Namespace | CellPlan) -> None:
     """Fail fast, before any model is built: a GPU for device gpu, a valid policy for it."""
     if args.device == "gpu":
         gpu.policy_env(args.backend, args.gpu_policy, 1)  # ConfigError for a policy the backend lacks
         gpu.require_gpu()
 
 
-def cmd_model(args, home: Path) -> int:
+def cmd_model(args: argparse.Namespace, home: Path) -> int:
     from forkwise.model.spec import ModelSpec, ensure_spec
 
     spec = ModelSpec.load(ensure_spec(home, args.model, rebuild=args.rebuild, backend=args.backend))
@@ -143,7 +145,7 @@ def cmd_model(args, home: Path) -> int:
     return 0
 
 
-def cmd_strategies(args, home: Path) -> int:
+def cmd_strategies(args: argparse.Namespace, home: Path) -> int:
     for name in registry.names():
         cls = registry.get(name)
         print(f"{name:<24} preload={str(cls.needs.preload_app).lower():<5}  {cls.summary}")
@@ -153,14 +155,14 @@ def cmd_strategies(args, home: Path) -> int:
     return 0
 
 
-def cmd_schema(args, home: Path) -> int:
+def cmd_schema(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.records.record_schema import json_schema
 
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
 
-def cmd_cell(args, home: Path) -> int:
+def cmd_cell(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.run import scenarios
     from forkwise.matrix.run.cell import run_cell, summary_line
 
@@ -188,7 +190,7 @@ def cmd_cell(args, home: Path) -> int:
     return 1 if args.check and not record.verdict.ok else 0
 
 
-def _cell_plan(args, home: Path):
+def _cell_plan(args: argparse.Namespace, home: Path) -> CellPlan:
     """The cell's plan: from --plan FILE.json, or from the flags."""
     if args.plan is None:
         missing = [a.flag for a in axes() if a.required and getattr(args, a.name) is None]
@@ -207,7 +209,7 @@ def _cell_plan(args, home: Path):
     return CellPlan.from_json(text, where=f"plan {args.plan}")
 
 
-def _check_database(args) -> None:
+def _check_database(args: argparse.Namespace | CellPlan) -> None:
     """Fail fast, before any model is built: PostgreSQL installed for --database postgresql."""
     if args.database != DEFAULT_DATABASE:
         from forkwise.postgres import PostgresServer
@@ -215,7 +217,7 @@ def _check_database(args) -> None:
         PostgresServer.check_installed()
 
 
-def cmd_serve(args, home: Path) -> int:
+def cmd_serve(args: argparse.Namespace, home: Path) -> int:
     from forkwise.deploy import database_for
 
     _check_device(args)
@@ -224,9 +226,9 @@ def cmd_serve(args, home: Path) -> int:
         raise ConfigError(f"--database-url names your own database; --database {args.database} starts one: give one")
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="forkwise-serve-"))
     spec_path = _spec(home, args.model, args.backend)
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop["signal"] = signum
 
     # Set before the database starts: a SIGTERM from here on ends the loop below, and every
@@ -237,7 +239,8 @@ def cmd_serve(args, home: Path) -> int:
         return _serve(args, run_dir, spec_path, args.database_url or database.url, stop)
 
 
-def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) -> int:
+def _serve(args: argparse.Namespace, run_dir: Path, spec_path: Path, database_url: str,
+           stop: dict[str, int | None]) -> int:
     from forkwise.deploy import launch, make_deployment
 
     deployment = make_deployment(
@@ -264,7 +267,7 @@ def _serve(args, run_dir: Path, spec_path: Path, database_url: str, stop: dict) 
     return 0
 
 
-def cmd_matrix(args, home: Path) -> int:
+def cmd_matrix(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import run_matrix
     from forkwise.matrix.records.hosts import WHOLE, parse_shard
     from forkwise.matrix.run.environment import HOST_LABEL_VAR
@@ -276,7 +279,7 @@ def cmd_matrix(args, home: Path) -> int:
                       plain=args.plain, home=home, p99_ms=args.p99_ms, memory_mb=args.memory_mb, shard=shard)
 
 
-def cmd_merge(args, home: Path) -> int:
+def cmd_merge(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import merge
 
     merged, paths = merge(args.dirs, args.out, allow_missing=args.allow_missing)
@@ -287,7 +290,7 @@ def cmd_merge(args, home: Path) -> int:
     return 0
 
 
-def cmd_report(args, home: Path) -> int:
+def cmd_report(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.publish.folder import report_dir
 
     for path in report_dir(args.dir, p99_ms=args.p99_ms, memory_mb=args.memory_mb):
@@ -295,7 +298,7 @@ def cmd_report(args, home: Path) -> int:
     return 0
 
 
-def cmd_evidence(args, home: Path) -> int:
+def cmd_evidence(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.commands import add_goal_evidence
 
     for path in add_goal_evidence(args.dir, home):
@@ -303,7 +306,7 @@ def cmd_evidence(args, home: Path) -> int:
     return 0
 
 
-def cmd_compare(args, home: Path) -> int:
+def cmd_compare(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.analysis.compare import compare
     from forkwise.matrix.analysis.compare_runs import load_run
     from forkwise.matrix.publish.compare_report import regressions, render_comparison
@@ -333,7 +336,7 @@ COMMANDS = {"model": cmd_model, "strategies": cmd_strategies, "schema": cmd_sche
             "compare": cmd_compare}
 
 
-def _terminate_as_interrupt(signum, frame):
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started.
     raise KeyboardInterrupt
 

@@ -53,7 +53,7 @@ class DatabaseRun:
             return f"SQLite {sqlite3.sqlite_version}"
         return self.server.version
 
-    def connection_watch(self):
+    def connection_watch(self) -> ConnectionPeak | _NoWatch:
         """Samples the app's connections to the server while in use, and reads the server's log on
         leaving (`peak`, `log_highlights`; None and () for SQLite)."""
         return ConnectionPeak(self.server) if self.server else _NoWatch()

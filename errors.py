@@ -1,6 +1,8 @@
 """Typed errors. Raised anywhere inside forkwise, caught once: at the CLI (``error: ...``)
 or, for request-time errors, by the web app's error handlers (a JSON 4xx/503)."""
 
+from collections.abc import Iterable
+
 
 class ForkwiseError(Exception):
     """Base of every error forkwise raises on purpose."""
@@ -13,7 +15,7 @@ class ConfigError(ForkwiseError):
 class UnknownNameError(ConfigError):
     """A name (strategy, server, profile...) is not registered; the message lists the valid ones."""
 
-    def __init__(self, kind: str, name: str, valid):
+    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
         self.kind, self.name, self.valid = kind, name, sorted(valid)
         super().__init__(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(self.valid)}")
 

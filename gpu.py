@@ -19,6 +19,7 @@ import math
 import shutil
 import subprocess
 from dataclasses import dataclass
+from types import ModuleType
 
 from forkwise.errors import ConfigError
 
@@ -153,11 +154,11 @@ class NoGpuError(ConfigError):
 SMI_TIMEOUT_S = 10
 
 
-def _text(value) -> str:
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _pynvml():
+def _pynvml() -> ModuleType | None:
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:

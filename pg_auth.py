@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from forkwise.errors import ConfigError, DatabaseServerError, PostgresMissing
 
@@ -103,7 +104,7 @@ class ClusterAuth:
                       passfile_line("127.0.0.1", port, DATABASE, APP_ROLE, self.app_secret)
                       + passfile_line(str(socket_dir), port, DATABASE, APP_ROLE, self.app_secret))
 
-    def create_app_role(self, conn) -> None:
+    def create_app_role(self, conn: Any) -> None:
         """The app's role (not a superuser, no other privilege) and its database, which it owns.
         `conn`: the superuser's. The server gets the SCRAM verifier, made here, never the secret:
         a statement the server logs cannot give it away."""

@@ -7,11 +7,12 @@ is never counted among the app's.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from forkwise.postgres import APP_NAME, DATABASE, PostgresServer
 
 
-def app_connections(conn) -> int:
+def app_connections(conn: Any) -> int:
     """The app's connections to its database now (pg_stat_activity), forkwise's own excluded;
     `conn`: an admin connection."""
     return conn.execute("select count(*) from pg_stat_activity where datname = %s and application_name = %s",
@@ -38,7 +39,7 @@ class ConnectionPeak:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self.log_highlights = self.server.log_highlights()

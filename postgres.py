@@ -26,8 +26,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psutil
@@ -205,7 +207,7 @@ class PostgresServer:
             self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> PostgresServer:
@@ -240,7 +242,7 @@ class PostgresServer:
             pwfile.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def down(self):
+    def down(self) -> Iterator[PostgresServer]:
         """The server stopped (pg_ctl stop -m fast: every session cut) for the body, then started again."""
         self._stop()
         try:
@@ -274,14 +276,14 @@ class PostgresServer:
 
     # --- observing --------------------------------------------------------------------
 
-    def connect_admin(self):
+    def connect_admin(self) -> Any:
         """A new connection to the admin database over the Unix socket, autocommit (psycopg)."""
         import psycopg
 
         return psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=max(1, int(self.wait_s)))
 
     @contextlib.contextmanager
-    def admin(self):
+    def admin(self) -> Iterator[Any]:
         """A connection to the admin database over the Unix socket, closed on leaving."""
         conn = self.connect_admin()
         try:

@@ -152,7 +152,7 @@ class ProcessGroup:
     def __enter__(self) -> ProcessGroup:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:

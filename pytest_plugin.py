@@ -8,7 +8,9 @@ forkwise.testing.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,35 +20,35 @@ from forkwise.testing import make_settings
 
 
 @pytest.fixture(scope="session")
-def home(tmp_path_factory) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Reuse a developer's cache when FORKWISE_HOME is set; otherwise build into a temp dir.
     env = os.environ.get("FORKWISE_HOME")
     return Path(env) if env else tmp_path_factory.mktemp("forkwise-home")
 
 
 @pytest.fixture(scope="session")
-def tiny_spec_path(home) -> Path:
+def tiny_spec_path(home: Path) -> Path:
     return ensure_spec(home, "tiny")
 
 
 @pytest.fixture(scope="session")
-def default_spec_path(home) -> Path:
+def default_spec_path(home: Path) -> Path:
     return ensure_spec(home, "default")
 
 
 @pytest.fixture(scope="session")
-def tiny_spec(tiny_spec_path) -> ModelSpec:
+def tiny_spec(tiny_spec_path: Path) -> ModelSpec:
     return ModelSpec.load(tiny_spec_path)
 
 
 @pytest.fixture(scope="session")
-def default_spec(default_spec_path) -> ModelSpec:
+def default_spec(default_spec_path: Path) -> ModelSpec:
     return ModelSpec.load(default_spec_path)
 
 
 @pytest.fixture
-def settings_for(tmp_path):
-    def make(strategy: str, spec_path: Path, **overrides) -> AppSettings:
+def settings_for(tmp_path: Path) -> Callable[..., AppSettings]:
+    def make(strategy: str, spec_path: Path, **overrides: Any) -> AppSettings:
         return make_settings(strategy, spec_path, tmp_path, **overrides)
 
     return make

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
 
 from forkwise.config import AppSettings
 from forkwise.errors import ModelUnavailable
+from forkwise.strategies.base import Strategy
 
 __all__ = ["make_settings", "live_children", "wait_for_answer"]
 
 
-def make_settings(strategy: str, spec_path: Path, run_dir: Path, **overrides) -> AppSettings:
+def make_settings(strategy: str, spec_path: Path, run_dir: Path, **overrides: Any) -> AppSettings:
     """AppSettings for an in-process app (no web server): the worker path, not preloaded."""
     values = dict(strategy=strategy, model_spec=spec_path, database_url=f"sqlite:///{run_dir / 'test.db'}",
                   run_dir=run_dir, preload_app=False)
@@ -37,7 +39,7 @@ def live_children() -> dict[int, psutil.Process]:
     return found
 
 
-def wait_for_answer(strategy, x: np.ndarray, timeout_s: float = 60.0) -> np.ndarray:
+def wait_for_answer(strategy: Strategy, x: np.ndarray, timeout_s: float = 60.0) -> np.ndarray:
     """A model server starts in a fresh interpreter: retry until it answers, for at most timeout_s."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def write_shaped(name: str, path: Path) -> None:
     _save(keras.Sequential(layers, name=f"forkwise_shaped_{name}"), path)
 
 
-def _save(model, path: Path) -> None:
+def _save(model: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Save beside, then rename: a reader never sees half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".keras")

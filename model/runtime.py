@@ -14,6 +14,8 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from forkwise.errors import ModelError
 _EXTRAS = {"jax": "forkwise[jax]", "torch": "forkwise[torch]", "tensorflow": "forkwise"}
 
 
-def _import_backend(module: str):
+def _import_backend(module: str) -> ModuleType:
     """Import a backend's own module, or ModelError saying which extra installs it."""
     try:
         return __import__(module)
@@ -32,7 +34,7 @@ def _import_backend(module: str):
         ) from None
 
 
-def _import_keras():
+def _import_keras() -> ModuleType:
     """Keras imports its backend (KERAS_BACKEND) on import: a missing one is a ModelError."""
     try:
         import keras
@@ -71,7 +73,7 @@ class Predictor:
         return warm
 
 
-def _input_shape(model) -> tuple[int, ...]:
+def _input_shape(model: Any) -> tuple[int, ...]:
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, IndexError, TypeError):
@@ -96,7 +98,7 @@ def _jax_threads(threads: int) -> int:
     return 1
 
 
-def _tensorflow_threads(tf, threads: int) -> int:
+def _tensorflow_threads(tf: ModuleType, threads: int) -> int:
     """Intra- and inter-op threads, set before TensorFlow's runtime starts: ModelError once it has
     started with other numbers (a process that loaded a model already)."""
     if threads:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from forkwise.model.runtime import load_predictor
 from forkwise.model.spec import ModelSpec
 from forkwise.modelserver import protocol
 from forkwise.procs import die_with_parent
+
+# What the server calls: rows in, rows out (a model.runtime.Predictor, or any such function).
+Model = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(eq=False)  # a job is itself: compared by identity
@@ -138,7 +142,7 @@ def pad_plan(rows: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
     return plan
 
 
-def call_padded(predictor, instances: np.ndarray, sizes: tuple[int, ...], pace: Pace | None = None,
+def call_padded(predictor: Model, instances: np.ndarray, sizes: tuple[int, ...], pace: Pace | None = None,
                 stats: Stats = STATS) -> np.ndarray:
     """The model's answer for `instances`, computed in calls of the allowed sizes; the answers of
     padding rows are dropped. One flat row per instance."""
@@ -159,7 +163,7 @@ def call_padded(predictor, instances: np.ndarray, sizes: tuple[int, ...], pace: 
     return answers[0] if len(answers) == 1 else np.concatenate(answers)
 
 
-def answer_batch(predictor, batch: list[Job], sizes: tuple[int, ...] = (), pace: Pace | None = None,
+def answer_batch(predictor: Model, batch: list[Job], sizes: tuple[int, ...] = (), pace: Pace | None = None,
                  stats: Stats = STATS) -> None:
     """The model's calls for the batch; each job gets its own rows of the answer, or the failure."""
     try:
@@ -183,7 +187,7 @@ class Batcher:
     """One model call at a time: at once on the request's thread when the model is idle and nobody
     waits, else from the queue, batched, by the inference thread (``run``)."""
 
-    def __init__(self, predictor, max_batch: int, max_wait_s: float, sizes: tuple[int, ...] = (),
+    def __init__(self, predictor: Model, max_batch: int, max_wait_s: float, sizes: tuple[int, ...] = (),
                  deadline_s: float = math.inf, pace: Pace | None = None, stats: Stats = STATS,
                  jobs: queue.SimpleQueue[Job | None] | None = None):
         self.predictor, self.max_batch, self.max_wait_s = predictor, max_batch, max_wait_s
@@ -263,7 +267,7 @@ class Batcher:
             answer_batch(self.predictor, live, self.sizes, self.pace, self.stats)
 
 
-def inference_loop(predictor, jobs: queue.SimpleQueue[Job | None], max_batch: int, max_wait_s: float) -> None:
+def inference_loop(predictor: Model, jobs: queue.SimpleQueue[Job | None], max_batch: int, max_wait_s: float) -> None:
     """Answer the jobs put on `jobs` until STOP (a Batcher's inference thread on a given queue)."""
     Batcher(predictor, max_batch, max_wait_s, jobs=jobs).run()
 
@@ -314,7 +318,7 @@ def handle(conn: socket.socket, batcher: Batcher, input_shape: tuple[int, ...]) 
             batcher.submit(job)
 
 
-def _stop(signum, frame) -> None:
+def _stop(signum: int, frame: FrameType | None) -> None:
     print(STATS.line(), file=sys.stderr, flush=True)
     os._exit(0)  # daemon threads may be inside a model call: do not wait for them
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import FrameType
 
 from forkwise.procs import die_with_parent, stop_process
 
@@ -21,7 +22,7 @@ def supervise(server_args: list[str]) -> int:
     die_with_parent()
     stopping = False
 
-    def on_term(signum, frame):
+    def on_term(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 

@@ -40,7 +40,7 @@ class Deployment:
     timeouts: ServerTimeouts = field(default_factory=ServerTimeouts)
     max_requests: int = 0  # recycle a worker after this many requests (0: never)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if not 0 < self.port < 65536:

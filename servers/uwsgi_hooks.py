@@ -9,7 +9,7 @@ import uwsgi
 from forkwise.webapp import process
 
 
-def _post_fork():
+def _post_fork() -> None:
     """Worker process, right after uWSGI forks it."""
     process.worker_started()
 

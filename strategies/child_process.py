@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 
-from forkwise.config import allowed_batch_sizes
+import numpy as np
+
+from forkwise.config import AppSettings, allowed_batch_sizes
+from forkwise.model.spec import ModelSpec
 from forkwise.modelserver.client import ModelClient
 from forkwise.procs import private_dir, stop_process
 from forkwise.strategies.base import ServerNeeds, Strategy
@@ -26,10 +29,10 @@ class ChildProcess(Strategy):
     has_model_server = True
 
     @classmethod
-    def max_batch(cls, settings) -> int:
+    def max_batch(cls, settings: AppSettings) -> int:
         return 1
 
-    def __init__(self, settings, spec):
+    def __init__(self, settings: AppSettings, spec: ModelSpec) -> None:
         """Runs in the master (this strategy preloads the app)."""
         super().__init__(settings, spec)
         self.socket_path = private_dir(settings.run_dir / "modelserver") / "model.sock"
@@ -57,13 +60,13 @@ class ChildProcess(Strategy):
         """Runs in each worker: drop any connection state inherited from the master."""
         self.client = ModelClient(self.socket_path, self.settings.model_timeout_s)
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread: one round trip to the model server."""
         out = self.client.predict(batch)
         return out.reshape(len(batch), *self.spec.output_shape)
 
     @classmethod
-    def knobs(cls, settings):
+    def knobs(cls, settings: AppSettings) -> dict[str, object]:
         return {"max_batch": cls.max_batch(settings), "max_wait_ms": settings.max_wait_ms,
                 "batch_sizes": ",".join(map(str, allowed_batch_sizes(settings.batch_sizes, cls.max_batch(settings))))
                 or "any"}
@@ -82,5 +85,5 @@ class ChildProcessBatched(ChildProcess):
                "padded to fixed sizes; a lone request runs at once")
 
     @classmethod
-    def max_batch(cls, settings) -> int:
+    def max_batch(cls, settings: AppSettings) -> int:
         return settings.max_batch

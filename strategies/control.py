@@ -18,6 +18,6 @@ class Control(Strategy):
     def constant_output(self) -> np.ndarray:
         return np.zeros(self.spec.output_shape, np.float32)
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread."""
         return np.broadcast_to(self.constant_output(), (len(batch), *self.spec.output_shape))

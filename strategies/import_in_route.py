@@ -5,6 +5,8 @@ imports fail under concurrency; Python's import lock serialises them, and the ma
 shows what happens.
 """
 
+import numpy as np
+
 from forkwise.model.runtime import Predictor
 from forkwise.strategies.base import Strategy
 
@@ -18,7 +20,7 @@ class ImportInRoute(Strategy):
 
     _predictor: Predictor | None = None
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread: imports and loads on first use, unguarded."""
         import tensorflow  # noqa: F401  (the article's import, in the route)
 

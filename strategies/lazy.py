@@ -4,6 +4,8 @@ Gunicorn without --preload; uWSGI with lazy-apps. Correct under every server, at
 price of one full copy of the runtime and the model per worker.
 """
 
+import numpy as np
+
 from forkwise.model.runtime import Predictor, load_predictor
 from forkwise.strategies.base import ServerNeeds, Strategy
 
@@ -21,6 +23,7 @@ class Lazy(Strategy):
         """Runs in each worker after fork: import the runtime and load the model here."""
         self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread."""
+        assert self._predictor is not None, "post_fork() loaded it, before any request"
         return self._predictor(batch)

@@ -7,9 +7,12 @@ worker at a time initialise the runtime.
 
 import threading
 
+import numpy as np
 from filelock import FileLock
 
+from forkwise.config import AppSettings
 from forkwise.model.runtime import Predictor, load_predictor
+from forkwise.model.spec import ModelSpec
 from forkwise.strategies.base import Strategy
 
 
@@ -22,7 +25,7 @@ class LockedSingleton(Strategy):
 
     _predictor: Predictor | None = None
 
-    def __init__(self, settings, spec):
+    def __init__(self, settings: AppSettings, spec: ModelSpec) -> None:
         """Runs in the process that builds the app (each worker: this strategy never preloads)."""
         super().__init__(settings, spec)
         self._lock = threading.Lock()
@@ -39,6 +42,6 @@ class LockedSingleton(Strategy):
                     self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
             return self._predictor
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread."""
         return self.model()(batch)

@@ -27,6 +27,7 @@ class Preload(Strategy):
         self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
         self._predictor(np.zeros((1, *self.spec.input_shape), np.float32))
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, with the model the master built."""
+        assert self._predictor is not None, "preload() loaded it in the master, before fork"
         return self._predictor(batch)

@@ -6,6 +6,8 @@ runtime object that holds threads or device state is created after fork.
 
 from typing import ClassVar
 
+import numpy as np
+
 from forkwise.model.runtime import Predictor, load_predictor
 from forkwise.strategies.base import ServerNeeds, Strategy
 
@@ -27,8 +29,9 @@ class PreloadImport(Strategy):
         """Runs in each worker after fork: load the model here."""
         self._predictor = load_predictor(self.spec.model_path, self.settings.intra_op_threads)
 
-    def predict(self, batch):
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         """Runs in a worker, on the request's thread."""
+        assert self._predictor is not None, "post_fork() loaded it, before any request"
         return self._predictor(batch)
 
 

@@ -24,10 +24,12 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from flask import Flask
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -49,8 +51,8 @@ predictions = Table(
 )
 
 
-def _sqlite_pragmas(busy_timeout_s: float):
-    def on_connect(dbapi_conn, _record):
+def _sqlite_pragmas(busy_timeout_s: float) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA journal_mode = WAL")
@@ -91,7 +93,7 @@ class Database:
         self._engine_pid: int | None = None
         self._guard = threading.Lock()
 
-    def init_app(self, app) -> None:
+    def init_app(self, app: Flask) -> None:
         """Register only: no connection is made here, since this may run in a master about to fork."""
         app.extensions["forkwise_db"] = self
 
@@ -132,7 +134,7 @@ class Database:
         return engine
 
     @contextlib.contextmanager
-    def _reachable(self):
+    def _reachable(self) -> Iterator[None]:
         """Errors that mean "the database cannot serve this now" become typed 503 errors: a locked
         SQLite file, a server that is down, restarting or cut the connection. Anything else is a
         bug or a broken connection and propagates (the app answers 500 with its text)."""

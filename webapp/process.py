@@ -15,7 +15,11 @@ import threading
 
 import numpy as np
 
+from forkwise.config import AppSettings
 from forkwise.errors import ModelUnavailable
+from forkwise.model.spec import ModelSpec
+from forkwise.strategies.base import Strategy
+from forkwise.webapp.db import Database
 
 log = logging.getLogger("forkwise.webapp")
 # A worker whose warm-up found no model server tries again after this, doubling up to the most:
@@ -27,7 +31,7 @@ WARM_UP_RETRY_MAX_S = 1.0
 class AppProcess:
     """The app's per-process state: built once, re-initialised in each forked worker."""
 
-    def __init__(self, settings, spec, strategy, db):
+    def __init__(self, settings: AppSettings, spec: ModelSpec, strategy: Strategy, db: Database) -> None:
         self.settings, self.spec, self.strategy, self.db = settings, spec, strategy, db
         self._initialised_pid: int | None = None
         self._ready_pid: int | None = None

@@ -5,22 +5,23 @@ from __future__ import annotations
 import hashlib
 import os
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from forkwise.errors import DatabaseBusy, DatabaseUnavailable, ModelUnavailable
 from forkwise.webapp.db import first_line
+from forkwise.webapp.process import AppProcess
 from forkwise.webapp.validation import BadRequest, instances_from, parse_body
 
 bp = Blueprint("forkwise", __name__)
 
 
-def _state():
+def _state() -> AppProcess:
     return current_app.extensions["forkwise"]
 
 
 @bp.post("/predict")
-def predict():
+def predict() -> Response:
     state = _state()
     settings = state.settings
     mimetype = request.mimetype
@@ -43,12 +44,12 @@ def predict():
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> Response:
     return jsonify(status="alive", pid=os.getpid())
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> Response | tuple[Response, int]:
     state = _state()
     if state.ready:
         return jsonify(status="ready", pid=os.getpid())
@@ -56,7 +57,7 @@ def readyz():
 
 
 @bp.get("/stats")
-def stats():
+def stats() -> Response:
     state = _state()
     return jsonify(
         rows=state.db.count(),
@@ -67,7 +68,7 @@ def stats():
     )
 
 
-def _error(status: int, code: str, message: str, retry_after: int | None = None):
+def _error(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
     response = jsonify(error={"code": code, "message": message})
     response.status_code = status
     if retry_after is not None:
@@ -75,26 +76,26 @@ def _error(status: int, code: str, message: str, retry_after: int | None = None)
     return response
 
 
-def register_error_handlers(app) -> None:
+def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BadRequest)
-    def bad_request(exc: BadRequest):
+    def bad_request(exc: BadRequest) -> Response:
         return _error(exc.status, exc.code, exc.message)
 
     @app.errorhandler(ModelUnavailable)
-    def model_unavailable(exc: ModelUnavailable):
+    def model_unavailable(exc: ModelUnavailable) -> Response:
         return _error(503, "model_unavailable", str(exc), retry_after=exc.retry_after_s)
 
     @app.errorhandler(DatabaseBusy)
-    def database_busy(exc: DatabaseBusy):
+    def database_busy(exc: DatabaseBusy) -> Response:
         return _error(503, "database_busy", str(exc), retry_after=exc.retry_after_s)
 
     @app.errorhandler(DatabaseUnavailable)
-    def database_unavailable(exc: DatabaseUnavailable):
+    def database_unavailable(exc: DatabaseUnavailable) -> Response:
         app.logger.warning("503: %s", exc)
         return _error(503, "database_unavailable", str(exc), retry_after=exc.retry_after_s)
 
     @app.errorhandler(SQLAlchemyError)
-    def database_error(exc: SQLAlchemyError):
+    def database_error(exc: SQLAlchemyError) -> Response:
         # A broken connection or a bug: a 500 whose body says what the database driver said.
         app.logger.error("500: database error", exc_info=exc)
         return _error(500, "database_error", f"database error: {first_line(exc)}")
@@ -103,6 +104,6 @@ def register_error_handlers(app) -> None:
     from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
+    def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         return _error(exc.code or 500, code, exc.description or exc.name)

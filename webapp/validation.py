@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NoReturn
 
 import numpy as np
 
@@ -25,7 +26,7 @@ _NUMBER_TYPES = (int, float)
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _reject_constant(name: str):
+def _reject_constant(name: str) -> NoReturn:
     raise BadRequest(422, "not_finite", f"{name} is not allowed: every value must be a finite number")
 
 

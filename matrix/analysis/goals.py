@@ -67,7 +67,7 @@ def _level(record: CellRecord, concurrency: int) -> LoadLevel | None:
     return next((lv for lv in record.load if lv.concurrency == concurrency), None)
 
 
-def _find(records, **where) -> CellRecord | None:
+def _find(records: Sequence[CellRecord], **where: object) -> CellRecord | None:
     found = [r for r in records if all(getattr(r, k) == v for k, v in where.items())]
     return found[-1] if found else None
 

@@ -208,6 +208,6 @@ def pooled_relative_spread(samples: Iterable[tuple[K, Sequence[float]]]) -> dict
     return {k: round(math.sqrt(total / df), 4) for k, (total, df) in sorted(sums.items(), key=_key_order)}
 
 
-def _key_order(item) -> tuple:
+def _key_order(item: tuple[K, list[float]]) -> tuple[bool, K | int]:
     key = item[0]
     return (key is not None, key if key is not None else 0)

@@ -112,7 +112,7 @@ Block = Heading | Para | Items | Table | Code | Plot
 # --- figures -------------------------------------------------------------------------------
 
 
-def new_figure(width: float, height: float):
+def new_figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -121,7 +121,7 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def png(fig) -> bytes:
+def png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

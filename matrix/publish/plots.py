@@ -57,7 +57,8 @@ def throughput_plot(records: Sequence[CellRecord]) -> Plot | None:
                 "one panel per server; dotted: a cell whose verdict is not OK", png(fig))
 
 
-def _grouped_bars(records: Sequence[CellRecord], value: Callable[[CellRecord], float | None], ylabel: str):
+def _grouped_bars(records: Sequence[CellRecord], value: Callable[[CellRecord], float | None],
+                  ylabel: str) -> Plot | None:
     measured = [r for r in records if value(r) is not None]
     if not measured:
         return None

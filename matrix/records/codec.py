@@ -24,7 +24,7 @@ def encode(value: Any) -> Any:
     return value
 
 
-def field_hints(cls) -> dict[str, Any]:
+def field_hints(cls: object) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 

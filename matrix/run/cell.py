@@ -42,7 +42,7 @@ from forkwise.matrix.run import environment, resources, scenarios, stability
 from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.evidence import hung_workers_finding, server_log_evidence
 from forkwise.matrix.run.http import parse_json, post_json, request
-from forkwise.matrix.run.load import level_record
+from forkwise.matrix.run.load import LoadResult, level_record
 from forkwise.matrix.run.open_loop import measure_open_loop
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
@@ -51,7 +51,7 @@ from forkwise.matrix.run.verification import Verification
 from forkwise.matrix.verdicts import Judgement
 from forkwise.model.spec import ModelSpec
 from forkwise.procs import free_port, tagged_processes
-from forkwise.servers.base import ServerTimeouts
+from forkwise.servers.base import Deployment, ServerTimeouts
 from forkwise.strategies import registry
 from forkwise.webapp.db import Database
 
@@ -219,11 +219,11 @@ class CellRun:
 
     # --- the whole cell -----------------------------------------------------------------
 
-    def deployment(self, max_requests):
+    def deployment(self, max_requests: int, spec_path: Path) -> Deployment:
         """The deployment the plan describes, on a free port, in the cell's work directory."""
         cell = self.cell
         return make_deployment(
-            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=cell.spec_path,
+            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=spec_path,
             run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
             timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
             backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
@@ -236,8 +236,8 @@ class CellRun:
         t0 = time.monotonic()
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
-        deployment = self.deployment(scenario.max_requests)
         assert cell.spec_path is not None, "the cell command resolves the model to a spec file before the cell runs"
+        deployment = self.deployment(scenario.max_requests, cell.spec_path)
         spec = ModelSpec.load(cell.spec_path)
         constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
         rtol, atol = gpu.tolerance(cell.device)
@@ -366,6 +366,7 @@ class CellRun:
         bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
         peak = max((lv.rps for lv in self.load_levels), default=None)
         url = f"http://{d.host}:{d.port}/predict"
+        assert self.cell.open_loop_plan is not None, "a cell runs its open-loop phase only when its plan has one"
         found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
                                   Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
         for lv in found.levels:
@@ -436,7 +437,7 @@ class CellRun:
                                       blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
 
 
-def _sampled_wrong(v: Verification, result, db: Database, last_id_before: int) -> tuple[int, int]:
+def _sampled_wrong(v: Verification, result: LoadResult, db: Database, last_id_before: int) -> tuple[int, int]:
     """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
     hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
     wrong = 0

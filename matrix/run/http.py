@@ -26,7 +26,7 @@ class Reply:
     stalled: bool | None = None
 
 
-def parse_json(raw: bytes):
+def parse_json(raw: bytes) -> Any:
     """A response body as JSON, or None when it is empty or not JSON."""
     try:
         return json.loads(raw) if raw else None

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -371,7 +372,7 @@ def run_load(url: str, bodies: list[bytes], concurrency: int, warmup_s: float, d
                       raw["http_503"])
 
 
-def run_child(argv: list[str], child_main) -> int:
+def run_child(argv: list[str], child_main: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -> int:
     """A driver child's entry: read CONFIG_JSON (argv[0]), run ``child_main(cfg)``, print its one
     JSON result line (shared by this driver and matrix.open_loop)."""
     from forkwise.procs import die_with_parent

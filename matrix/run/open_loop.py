@@ -103,16 +103,19 @@ def p99_with_failures(ok_latencies_s: list[float], failed: int) -> float | None:
 # --- the child ------------------------------------------------------------------------------------
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]  # a keep-alive connection's two ends
+
+
 class _Pool:
     """Child process: idle keep-alive connections, opened on demand up to a limit."""
 
     def __init__(self, host: str, port: int, limit: int, timeout_s: float):
         self.host, self.port, self.timeout_s = host, port, timeout_s
-        self.idle: list = []
+        self.idle: list[Connection] = []
         self.free = asyncio.Semaphore(limit)
         self.reuse = True  # turned off once the server is seen to close after each answer (uWSGI)
 
-    async def get(self):
+    async def get(self) -> tuple[Connection, bool]:
         await self.free.acquire()
         if self.idle:
             return self.idle.pop(), True
@@ -123,7 +126,7 @@ class _Pool:
             self.free.release()
             raise
 
-    def put(self, conn, keep: bool) -> None:
+    def put(self, conn: Connection, keep: bool) -> None:
         if keep and self.reuse:
             self.idle.append(conn)
         else:

@@ -25,6 +25,8 @@ from forkwise.checks import BOOL, FLOAT, INT, LEVELS, PATH, RATES, TEXT, Kind, a
 from forkwise.config import resolve_threads
 from forkwise.errors import ConfigError
 from forkwise.matrix.records.axes import Cell, axes
+from forkwise.matrix.records.budgets import DEFAULT_P99_MS
+from forkwise.matrix.run.open_loop import OpenLoopPlan
 
 DRIVERS = ("auto", "wrk", "builtin")
 # Seconds a cell may wait, in all, for a quiet host before its load levels (forkwise.matrix.run.stability);
@@ -54,7 +56,8 @@ class Setting:
 
 
 def setting(help: str, kind: Kind, default: Any = dataclasses.MISSING, *, flag: str | None = None,
-            check: Callable[[Any], None] | None = None, choices: tuple | None = None, metavar: str | None = None):
+            check: Callable[[Any], None] | None = None, choices: tuple | None = None,
+            metavar: str | None = None) -> Any:
     """A plan field: its default and its declaration (Setting) in one place."""
     if choices is not None:
         check = checks.one_of(choices)
@@ -153,13 +156,10 @@ class CellPlan:
         return found
 
     @property
-    def open_loop_plan(self):
+    def open_loop_plan(self) -> OpenLoopPlan | None:
         """The cell's open-loop phase (forkwise.matrix.run.open_loop), or None."""
         if not self.open_loop:
             return None
-        from forkwise.matrix.records.budgets import DEFAULT_P99_MS
-        from forkwise.matrix.run.open_loop import OpenLoopPlan
-
         return OpenLoopPlan(p99_budget_ms=self.p99_budget_ms or DEFAULT_P99_MS, rates=self.rates,
                             steps=self.rate_steps, duration_s=self.duration_s)
 

@@ -158,7 +158,7 @@ def _product(block: dict) -> list[Cell]:
 PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals")
 
 
-def _from_table(settings: type, table, section: str):
+def _from_table(settings: type, table: object, section: str) -> Any:
     """A profile's [section] as `settings` (a dataclass): an unknown key is named, with the valid ones."""
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table")

@@ -90,7 +90,7 @@ class Scenario:
         return self.applies(strategy_cls) and not (self.needs_database_server and database == DEFAULT_DATABASE)
 
 
-def _kill_worker(run) -> str:
+def _kill_worker(run: RunningCell) -> str:
     pids = sorted(resources.worker_pids(run.launch.group.pid))
     if not pids:
         return "no worker to kill"
@@ -102,7 +102,7 @@ def _model_servers(master: int) -> list[psutil.Process]:
     return [p for p in resources.deployment_processes(master) if resources.role_of(p, master) == MODEL_SERVER]
 
 
-def _kill_model_server(run) -> str:
+def _kill_model_server(run: RunningCell) -> str:
     found = _model_servers(run.launch.group.pid)
     if not found:
         return "no model server to kill"
@@ -110,13 +110,13 @@ def _kill_model_server(run) -> str:
     return f"SIGKILL model server {found[0].pid}"
 
 
-def _restart_database(run) -> str:
+def _restart_database(run: RunningCell) -> str:
     # Every session is cut and the server is down for a moment: the app must answer 503, then reconnect.
     took = run.database.server.restart()
     return f"restarted the PostgreSQL server (pg_ctl restart -m fast, {took:.2f} s)"
 
 
-def _reload(run) -> str:
+def _reload(run: RunningCell) -> str:
     # Gunicorn: HUP starts new workers and retires the old gracefully. uWSGI: HUP is its graceful reload.
     os.kill(run.launch.group.pid, signal.SIGHUP)
     return f"SIGHUP master {run.launch.group.pid}"
@@ -190,7 +190,8 @@ def _recovery(samples: tuple[float, ...], event_at: float | None,
     return None, False
 
 
-def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: float) -> Disruption:
+def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, duration_s: float,
+                   timeout_s: float) -> Disruption:
     """Load with the built-in driver; fire the scenario's event a third of the way in.
 
     The window is stretched to hold the recovery allowance after the event (from the cell's own
@@ -251,7 +252,7 @@ def run_disruption(run, v, scenario: Scenario, duration_s: float, timeout_s: flo
     )
 
 
-def acknowledge(v, body, rows: list[int]) -> tuple[bool, int]:
+def acknowledge(v: Verification, body: Any, rows: list[int]) -> tuple[bool, int]:
     """Check one 200 answer against the reference and remember its rows: (correct, worker pid)."""
     correct, got, ids, worker, _ = v.compare(body, rows)
     for row_id, out in zip(ids, got if got is not None else [], strict=False):
@@ -341,7 +342,7 @@ def generated_corpus(width: int, n: int, seed: int = 7) -> list[tuple[str, str, 
     return out
 
 
-def bad_input_campaign(run, v, n_generated: int = 300) -> tuple[ErrorCounts, list[str]]:
+def bad_input_campaign(run: RunningCell, v: Verification, n_generated: int = 300) -> tuple[ErrorCounts, list[str]]:
     """Send every payload; count what was not a clean 4xx. 200s are acknowledged like any."""
     d = run.launch.deployment
     width = int(np.prod(v.inputs.shape[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Verification:
     def payload(self, rows: list[int]) -> dict:
         return {"instances": self.inputs[rows].tolist()}
 
-    def compare(self, body, rows: list[int]) -> tuple[bool, np.ndarray | None, list[int], int, str]:
+    def compare(self, body: Any, rows: list[int]) -> tuple[bool, np.ndarray | None, list[int], int, str]:
         """A 200 body against the expected rows: (correct, predictions, ids, worker, why not)."""
         want = self.expected(rows).reshape(len(rows), -1)
         try:
