@@ -396,6 +396,5 @@ def reap_orphans() -> list[Path]:
 
 
 def telling_lines(log_text: str, keep: int = HIGHLIGHTS_KEPT) -> tuple[str, ...]:
-    """The first `keep` distinct telling lines of a PostgreSQL log, without their time and pid;
-    lines that differ only in numbers count as one, with how often it recurred."""
+    """The first `keep` distinct telling lines of a PostgreSQL log, time and pid stripped (see distinct_lines)."""
     return distinct_lines(log_text, TELLING_LINE, keep, strip=LOG_PREFIX)

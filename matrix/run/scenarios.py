@@ -197,29 +197,11 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     The window is stretched to hold the recovery allowance after the event (from the cell's own
     cold start), so a replacement that loads the model as fast as the first worker did is seen.
     """
-    from forkwise.matrix.run.load import run_load
-
-    d = run.launch.deployment
     rows_per_body = [[(i + j) % len(v.inputs) for j in range(scenario.instances)] for i in range(len(v.inputs))]
-    bodies = [json.dumps(v.payload(rows)).encode() for rows in rows_per_body]
     allowance = recovery_allowance_s(run.timings.get("cold_start_s", 0.0))
     event_at, window = window_s(duration_s, allowance)
-    warmup_s = 0.5
-    fired: dict[str, object] = {}
-
-    def fire(event: Callable) -> None:
-        time.sleep(warmup_s + event_at)
-        fired["note"] = event(run)
-
-    timer = threading.Thread(target=fire, args=(scenario.event,), daemon=True) if scenario.event else None
-    if timer:
-        timer.start()
     started = time.monotonic()
-    result = run_load(f"http://{d.host}:{d.port}/predict", bodies, concurrency=scenario.concurrency,
-                      warmup_s=warmup_s, duration_s=window, intervals=max(3, round(window / INTERVAL_S)),
-                      timeout_s=timeout_s, driver="builtin", sample_every=1)
-    if timer:
-        timer.join()
+    result, note = _load_with_event(run, v, scenario, rows_per_body, event_at, window, timeout_s)
     idle_s = run.progress.longest_idle_s(started, time.monotonic()) if run.progress is not None else None
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
@@ -231,25 +213,49 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     stall, tail = longest_stall_s(samples)
     # Without an event, a stall still running at the window's end is followed until it ends.
     tail_probe = TailProbe(run, v, timeout_s).settle(tail, allowance) if tail and not scenario.event else None
+    recovery_s, recovered = _recovery(samples, event_at if scenario.event else None, allowance)
     if tail_probe is not None:
         stall = max(stall, tail_probe.stall_s)
         wrong += tail_probe.wrong
         workers.update(tail_probe.workers)
-    recovery_s, recovered = _recovery(samples, event_at if scenario.event else None, allowance)
-    if tail_probe is not None:
         recovered = tail_probe.answered and stall <= allowance
-    unanswered = result.unacknowledged + (tail_probe.unanswered if tail_probe else 0)
     return Disruption(
-        event=str(fired.get("note", "")), at_s=round(event_at, 2) if scenario.event else None,
+        event=note, at_s=round(event_at, 2) if scenario.event else None,
         ok=result.total_ok_including_warmup, answers_wrong=wrong,
         failed=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
                            http_5xx=result.http_5xx, wrong=wrong),
-        http_503=result.http_503, unacknowledged=unanswered, recovery_s=recovery_s, recovered=recovered,
-        rps_samples=samples, interval_s=INTERVAL_S, workers_answering=tuple(sorted(workers)),
-        longest_stall_s=round(stall, 2), recovery_allowance_s=round(allowance, 2),
-        longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
+        http_503=result.http_503, unacknowledged=result.unacknowledged + (tail_probe.unanswered if tail_probe else 0),
+        recovery_s=recovery_s, recovered=recovered, rps_samples=samples, interval_s=INTERVAL_S,
+        workers_answering=tuple(sorted(workers)), longest_stall_s=round(stall, 2),
+        recovery_allowance_s=round(allowance, 2), longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
         blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,
     )
+
+
+def _load_with_event(run: RunningCell, v: Verification, scenario: Scenario, rows_per_body: list[list[int]],
+                     event_at: float, window: float, timeout_s: float) -> tuple[Any, str]:
+    """The window's load, with the scenario's event fired `event_at` into it: (the load's result,
+    what the event did)."""
+    from forkwise.matrix.run.load import run_load
+
+    d = run.launch.deployment
+    bodies = [json.dumps(v.payload(rows)).encode() for rows in rows_per_body]
+    warmup_s = 0.5
+    fired: dict[str, object] = {}
+
+    def fire(event: Callable) -> None:
+        time.sleep(warmup_s + event_at)
+        fired["note"] = event(run)
+
+    timer = threading.Thread(target=fire, args=(scenario.event,), daemon=True) if scenario.event else None
+    if timer:
+        timer.start()
+    result = run_load(f"http://{d.host}:{d.port}/predict", bodies, concurrency=scenario.concurrency,
+                      warmup_s=warmup_s, duration_s=window, intervals=max(3, round(window / INTERVAL_S)),
+                      timeout_s=timeout_s, driver="builtin", sample_every=1)
+    if timer:
+        timer.join()
+    return result, str(fired.get("note", ""))
 
 
 def acknowledge(v: Verification, body: Any, rows: list[int]) -> tuple[bool, int]:
