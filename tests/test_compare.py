@@ -443,3 +443,38 @@ def test_compare_divides_by_the_same_runs_control_of_the_same_backend():
 
     lazy = next(c for c in compare(run(1.0), run(0.5)).levels if c.cell_id.startswith("lazy/"))
     assert (lazy.vs_control_a, lazy.vs_control_b) == (0.5, 1.0)
+
+
+def _on_another_kernel(records: list[CellRecord], platform: str, numpy: str, commit: str) -> list[CellRecord]:
+    """The same records, as if measured on another kernel with another numpy (and one commit)."""
+    def moved(r: CellRecord) -> CellRecord:
+        env = dataclasses.replace(r.environment, platform=platform, git_commit=commit,
+                                  packages={**r.environment.packages, "numpy": numpy})
+        return dataclasses.replace(r, environment=env)
+
+    return [moved(r) for r in records]
+
+
+def test_compare_names_what_differs_between_the_environments(committed):
+    run_a, run_b = committed
+    # Run b holds launches of a modified checkout beside clean ones: a difference, and named.
+    assert [d.aspect for d in compare(run_a, run_b).environment] == ["git commit"]
+    env = run_a[0].environment
+    same = compare(run_a, _on_another_kernel(run_b, env.platform, env.packages["numpy"], env.git_commit))
+    assert [d.aspect for d in same.environment] == []
+    assert "environments are the same" in render_comparison(same)
+    moved = _on_another_kernel(run_b, "Linux-9.9.9-other-x86_64", "0.0.1", env.git_commit)
+    quiet = compare(run_a, moved)
+    assert [d.aspect for d in quiet.environment] == ["kernel and platform", "package numpy"]
+    assert quiet.environment[1].b == ("0.0.1",) and "0.0.1" not in quiet.environment[1].a
+    text = render_comparison(quiet)
+    assert "differ in kernel and platform, package numpy; nothing is flagged" in text
+    assert "Linux-9.9.9-other-x86_64" in text
+
+
+def test_a_flag_that_coincides_with_a_change_of_environment_says_so(committed):
+    run_a, run_b = committed
+    env = run_a[0].environment
+    slowed = _on_another_kernel(scaled(run_b, 0.7), "Linux-9.9.9-other-x86_64", env.packages["numpy"], env.git_commit)
+    text = render_comparison(compare(run_a, slowed))
+    assert "coincides with a change of kernel and platform" in text

@@ -47,6 +47,7 @@ from forkwise.matrix.analysis.compare_runs import (
     load_run,
 )
 from forkwise.matrix.analysis.controls import Controls
+from forkwise.matrix.analysis.environments import EnvironmentDifference, environment_differences
 from forkwise.matrix.analysis.launches import combine_all
 from forkwise.matrix.analysis.recommend import Agreement, agreements, disagreements
 from forkwise.matrix.analysis.significance import (
@@ -263,6 +264,7 @@ class RunComparison:
     recommendation: tuple[Agreement, ...] = ()
     contradictions: tuple[str, ...] = ()
     budgets: Budgets = field(default_factory=Budgets)
+    environment: tuple[EnvironmentDifference, ...] = ()  # what differs between the runs' environments
 
     def cell_differences(self) -> list[tuple[str, Metric, Difference]]:
         """Every measure of every cell (and level), with its cell and metric."""
@@ -328,7 +330,8 @@ def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord],
     combined = combine_all(a_records), combine_all(b_records)
     result = RunComparison(tuple(levels), tuple(cells), tuple(strategy_tests(a, b, shifts.get(THROUGHPUT.name))),
                            tuple(shifts.values()), (a, b), tuple(agreements(*combined, budgets)),
-                           tuple(disagreements(*combined, budgets)), budgets)
+                           tuple(disagreements(*combined, budgets)), budgets,
+                           environment_differences(a_records, b_records))
     return judge(result)
 
 

@@ -203,8 +203,8 @@ def render_comparison(result: RunComparison) -> str:
 
 
 def comparison_document(result: RunComparison) -> list[Block]:
-    blocks: list[Block] = [Para(summary(result)), Para(shift_text(result)), noise_items(result),
-                           Para(method_text())]
+    blocks: list[Block] = [Para(summary(result)), *environment_blocks(result), Para(shift_text(result)),
+                           noise_items(result), Para(method_text())]
     if result.strategies:
         top = result.strategies[0].concurrency
         blocks += [Heading(f"Strategies at concurrency {top}, all their cells together", 2),
@@ -218,6 +218,22 @@ def comparison_document(result: RunComparison) -> list[Block]:
                    Table(("cell", "RSS a (MB)", "RSS b (MB)", "change", "MDE", "significant", "cold start a (s)",
                           "cold start b (s)", "beyond shift", "MDE", "significant"), tuple(cells))]
     return blocks + recommendation_blocks(result)
+
+
+def environment_blocks(result: RunComparison) -> list[Block]:
+    """What differs between the runs' environments, beside the flags: a flag that coincides with a
+    change of machine, kernel or library may not be the user's change."""
+    if not result.environment:
+        return [Para("The two runs' environments are the same (commit, packages, kernel and platform, Python, "
+                     "CPU, cores, memory, GPU, host label).", "Environments:")]
+    flagged = bool(result.strategies and any(s.difference.significant for s in result.strategies)) or any(
+        d.significant for _, _, d in result.cell_differences()) or any(s.difference.significant for s in result.shifts)
+    aspects = ", ".join(d.aspect for d in result.environment)
+    said = (f"what this comparison flags coincides with a change of {aspects}: the flags may come from that "
+            "change rather than from yours" if flagged else f"they differ in {aspects}; nothing is flagged")
+    rows = tuple((d.aspect, ", ".join(d.a), ", ".join(d.b)) for d in result.environment)
+    return [Para(f"The two runs were not made in the same environment: {said}.", "Environments:"),
+            Table(("what differs", "run a", "run b"), rows)]
 
 
 def recommendation_blocks(result: RunComparison) -> list[Block]:
