@@ -285,6 +285,16 @@ def test_md_header(out):
         assert text in head
 
 
+def test_the_header_names_the_code_that_rendered_it_beside_the_records(out):
+    from forkwise import provenance
+
+    head = read_md(out).split("## Verdict matrix")[0]
+    commit = provenance.git_commit()
+    rendered = next(line for line in head.splitlines() if "rendered by" in line)
+    assert "forkwise " in rendered and (commit == "unknown" or commit[:7] in rendered)
+    assert "git commit" in head  # the records' own commits, apart from the renderer's
+
+
 def test_md_verdict_matrix(out):
     (matrix,) = md_tables(section(read_md(out), "Verdict matrix"))
     header, body = matrix[0], {row[0]: row for row in matrix[1:]}

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from forkwise import provenance
 from forkwise.matrix.analysis.launches import describe_noise, launch_noise
 from forkwise.matrix.analysis.ordering import latest_by_cell
 from forkwise.matrix.publish.document import MISSING
@@ -51,6 +52,9 @@ def environment_facts(records: Sequence[CellRecord]) -> list[tuple[str, str]]:
         ("platform", summarise([e.platform for e in envs])),
         ("git commit", summarise([short_commit(e.git_commit) for e in envs])),
         ("packages", packages_summary(records)),
+        # The records' code above; the code that rendered this report here (a report rendered again
+        # by newer code says so).
+        ("rendered by", provenance.rendered_by()),
     ]
     gpus = [f"{e.gpu_name}, driver {e.gpu_driver}" for e in envs if e.gpu_name]
     if gpus:
