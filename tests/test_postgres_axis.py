@@ -44,7 +44,7 @@ def test_settings_travel_through_the_environment(tmp_path):
                            db_reset="nullpool", db_in_master=True)
     back = AppSettings.from_environ(settings.to_environ())
     assert back.db_reset == "nullpool" and back.db_in_master is True
-    with pytest.raises(ConfigError, match="FORKWISE_DB_RESET must be one of"):
+    with pytest.raises(ConfigError, match="FORKWISE_DB_RESET: expected one of"):
         dataclasses.replace(settings, db_reset="sometimes")
 
 

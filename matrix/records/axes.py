@@ -174,6 +174,8 @@ class Cell:
         object.__setattr__(self, "_values", resolved)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_values":  # not set yet (a failed __init__, a copy): no axes to look in
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:

@@ -100,9 +100,7 @@ def profile_missed_goals(records: Sequence[CellRecord], run_dir: Path,
 
 def cell_of(record: CellRecord) -> Cell:
     """The matrix cell a record measured."""
-    return Cell(strategy=record.strategy, server=record.server, workers=record.workers, model=record.model,
-                device=record.device, scenario=record.scenario, backend=record.backend, database=record.database,
-                db_reset=record.db_reset, db_in_master=record.db_in_master, threads=record.runtime_threads)
+    return record.cell
 
 
 def collect(run_dir: Path, records: Sequence[CellRecord], profile: Profile, home: Path) -> dict:
