@@ -129,13 +129,6 @@ def _spec(home: Path, model: str, backend: str = gpu.DEFAULT_BACKEND) -> Path:
     return ensure_spec(home, model, backend=backend)
 
 
-def _check_device(args: argparse.Namespace | CellPlan) -> None:
-    """Fail fast, before any model is built: a GPU for device gpu, a valid policy for it."""
-    if args.device == "gpu":
-        gpu.policy_env(args.backend, args.gpu_policy, 1)  # ConfigError for a policy the backend lacks
-        gpu.require_gpu()
-
-
 def cmd_model(args: argparse.Namespace, home: Path) -> int:
     from forkwise.model.spec import ModelSpec, ensure_spec
 
@@ -163,28 +156,10 @@ def cmd_schema(args: argparse.Namespace, home: Path) -> int:
 
 
 def cmd_cell(args: argparse.Namespace, home: Path) -> int:
-    from forkwise.matrix.run import scenarios
-    from forkwise.matrix.run.cell import run_cell, summary_line
+    from forkwise.matrix.run.cell import summary_line
+    from forkwise.matrix.run.cell_process import run_cell_child
 
-    plan = _cell_plan(args, home)
-    scenarios.get(plan.scenario, registry.get(plan.strategy), plan.database)  # fail fast on a bad name
-    servers.get(plan.server)
-    _check_device(plan)
-    _check_database(plan)
-    model = Path(plan.model).stem if plan.model.endswith(".keras") else plan.model
-    plan = dataclasses.replace(plan.with_axes(model=model), spec_path=plan.spec_path or _spec(home, plan.model,
-                                                                                              plan.backend))
-    if plan.profile_dir:
-        from forkwise.matrix.run.profiling import require_py_spy
-
-        require_py_spy()
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-    record = run_cell(plan, workdir=args.keep)
-    if args.record_out is not None:  # the runner's channel: written whole, then moved into place
-        partial = args.record_out.with_name(args.record_out.name + ".partial")
-        partial.write_text(record.to_json())
-        partial.replace(args.record_out)
+    record = run_cell_child(_cell_plan(args, home), home, keep=args.keep, record_out=args.record_out)
     print(record.to_json(), flush=True)
     print(summary_line(record), file=sys.stderr)
     return 1 if args.check and not record.verdict.ok else 0
@@ -202,26 +177,15 @@ def _cell_plan(args: argparse.Namespace, home: Path) -> CellPlan:
               if getattr(args, f.name) != (None if f.default is dataclasses.MISSING else f.default)]
     if given:
         raise ConfigError(f"cell: --plan gives the whole plan; also given: {', '.join(given)}")
-    try:
-        text = args.plan.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cell: cannot read --plan {args.plan}: {exc.strerror}") from None
-    return CellPlan.from_json(text, where=f"plan {args.plan}")
+    from forkwise.matrix.run.child import read_plan
 
-
-def _check_database(args: argparse.Namespace | CellPlan) -> None:
-    """Fail fast, before any model is built: PostgreSQL installed for --database postgresql."""
-    if args.database != DEFAULT_DATABASE:
-        from forkwise.postgres import PostgresServer
-
-        PostgresServer.check_installed()
+    return CellPlan.from_json(read_plan(args.plan), where=f"plan {args.plan}")
 
 
 def cmd_serve(args: argparse.Namespace, home: Path) -> int:
-    from forkwise.deploy import database_for
+    from forkwise.deploy import check_host, database_for
 
-    _check_device(args)
-    _check_database(args)
+    check_host(args.device, args.backend, args.gpu_policy, args.database)
     if args.database_url and args.database != DEFAULT_DATABASE:
         raise ConfigError(f"--database-url names your own database; --database {args.database} starts one: give one")
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="forkwise-serve-"))

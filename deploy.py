@@ -31,6 +31,16 @@ from forkwise.webapp.db import Database
 RUN_TAG_VAR = "FORKWISE_RUN_TAG"
 
 
+def check_host(device: str, backend: str, gpu_policy: str, database: str) -> None:
+    """Fail fast, before any model is built: a GPU (and a memory policy its backend has) for device
+    gpu, PostgreSQL installed for a database other than the default."""
+    if device == "gpu":
+        gpu.policy_env(backend, gpu_policy, 1)  # ConfigError for a policy the backend lacks
+        gpu.require_gpu()
+    if database != DEFAULT_DATABASE:
+        PostgresServer.check_installed()
+
+
 def sqlite_url(run_dir: Path) -> str:
     return f"sqlite:///{run_dir / 'forkwise.db'}"
 

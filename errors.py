@@ -58,3 +58,29 @@ class DatabaseUnavailable(ForkwiseError):
 
     retry_after_s = 1
 
+
+
+class ChildError(ForkwiseError):
+    """A child process forkwise ran for a plan (a cell, a load driver) handed back no valid result."""
+
+    def __init__(self, message: str, output_tail: str):
+        self.output_tail = output_tail
+        super().__init__(message + (f"; its output ends:\n{output_tail}" if output_tail.strip() else ""))
+
+
+class ChildFailed(ChildError):
+    """The child exited non-zero, or wrote no result, or one that is not valid (`problem` says why)."""
+
+    def __init__(self, what: str, exit_code: int, problem: str, output_tail: str):
+        self.what, self.exit_code, self.problem = what, exit_code, problem
+        why = f"wrote an invalid result: {problem}" if problem else f"exited with code {exit_code} without a result"
+        super().__init__(f"{what} {why}", output_tail)
+
+
+class ChildTimedOut(ChildError):
+    """The child ran past its deadline; it was killed with its whole process group."""
+
+    def __init__(self, what: str, pid: int, deadline_s: float, output_tail: str):
+        self.what, self.pid, self.deadline_s = what, pid, deadline_s
+        super().__init__(f"{what} (pid {pid}) ran past its deadline of {deadline_s:g} s; "
+                         f"killed with its process group", output_tail)

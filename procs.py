@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -89,6 +90,7 @@ class ProcessGroup:
         self.argv, self.env, self.log_path, self.cwd = argv, env, log_path, cwd
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
+        self.cpu_s = 0.0  # the command's CPU seconds, once wait_until() reaped it
 
     def start(self) -> ProcessGroup:
         log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115  (closed in finally; Popen may get None)
@@ -117,6 +119,34 @@ class ProcessGroup:
         """Wait for the command to exit; its exit status."""
         assert self.proc is not None, "wait() on a group that was never started"
         return self.proc.wait()
+
+    def wait_until(self, deadline_at: float) -> int | None:
+        """Wait for the command to exit, at most until `deadline_at` (time.monotonic()): its exit
+        status, or None while it still runs. Reaped with wait4, so `cpu_s` is exactly its CPU time."""
+        assert self.proc is not None, "wait_until() on a group that was never started"
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        try:  # readable once the command exits: a wait without polling
+            pidfd: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd on this kernel or sandbox: poll instead
+            pidfd = None
+        try:
+            while True:
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+                if pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                    self.cpu_s = usage.ru_utime + usage.ru_stime
+                    return self.proc.returncode
+                left_s = deadline_at - time.monotonic()
+                if left_s <= 0:
+                    return None
+                if pidfd is None:
+                    time.sleep(min(0.01, left_s))
+                else:
+                    select.select([pidfd], [], [], left_s)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

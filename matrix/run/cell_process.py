@@ -1,41 +1,43 @@
-"""One cell in its own process: the plan it is handed, the command, the deadline, the record.
+"""One cell in its own process, both ends: the plan it is handed, the command, the deadline, the record.
 
-Runs in the process of ``forkwise matrix``. Each cell is a ``forkwise cell`` child in its own
-session, with a hard deadline; it reads its plan from a JSON file (matrix.plan.CellPlan) and hands
-back one JSON record in another (--record-out), whatever it logs on stdout. A failing, crashing
-or hanging cell is recorded as such, and leaves nothing behind.
+The runner's side (``run_cell_process``, in the process of ``forkwise matrix``): each cell is a
+``forkwise cell`` child in its own process group, with a hard deadline (forkwise.matrix.run.child's
+protocol); it reads its plan from a JSON file (matrix.plan.CellPlan) and hands back one JSON record
+in another (--record-out), whatever it logs on stdout. A failing, crashing or hanging cell is
+recorded as such, and leaves nothing behind. The cell's side: ``run_cell_child``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from forkwise import postgres, servers
 from forkwise.config import DEFAULT_DATABASE
-from forkwise.errors import RecordError
+from forkwise.deploy import check_host
+from forkwise.errors import ChildFailed, ChildTimedOut
 from forkwise.matrix import verdicts
 from forkwise.matrix.records.axes import STEADY, Cell
 from forkwise.matrix.records.types import CellRecord, ErrorCounts, Evidence
-from forkwise.matrix.run import environment, stability
+from forkwise.matrix.run import environment, scenarios, stability
 from forkwise.matrix.run import profiling as profiler
-from forkwise.matrix.run.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR
+from forkwise.matrix.run.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR, run_cell
+from forkwise.matrix.run.child import Deadline, run_child, write_result
 from forkwise.matrix.run.open_loop import OpenLoopPlan
 from forkwise.matrix.run.plan import PER_CELL_QUIET_BUDGET_S, CellPlan
 from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.scenarios import recovery_allowance_s, window_s
-from forkwise.procs import stop_process, tagged_processes
+from forkwise.procs import tagged_processes
+from forkwise.strategies import registry
 
 MATRIX_TAG_VAR = "FORKWISE_MATRIX_TAG"
 STOP_GRACE_S = 10.0  # a cell stops its deployment with this grace (SIGTERM, then SIGKILL)
+INTERRUPT_GRACE_S = 20.0  # an interrupted cell process stops its own server first (it turns SIGTERM into cleanup)
 PER_LEVEL_QUIET_S = 1.5  # the most a level waits for a quiet host (matrix.stability)
 
 
@@ -154,36 +156,45 @@ def run_cell_process(cell: Cell, profile: Profile, home: Path, host: HostWatch |
                      profile_dir: Path | None = None) -> CellRecord:
     """Run `forkwise cell` as a child with a hard deadline; always stop all it started."""
     tag = secrets.token_hex(8)
-    deadline_s = cell_deadline_s(cell, profile, profiling=profile_dir is not None)
-    with tempfile.TemporaryDirectory(prefix="forkwise-cell-plan-") as tmp:
-        phase_file, plan_path, record_path = Path(tmp) / "phase", Path(tmp) / "plan.json", Path(tmp) / "record.json"
-        plan_path.write_text(cell_plan(cell, profile, host, profile_dir).to_json())
+    deadline = Deadline.after(cell_deadline_s(cell, profile, profiling=profile_dir is not None))
+    plan_json = cell_plan(cell, profile, host, profile_dir).to_json()
+    with tempfile.TemporaryDirectory(prefix="forkwise-cell-phase-") as tmp:
+        phase_file = Path(tmp) / "phase"
         env = {**os.environ, MATRIX_TAG_VAR: tag, PHASE_FILE_VAR: str(phase_file)}
-        start = time.monotonic()
-        proc = subprocess.Popen(cell_command(plan_path, record_path, home), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                text=True)
         try:
-            out, err = proc.communicate(timeout=deadline_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            judgement = verdicts.judge_missed_deadline(deadline_s, *read_phase(phase_file))
-            return failed_cell_record(cell, judgement, err[-2000:], time.monotonic() - start)
+            return run_child(lambda plan_path, record_path: cell_command(plan_path, record_path, home), plan_json,
+                             deadline, CellRecord.from_dict, what="forkwise cell", stop_grace_s=INTERRUPT_GRACE_S,
+                             env=env).result
+        except ChildTimedOut as exc:
+            judgement = verdicts.judge_missed_deadline(exc.deadline_s, *read_phase(phase_file))
+            return failed_cell_record(cell, judgement, exc.output_tail, deadline.elapsed_s())
+        except ChildFailed as exc:  # no record, or not a valid one: the cell itself failed
+            return failed_cell_record(cell, verdicts.judge_no_record(exc.exit_code, exc.problem), exc.output_tail,
+                                      deadline.elapsed_s())
         finally:
-            # Interrupted: let the cell stop its own server first (it turns SIGTERM into cleanup).
-            stop_process(proc, grace_s=20)
             # Whatever the cell started and did not stop (a server it could not reap) carries our tag.
             for leftover in tagged_processes(MATRIX_TAG_VAR, tag):
                 leftover.kill()
             # A PostgreSQL server of a cell that was killed: found by its directory's owner, not a tag.
             postgres.reap_orphans()
-        record_text = record_path.read_text() if record_path.exists() else ""
-    if proc.returncode != 0 or not record_text:
-        return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode), err[-2000:],
-                                  time.monotonic() - start)
-    try:
-        return CellRecord.from_dict(json.loads(record_text))
-    except (ValueError, RecordError) as exc:
-        return failed_cell_record(cell, verdicts.judge_no_record(proc.returncode, str(exc)), err[-2000:],
-                                  time.monotonic() - start)
+
+
+def run_cell_child(plan: CellPlan, home: Path, keep: Path | None = None, record_out: Path | None = None) -> CellRecord:
+    """The cell process's side (`forkwise cell`): check that the plan can run here before any model is
+    built, run the cell, and hand its record back to the runner (`record_out`) once, whole."""
+    from forkwise.model.spec import ensure_spec
+
+    scenarios.get(plan.scenario, registry.get(plan.strategy), plan.database)  # fail fast on a bad name
+    servers.get(plan.server)
+    check_host(plan.device, plan.backend, plan.gpu_policy, plan.database)
+    model = Path(plan.model).stem if plan.model.endswith(".keras") else plan.model
+    spec_path = plan.spec_path or ensure_spec(home, plan.model, backend=plan.backend)
+    plan = dataclasses.replace(plan.with_axes(model=model), spec_path=spec_path)
+    if plan.profile_dir:
+        profiler.require_py_spy()
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    record = run_cell(plan, workdir=keep)
+    if record_out is not None:
+        write_result(record_out, record.to_json())
+    return record

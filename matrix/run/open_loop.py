@@ -8,8 +8,8 @@ time spent waiting for a free connection, in the server's backlog or for the dri
 all in it. Rates, not concurrencies, are what a service is asked to carry, so the highest rate
 whose p99 stays within a budget (``find_max_rate``) is the number to rank deployments by.
 
-- ``run_open_loop`` (caller's process): runs ``python -m forkwise.matrix.run.open_loop CONFIG`` in its
-  own session with a deadline (``load._run_child``) and returns an ``OpenLoopResult``.
+- ``run_open_loop`` (caller's process): runs ``python -m forkwise.matrix.run.open_loop PLAN RESULT`` in
+  its own process group with a deadline (``driver.run_driver``) and returns an ``OpenLoopResult``.
 - The child: one asyncio loop; a pool of keep-alive connections, opened as needed up to
   ``max_connections`` (an arrival that finds none free waits for one, its clock running).
 - ``find_max_rate``: fixed rates, or a bisection below the cell's closed-loop peak.
@@ -18,21 +18,25 @@ whose p99 stays within a budget (``find_max_rate``) is the number to rank deploy
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 import random
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from time import perf_counter
-from urllib.parse import urlsplit
 
 from forkwise.matrix.records.types import ErrorCounts, Latency, OpenLoop, RateLevel
-from forkwise.matrix.run.load import LOOPBACK_HOSTS, LoadError, _percentiles_ms, _read_response, _run_child
+from forkwise.matrix.run.child import Deadline
+from forkwise.matrix.run.driver import (
+    LoadError,
+    driver_main,
+    driver_plan,
+    loopback_target,
+    percentiles_ms,
+    post_requests,
+    read_response,
+    run_driver,
+)
 from forkwise.matrix.run.stability import wait_idle
 
 QUANTILE = 0.99  # the latency quantile a budget is about
@@ -138,9 +142,7 @@ class _OpenRun:
     """Child process: the schedule, and what each request saw."""
 
     def __init__(self, cfg: dict):
-        head = f"POST {cfg['path']} HTTP/1.1\r\nHost: {cfg['netloc']}\r\nContent-Type: application/json\r\n"
-        self.reqs = [f"{head}Content-Length: {len(b)}\r\n\r\n".encode() + b
-                     for b in (base64.b64decode(x) for x in cfg["bodies"])]
+        self.reqs = post_requests(cfg)
         self.warmup_s, self.duration_s, self.timeout_s = cfg["warmup_s"], cfg["duration_s"], cfg["timeout_s"]
         self.pool = _Pool(cfg["host"], cfg["port"], cfg["max_connections"], cfg["timeout_s"])
         self.lat: list[float] = []
@@ -171,7 +173,7 @@ class _OpenRun:
                     (reader, writer), reused = await self.pool.get()
                     try:
                         writer.write(req)
-                        status, _, keep = await _read_response(reader)
+                        status, _, keep = await read_response(reader)
                     except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
                         self.pool.put((reader, writer), keep=False)
                         nothing = not getattr(exc, "partial", b"")
@@ -203,7 +205,7 @@ class _OpenRun:
         self.lat.sort()
         self.lag.sort()
         lag_p99 = self.lag[max(0, math.ceil(QUANTILE * len(self.lag)) - 1)] * 1000.0 if self.lag else 0.0
-        return {"ok": len(self.lat), **self.errors, "latency_ms": _percentiles_ms(self.lat),
+        return {"ok": len(self.lat), **self.errors, "latency_ms": percentiles_ms(self.lat),
                 "p99_all_ms": p99_with_failures(self.lat, failed), "lag_p99_ms": lag_p99,
                 "max_in_flight": self.max_in_flight, "total_ok": self.total_ok, "unacked": self.unacked}
 
@@ -230,32 +232,18 @@ async def _child_main(cfg: dict) -> dict:
 def run_open_loop(url: str, bodies: list[bytes], rate_rps: float, warmup_s: float, duration_s: float,
                   timeout_s: float, seed: int = 0, max_connections: int = MAX_CONNECTIONS) -> OpenLoopResult:
     """Offer `rate_rps` (Poisson) to a loopback `url` for warm-up + duration, from a child process."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
-        raise LoadError(f"load URL must be http:// on loopback ({', '.join(sorted(LOOPBACK_HOSTS))}); got {url!r}")
+    target = loopback_target(url)
     if not bodies or rate_rps <= 0 or duration_s <= 0 or warmup_s < 0 or timeout_s <= 0 or max_connections < 1:
         raise LoadError(f"need bodies, rate_rps, duration_s, timeout_s > 0, warmup_s >= 0, max_connections >= 1; "
                         f"got {rate_rps=} {duration_s=} {warmup_s=} {timeout_s=} {max_connections=}")
-    cfg = {"host": parts.hostname, "port": parts.port or 80, "netloc": parts.netloc,
-           "path": (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-           "bodies": [base64.b64encode(b).decode() for b in bodies], "rate_rps": rate_rps,
-           "warmup_s": warmup_s, "duration_s": duration_s, "timeout_s": timeout_s, "seed": seed,
-           "max_connections": max_connections}
-    deadline_at = time.monotonic() + warmup_s + duration_s + timeout_s + 15
-    with tempfile.TemporaryDirectory(prefix="forkwise-open-") as tmp:
-        (Path(tmp) / "config.json").write_text(json.dumps(cfg))
-        argv = [sys.executable, "-m", "forkwise.matrix.run.open_loop", str(Path(tmp) / "config.json")]
-        rc, text, cpu = _run_child(argv, Path(tmp), deadline_at)
-    lines = text.strip().splitlines()
-    try:
-        if rc != 0:
-            raise ValueError(f"exit status {rc}")
-        raw = json.loads(lines[-1])
-    except (ValueError, IndexError) as exc:
-        raise LoadError(f"open-loop driver failed ({exc}); output:\n" + "\n".join(lines[-20:])) from exc
+    plan = driver_plan(target, bodies, rate_rps=rate_rps, warmup_s=warmup_s, duration_s=duration_s,
+                       timeout_s=timeout_s, seed=seed, max_connections=max_connections)
+    deadline = Deadline.after(warmup_s + duration_s + timeout_s + 15)
+    run = run_driver("forkwise.matrix.run.open_loop", plan, deadline, what="open-loop driver")
+    raw = run.result
     return OpenLoopResult(rate_rps, duration_s, raw["sent"], raw["ok"], raw["http_4xx"], raw["http_5xx"],
                           raw["timeout"], raw["connect"], raw["latency_ms"], raw["p99_all_ms"], raw["lag_p99_ms"],
-                          raw["max_in_flight"], cpu, raw["total_ok"], raw["unacked"])
+                          raw["max_in_flight"], run.exit.cpu_s, raw["total_ok"], raw["unacked"])
 
 
 def find_max_rate(measure: Callable[[float], OpenLoopResult], p99_budget_ms: float, rates: tuple[float, ...] = (),
@@ -333,12 +321,5 @@ def rate_level(r: OpenLoopResult, p99_budget_ms: float, rows_found: int, server_
     )
 
 
-def _main(argv: list[str]) -> int:
-    """Child process entry: ``python -m forkwise.matrix.run.open_loop CONFIG_JSON`` -> one JSON line."""
-    from forkwise.matrix.run.load import run_child
-
-    return run_child(argv, _child_main)
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+if __name__ == "__main__":  # the driver's child: python -m forkwise.matrix.run.open_loop PLAN RESULT
+    sys.exit(driver_main(sys.argv[1:], _child_main))
