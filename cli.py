@@ -156,8 +156,8 @@ def cmd_schema(args: argparse.Namespace, home: Path) -> int:
 
 
 def cmd_cell(args: argparse.Namespace, home: Path) -> int:
-    from forkwise.matrix.run.cell import summary_line
     from forkwise.matrix.run.cell_process import run_cell_child
+    from forkwise.matrix.run.summary import summary_line
 
     record = run_cell_child(_cell_plan(args, home), home, keep=args.keep, record_out=args.record_out)
     print(record.to_json(), flush=True)

@@ -9,9 +9,7 @@ forkwise.matrix.verdicts.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import json
 import os
 import tempfile
 import threading
@@ -19,6 +17,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +34,12 @@ from forkwise.deploy import (
     sqlite_url,
 )
 from forkwise.matrix import verdicts
-from forkwise.matrix.analysis.goals import profile_label, write_profile_provenance
 from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.types import BAD_INPUT, CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
-from forkwise.matrix.run import environment, resources, scenarios, stability
-from forkwise.matrix.run import profiling as profiler
+from forkwise.matrix.run import environment, resources, scenarios
+from forkwise.matrix.run.cell_load import load_levels, open_loop_phase
 from forkwise.matrix.run.evidence import hung_workers_finding, server_log_evidence
-from forkwise.matrix.run.http import parse_json, post_json, request
-from forkwise.matrix.run.load import LoadResult, level_record
-from forkwise.matrix.run.open_loop import measure_open_loop
+from forkwise.matrix.run.http import post_json, request
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
 from forkwise.matrix.run.stacks import dump_stacks
@@ -60,7 +56,6 @@ RTOL, ATOL = 1e-5, 1e-6
 # Answers against the reference: per device (forkwise.gpu.TOLERANCES). On CPU, float32 batched
 # and unbatched calls differ by round-off only; on a GPU, TF32 matmuls and other reduction orders.
 
-STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
 # Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
 # its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
 PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
@@ -261,6 +256,14 @@ class CellRun:
                 self.findings.append(f"process {proc.pid} outlived its group; killed")
                 proc.kill()
         judgement, highlights = server_log_evidence(judgement, self.launched.group.log_path, servers.get(cell.server))
+        return self.record(judgement, highlights, v, deployment, connections, started_at, t0)
+
+    def record(self, judgement: Judgement, highlights: tuple[str, ...], v: Verification, deployment: Deployment,
+               connections: Any, started_at: str, t0: float) -> CellRecord:
+        """What the cell saw, judged, as its record."""
+        cell = self.cell
+        strategy_cls = registry.get(cell.strategy)
+        rtol, atol = gpu.tolerance(cell.device)
         log_tail = "" if judgement.verdict.ok else self.launched.group.log_tail(40)
         return CellRecord(
             cell=cell.cell, threads=deployment.threads, verdict=judgement.verdict,
@@ -291,7 +294,8 @@ class CellRun:
 
     # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------
 
-    def observe(self, v: Verification, scenario, spec: ModelSpec, watch: resources.WorkerWatch) -> Judgement:
+    def observe(self, v: Verification, scenario: scenarios.Scenario, spec: ModelSpec,
+                watch: resources.WorkerWatch) -> Judgement:
         """Verify; only a correct cell goes on to its scenario or its load. Each phase hands what it
         saw to the verdict rules."""
         self.enter("waiting for /healthz")
@@ -321,10 +325,10 @@ class CellRun:
                 disrupts_workers=scenario.disrupts_workers, disruption=self.disruption, workers=self.workers(watch)))
         elif self.cell.load_levels or self.cell.open_loop:
             if self.cell.load_levels:
-                self.load_levels = tuple(self.load(v, spec))
+                self.load_levels = tuple(load_levels(self, v))
                 judgement = verdicts.judge_load(self.load_levels, self.workers(watch))
             if judgement.verdict.ok and self.cell.open_loop:
-                self.open_loop = self.open_loop_phase(v)
+                self.open_loop = open_loop_phase(self, v)
         if scenario.name != STEADY:
             slack = self.disruption.unacknowledged if self.disruption else 0
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
@@ -359,97 +363,6 @@ class CellRun:
             self.stacks = dump_stacks(master, budget_s=self.cell.boot_timeout_s)
             self.timings["stacks_s"] = time.monotonic() - started
 
-    def open_loop_phase(self, v: Verification) -> OpenLoop:
-        """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.run.open_loop)."""
-        self.enter("open-loop load")
-        d, master = self.launched.deployment, self.launched.group.pid
-        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
-        peak = max((lv.rps for lv in self.load_levels), default=None)
-        url = f"http://{d.host}:{d.port}/predict"
-        assert self.cell.open_loop_plan is not None, "a cell runs its open-loop phase only when its plan has one"
-        found = measure_open_loop(url, bodies, self.cell.open_loop_plan, self.patience_s, peak,
-                                  Database(d.settings.database_url).count, lambda: resources.cpu_seconds(master))
-        for lv in found.levels:
-            if lv.rows_found < lv.rows_expected:
-                self.findings.append(f"open loop at {lv.rate_rps:g} req/s: {lv.rows_expected - lv.rows_found} "
-                                     f"acknowledged rows missing")
-        return found
-
-    def load(self, v: Verification, spec: ModelSpec):
-        from forkwise.matrix.run.load import run_load
-
-        d = self.launched.deployment
-        db = Database(d.settings.database_url)
-        bodies = [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))]
-        url = f"http://{d.host}:{d.port}/predict"
-        master = self.launched.group.pid
-        in_flight = 0  # requests of the warm-up whose answers never came back: they may write rows later
-        if self.cell.warmup_s > 0:
-            self.enter("load warm-up")
-            # Once per launch, at the highest level: thread pools, queues and the model server's
-            # batches reach their steady state before anything is measured. Its requests are
-            # not counted: every level counts its own rows from here on.
-            in_flight = run_load(url, bodies, concurrency=max(self.cell.load_levels), warmup_s=0.0,
-                                 duration_s=self.cell.warmup_s, intervals=1, timeout_s=self.patience_s,
-                                 driver=self.cell.driver).unacknowledged
-        # The host probe measures the host only once the deployment is idle: it waits for that,
-        # at most as long as the load before it lasted (stability.QuietGate).
-        gate = stability.QuietGate(self.cell.probe_reference_ms, self.cell.quiet_budget_s,
-                                   cpu_seconds=lambda: resources.cpu_seconds(master))
-        drain_s = self.cell.warmup_s or self.cell.duration_s
-        for concurrency in self.cell.load_levels:
-            self.enter(f"waiting for an idle deployment and a quiet host before concurrency {concurrency}")
-            slowdown_before = gate.before(drain_s)
-            rows_before, cpu_before = db.count(), resources.cpu_seconds(master)
-            last_id_before = db.last_id()
-            profiling = []
-            if self.cell.profile_dir and concurrency == max(self.cell.load_levels):
-                label = profile_label(self.cell.strategy, self.cell.server, d.workers, self.cell.model, concurrency)
-                profiling = profiler.start(master, self.cell.profile_dir, self.cell.duration_s, label)
-                write_profile_provenance(self.cell.profile_dir, label, environment.current())
-            self.enter(f"load at concurrency {concurrency}")
-            started = time.monotonic()
-            result = run_load(
-                url, bodies, concurrency=concurrency, warmup_s=0.0,
-                duration_s=self.cell.duration_s, intervals=self.cell.intervals,
-                timeout_s=self.patience_s, driver=self.cell.driver,
-            )
-            server_cpu = resources.cpu_seconds(master) - cpu_before
-            idle_s = self.progress.longest_idle_s(started, time.monotonic()) if self.progress else None
-            self.enter(f"waiting for the profiler at concurrency {concurrency}")
-            for path in profiler.finish(profiling, timeout_s=profiler.FINISH_GRACE_S):
-                self.findings.append(f"profile at concurrency {concurrency}: {path}")
-            self.enter(f"the host probe after concurrency {concurrency}, once the deployment is idle")
-            drain_s = result.duration_s
-            slowdown_after = gate.after(drain_s)
-            if slowdown_after is None:
-                self.findings.append(f"no host probe after concurrency {concurrency}: the deployment still used "
-                                     f"CPU {drain_s:.1f} s after the level")
-            slowdown = stability.level_slowdown(slowdown_before, slowdown_after)
-            self.timings["quiet_wait_s"] = round(gate.waited_s, 3)
-            self.timings["idle_wait_s"] = round(gate.drained_s, 3)
-            rows_found = db.count() - rows_before
-            sampled, wrong = _sampled_wrong(v, result, db, last_id_before)
-            unacknowledged, in_flight = result.unacknowledged + in_flight, 0
-            level = level_record(concurrency, result, sampled, wrong, rows_found, unacknowledged, server_cpu,
-                                slowdown)
-            yield dataclasses.replace(level, longest_idle_s=_round(idle_s),
-                                      blocked_after_s=self.cell.request_timeout_s if idle_s is not None else None)
-
-
-def _sampled_wrong(v: Verification, result: LoadResult, db: Database, last_id_before: int) -> tuple[int, int]:
-    """Answers checked under load, and how many were wrong: the bodies the driver kept, or (wrk
-    hands back no bodies) the rows the workers wrote, the same numbers as their answers."""
-    wrong = 0
-    for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=True):
-        if not v.compare(parse_json(raw), [index])[0]:
-            wrong += 1
-    sampled = len(result.sampled_bodies)
-    if not sampled:
-        stored = db.sample_after(last_id_before, STORED_SAMPLE)
-        sampled, wrong = len(stored), v.stored_rows_wrong(stored)
-    return sampled, wrong
-
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
@@ -467,22 +380,3 @@ def _run_with_database(cell: CellPlan, workdir: Path) -> CellRecord:
     """The cell's database (a PostgreSQL server of its own, or a SQLite file) lives as long as the cell."""
     with database_for(cell.database, workdir) as database:
         return CellRun(cell, workdir, database).run()
-
-
-def summary_line(record: CellRecord) -> str:
-    cold = f"{record.cold_start_s:.1f}s" if record.cold_start_s is not None else "-"
-    scenario = "" if record.scenario == STEADY else f" {record.scenario:<17}"
-    scenario += f" [{record.database_setting}]" if record.database_setting else ""
-    scenario += f" [threads {record.runtime_threads}]" if record.runtime_threads != "default" else ""
-    text = (f"{record.strategy:<22} {record.server:<17} w{record.workers}{scenario}  {record.verdict.value:<5} "
-            f"cold {cold:>6}  ok {record.ok}/{record.requests}  rows {record.rows_found}/{record.rows_expected}")
-    for level in record.load:
-        text += f"  c{level.concurrency}: {level.rps:.0f} rps p99 {level.latency.p99_ms:.1f} ms"
-    if record.open_loop is not None:
-        best = record.open_loop.max_rate_rps
-        text += (f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} "
-                 f"within p99 {record.open_loop.p99_budget_ms:g} ms")
-    if not record.verdict.ok and record.evidence.findings:
-        text += f"\n    {record.evidence.findings[0]}"
-    return text
-

@@ -29,12 +29,12 @@ from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record, read_reco
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, saved_run_info
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 from forkwise.matrix.run import goal_evidence
-from forkwise.matrix.run.cell import summary_line
 from forkwise.matrix.run.cell_process import HostWatch, run_cell_process
 
 # The profile's names, re-exported: what `forkwise matrix` runs is read here.
 from forkwise.matrix.run.profile import Limits, LoadSettings, Profile, load_profile, parse_only, profile_names  # noqa: F401
 from forkwise.matrix.run.shards import shard_cells
+from forkwise.matrix.run.summary import summary_line
 from forkwise.model.spec import ensure_spec
 
 # --- progress ------------------------------------------------------------------------------
