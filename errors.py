@@ -84,3 +84,7 @@ class ChildTimedOut(ChildError):
         self.what, self.pid, self.deadline_s = what, pid, deadline_s
         super().__init__(f"{what} (pid {pid}) ran past its deadline of {deadline_s:g} s; "
                          f"killed with its process group", output_tail)
+
+
+class FinalistError(ForkwiseError):
+    """A finalist that would not serve correctly when booted again: its question is not measured."""

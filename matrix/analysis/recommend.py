@@ -83,7 +83,7 @@ def served_label(what: Served) -> str:
     return f"model {model} on {device}" + ("" if backend == "tensorflow" else f", backend {backend}")
 
 
-def _measured(records: Sequence[CellRecord]) -> list[CellRecord]:
+def measured(records: Sequence[CellRecord]) -> list[CellRecord]:
     """The OK cells other than a control with load: what a recommendation chooses from."""
     return [r for r in latest_by_cell(records).values()
             if r.verdict.ok and not is_control(r.strategy) and r.load]
@@ -91,7 +91,7 @@ def _measured(records: Sequence[CellRecord]) -> list[CellRecord]:
 
 def questions(records: Sequence[CellRecord]) -> list[Served]:
     """One question per model, device and backend the run loaded; the most cells first."""
-    counts = Counter(served(r) for r in _measured(records))
+    counts = Counter(served(r) for r in measured(records))
     return sorted(counts, key=lambda what: (-counts[what], what))
 
 
@@ -100,7 +100,7 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
     launch noise of the whole run."""
     noise = launch_noise(records)
     found = Candidates(points=[])
-    for record in _measured(records):
+    for record in measured(records):
         if served(record) != what:
             continue
         if budgets.memory_mb is not None and record.memory is None:

@@ -47,6 +47,7 @@ from forkwise.matrix.publish.document import (  # noqa: F401  (render_markdown, 
     render_html,
     render_markdown,
 )
+from forkwise.matrix.publish.finalists_report import finalists_section, load_finalists
 from forkwise.matrix.publish.goals_report import goals_section
 from forkwise.matrix.publish.plots import plot_section
 from forkwise.matrix.publish.recommend_report import recommendation_section
@@ -65,7 +66,7 @@ from forkwise.matrix.publish.run_facts import header_facts
 from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.roles import ROLES
-from forkwise.matrix.records.run_info import RunInfo, as_run_info, bench_path, profiles_dir
+from forkwise.matrix.records.run_info import FINALISTS_FILE, RunInfo, as_run_info, bench_path, profiles_dir
 from forkwise.matrix.records.types import BAD_INPUT, CellRecord
 
 LOG_TAIL_LINES = 10
@@ -104,6 +105,7 @@ class Extras:
 
     bench: Bench | None = None
     profiles: dict[str, Profiles] = field(default_factory=dict)
+    finalists: dict[str, Any] | None = None  # the run's own finalists stage (finalists.json)
 
 
 def write_report(records: list[CellRecord], out_dir: Path, profile: str,
@@ -117,7 +119,8 @@ def write_report(records: list[CellRecord], out_dir: Path, profile: str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(run.records)
-    extras = Extras(load_bench(bench_path(out_dir)), load_profiles(profiles_dir(out_dir)))
+    extras = Extras(load_bench(bench_path(out_dir)), load_profiles(profiles_dir(out_dir)),
+                    load_finalists(out_dir / FINALISTS_FILE))
     outputs = {
         "RESULTS.md": render_markdown(build_document(run, rows, extras, with_plots=False)),
         "results.csv": render_csv(rows),
@@ -158,6 +161,7 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
         blocks += plot_section(records)
     blocks += failing_section(records)
     blocks += article_section(records)
+    blocks += finalists_section(extras.finalists)
     blocks += recommendation_section(records, run.budgets, with_plots)
     blocks += goals_section(records, extras.bench, extras.profiles)
     return blocks

@@ -18,6 +18,7 @@ from typing import Any
 RUN_INFO_FILE = "run.json"
 # A run's own goal evidence, beside its records: the micro-benchmarks and the profiles of missed goals.
 BENCH_FOLDER, BENCH_FILE, PROFILES_FOLDER = "bench", "benchmarks.json", "profiles"
+FINALISTS_FILE = "finalists.json"  # the finalists stage's rounds (run.finalists)
 
 
 @dataclass(frozen=True)

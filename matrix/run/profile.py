@@ -15,7 +15,7 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from forkwise import gpu
+from forkwise import checks, gpu
 from forkwise.errors import ConfigError
 from forkwise.matrix.records.axes import Axis, Cell, axes, axis_names
 from forkwise.matrix.records.budgets import Budgets
@@ -106,6 +106,34 @@ class GoalSettings:
 
 
 @dataclass(frozen=True)
+class FinalistSettings:
+    """[finalists]: after the passes, per question, the cells that could be the best measured again
+    side by side in randomized interleaved rounds (matrix.run.finalists)."""
+
+    enabled: bool = False
+    concurrency: int | None = None  # the load they are ranked at, declared before measuring; None: the highest level
+    max_cells: int = 4  # finalists per question, at most
+    window_s: float = 2.0  # each finalist's measured seconds in a round
+    warmup_s: float = 0.5  # each finalist's unmeasured load before its window
+    min_rounds: int = 6
+    max_rounds: int = 40
+    budget_s: float = 600.0  # a question's rounds stop here, decided or not
+    target_mde_pct: float = 5.0  # a finalist within this of the best, with the power to see it, is a tie
+    seed: int | None = None  # the rounds' random orders; None: drawn when the stage starts, and recorded
+
+    def __post_init__(self) -> None:
+        for name in ("max_cells", "min_rounds", "max_rounds"):
+            checks.validator(checks.INT, checks.above(2 if name == "max_cells" else 1, inclusive=True))(
+                f"finalists.{name}", getattr(self, name))
+        for name in ("window_s", "budget_s", "target_mde_pct"):
+            checks.validator(checks.FLOAT, checks.above(0))(f"finalists.{name}", getattr(self, name))
+        checks.validator(checks.FLOAT, checks.above(0, inclusive=True))("finalists.warmup_s", self.warmup_s)
+        checks.validator(checks.BOOL)("finalists.enabled", self.enabled)
+        if self.concurrency is not None:
+            checks.validator(checks.INT, checks.above(1, inclusive=True))("finalists.concurrency", self.concurrency)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -115,6 +143,7 @@ class Profile:
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY  # device=gpu cells: grow, fraction or off (frameworks' defaults)
     recommend: Budgets = field(default_factory=Budgets)  # the [recommend] table: the report's budgets
     goals: GoalSettings = field(default_factory=GoalSettings)  # the [goals] table
+    finalists: FinalistSettings = field(default_factory=FinalistSettings)  # the [finalists] table
 
     def select(self, only: dict[str, set[str]]) -> list[Cell]:
         return [c for c in self.cells if all(str(getattr(c, axis)) in values for axis, values in only.items())]
@@ -155,7 +184,7 @@ def _product(block: dict) -> list[Cell]:
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
 
 
-PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals")
+PROFILE_KEYS = ("description", "gpu_policy", "axes", "include", "load", "limits", "recommend", "goals", "finalists")
 
 
 def _from_table(settings: type, table: object, section: str) -> Any:
@@ -197,6 +226,7 @@ def load_profile(name_or_path: str) -> Profile:
         load = _from_table(LoadSettings, data.get("load", {}), "load")
         limits = _from_table(Limits, data.get("limits", {}), "limits")
         goals = _from_table(GoalSettings, data.get("goals", {}), "goals")
+        finalists = _from_table(FinalistSettings, data.get("finalists", {}), "finalists")
     except ConfigError as exc:
         raise ConfigError(f"profile {name}: {exc}") from None
     policy = gpu.check_choice(f"profile {name}: gpu_policy", data.get("gpu_policy", gpu.DEFAULT_GPU_POLICY),
@@ -205,7 +235,8 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"profile {name}: gpu_policy 'fraction' applies to the jax backend only; use 'grow'")
     recommend = Budgets.from_table(data.get("recommend", {}), f"profile {name}")
     return Profile(name=name, description=data.get("description", ""), cells=tuple(unique), load=load,
-                   limits=limits, gpu_policy=policy, recommend=recommend, goals=goals)
+                   limits=limits, gpu_policy=policy, recommend=recommend, goals=goals,
+                   finalists=finalists)
 
 
 def parse_only(items: list[str]) -> dict[str, set[str]]:

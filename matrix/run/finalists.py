@@ -1,0 +1,183 @@
+"""The finalists stage, in the matrix runner's process after the passes: per question, boot the
+cells that could be the best side by side, then measure them in randomized interleaved rounds
+until the ranking is decided or the round budget is spent (see ``analysis.finalists``).
+
+Every deployment started here is stopped in ``finally`` (an ExitStack owns them, with their
+databases and work directories). Idle finalists use no CPU: only the one being loaded computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from forkwise import gpu
+from forkwise.deploy import Launch, database_for, launch, make_deployment
+from forkwise.errors import FinalistError, ForkwiseError
+from forkwise.matrix.analysis import finalists as analysis
+from forkwise.matrix.analysis.launches import combine_all
+from forkwise.matrix.analysis.recommend import questions, served_label
+from forkwise.matrix.records.axes import Cell
+from forkwise.matrix.records.budgets import Budgets
+from forkwise.matrix.records.run_info import FINALISTS_FILE
+from forkwise.matrix.records.types import CellRecord
+from forkwise.matrix.run.http import post_json
+from forkwise.matrix.run.load import run_load
+from forkwise.matrix.run.plan import CellPlan
+from forkwise.matrix.run.profile import Profile
+from forkwise.matrix.run.verification import Verification
+from forkwise.model.spec import ModelSpec, ensure_spec
+from forkwise.procs import free_port
+from forkwise.servers.base import ServerTimeouts
+from forkwise.strategies import registry
+
+MEMORY_HEADROOM = 0.8  # finalists boot side by side only within this share of the memory available now
+
+
+@dataclass
+class Finalist:
+    cell: Cell
+    launched: Launch
+    url: str
+    bodies: list[bytes]
+
+
+@dataclass
+class Question:
+    """One question's stage: its finalists, its rounds, why it stopped."""
+
+    served: str
+    cells: list[str]
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: order, rps, p99_ms, errors
+    stopped: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def rps_rounds(self) -> list[dict[str, float]]:
+        return [r["rps"] for r in self.rounds]
+
+
+def run_stage(out: Path, records: Sequence[CellRecord], prof: Profile, budgets: Budgets, home: Path) -> dict:
+    """Every question's finalists, measured interleaved into `out`/finalists.json; returns what
+    run.json keeps of it."""
+    settings = prof.finalists
+    combined = combine_all(records)
+    concurrency = settings.concurrency or max(prof.load.levels)
+    seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+    rng = random.Random(seed)
+    found = []
+    for what in questions(combined):
+        cells = analysis.finalists(combined, budgets, what, concurrency, settings.max_cells)
+        question = Question(served_label(what), [r.cell_id for r in cells])
+        if len(cells) < 2:
+            question.stopped = "fewer than two finalists: nothing to rank"
+        else:
+            _measure(question, cells, prof, home, concurrency, rng)
+        found.append(question)
+        print(f"forkwise: finalists of {question.served}: {question.stopped}", file=sys.stderr)
+    data = {"concurrency": concurrency, "seed": seed, "target_mde_pct": settings.target_mde_pct,
+            "questions": [vars(q) for q in found]}
+    (out / FINALISTS_FILE).write_text(json.dumps(data, indent=1))
+    return {"file": FINALISTS_FILE, "concurrency": concurrency,
+            "questions": {q.served: q.stopped for q in found}}
+
+
+def _measure(question: Question, cells: list[CellRecord], prof: Profile, home: Path, concurrency: int,
+             rng: random.Random) -> None:
+    settings = prof.finalists
+    need_mb = sum(r.memory.total_pss_mb for r in cells if r.memory)
+    free_mb = psutil.virtual_memory().available / 2**20
+    if need_mb > MEMORY_HEADROOM * free_mb:
+        question.stopped = (f"not measured: the finalists need {need_mb:.0f} MB side by side, "
+                            f"{free_mb:.0f} MB is available")
+        return
+    patience_s = max(prof.limits.request_timeout_s, 3 * max(r.cold_start_s or 0.0 for r in cells))
+    with contextlib.ExitStack() as stack:
+        try:
+            booted = [_boot(stack, r, prof, home) for r in cells]
+        except ForkwiseError as exc:
+            question.stopped = f"not measured: a finalist did not boot ({exc})"
+            return
+        started = time.monotonic()
+        while True:
+            question.rounds.append(_one_round(booted, rng, concurrency, settings.window_s, settings.warmup_s,
+                                              patience_s))
+            question.stopped = _stop_reason(question, settings, time.monotonic() - started)
+            if question.stopped:
+                return
+
+
+def _stop_reason(question: Question, settings: Any, elapsed_s: float) -> str:
+    rounds = len(question.rounds)
+    if rounds < settings.min_rounds:
+        return ""
+    ranking = analysis.rank(question.rps_rounds(), settings.target_mde_pct)
+    if ranking.decided:
+        return f"decided after {rounds} rounds"
+    if rounds >= settings.max_rounds:
+        return f"round budget spent ({rounds} rounds), undecided"
+    if elapsed_s >= settings.budget_s:
+        return f"time budget spent ({elapsed_s:.0f} s, {rounds} rounds), undecided"
+    return ""
+
+
+def _one_round(booted: list[Finalist], rng: random.Random, concurrency: int, window_s: float, warmup_s: float,
+               patience_s: float) -> dict[str, Any]:
+    """Every finalist loaded once, in a random order."""
+    order = rng.sample(booted, len(booted))
+    rps, p99, errors = {}, {}, {}
+    for finalist in order:
+        result = run_load(finalist.url, finalist.bodies, concurrency=concurrency, warmup_s=warmup_s,
+                          duration_s=window_s, intervals=1, timeout_s=patience_s)
+        cell_id = finalist.cell.id
+        failed = result.timeout + result.connect + result.http_4xx + result.http_5xx
+        rps[cell_id] = round(result.ok / result.duration_s, 1) if result.duration_s > 0 and not failed else 0.0
+        p99[cell_id], errors[cell_id] = round(result.latency_ms["p99"], 3), failed
+    return {"order": [f.cell.id for f in order], "rps": rps, "p99_ms": p99, "errors": errors}
+
+
+def _boot(stack: contextlib.ExitStack, record: CellRecord, prof: Profile, home: Path) -> Finalist:
+    """One finalist's deployment, started and answering correctly, owned by `stack`."""
+    cell = record.cell
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="forkwise-finalist-")))
+    database = stack.enter_context(database_for(cell.database, workdir))
+    spec_path = ensure_spec(home, cell.model, backend=cell.backend)
+    plan = CellPlan(cell=cell, gpu_policy=prof.gpu_policy)
+    deployment = make_deployment(
+        strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=spec_path, run_dir=workdir,
+        port=free_port(), overrides=plan.overrides, timeouts=ServerTimeouts(worker_s=plan.worker_timeout_s),
+        backend=cell.backend, device=cell.device, gpu_policy=prof.gpu_policy, database_url=database.url,
+        db_reset=cell.db_reset, db_in_master=cell.db_in_master)
+    launched = launch(deployment)
+    stack.callback(launched.group.stop)
+    spec = ModelSpec.load(spec_path)
+    strategy_cls = registry.get(cell.strategy)
+    constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
+    v = Verification(spec, strategy_cls.serves_model, constant, gpu.tolerance(cell.device))
+    _wait_correct(launched, v, prof.limits.boot_timeout_s, prof.limits.request_timeout_s)
+    url = f"http://{deployment.host}:{deployment.port}/predict"
+    return Finalist(cell, launched, url, [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))])
+
+
+def _wait_correct(launched: Launch, v: Verification, boot_timeout_s: float, request_timeout_s: float) -> None:
+    """Until the deployment answers correctly, at most the profile's boot timeout."""
+    d = launched.deployment
+    deadline = launched.group.started_at + boot_timeout_s
+    while time.monotonic() < deadline and launched.group.alive():
+        reply = post_json(d.host, d.port, "/predict", v.payload([0]), request_timeout_s)
+        if reply.kind == "ok":
+            if v.check(reply, [0], 0.0) == "ok":
+                return
+            raise FinalistError(f"{d.settings.strategy} under {d.server} answered wrongly")
+        time.sleep(0.2)
+    raise FinalistError(f"{d.settings.strategy} under {d.server}: no correct answer within {boot_timeout_s:g} s")
