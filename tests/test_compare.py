@@ -116,7 +116,9 @@ def test_a_15_percent_slowdown_of_one_strategy_at_the_top_level_is_flagged(commi
     assert found[0] == "strategy lazy" and all(" lazy/" in f for f in found[1:])  # nothing but lazy
     lazy = next(s for s in result.strategies if s.strategy == "lazy")
     assert lazy.concurrency == 32 and lazy.cells == 7
-    assert lazy.difference.adjusted_pct == pytest.approx(-15, abs=3) and lazy.difference.mde_pct < 15
+    # Flagged here; at 80% power these recorded runs (noise 9-15%) find about 18% (a 15% change
+    # is found less often than that): the MDE says so rather than the 50% power it once printed.
+    assert lazy.difference.adjusted_pct == pytest.approx(-15, abs=3) and 15 < lazy.difference.mde_pct < 22
     assert any(line.startswith("throughput of lazy at c32 (7 cells)") for line in regressions(result, 10.0))
     assert regressions(result, 40.0) == []  # beyond the noise, not beyond a 40% threshold
 

@@ -22,16 +22,11 @@ from statistics import NormalDist
 
 from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.analysis.recommend import Point, Served, contenders, measured, served, stderr_of
-from forkwise.matrix.analysis.significance import FAMILY_ALPHA
+from forkwise.matrix.analysis.significance import FAMILY_ALPHA, z_power
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.types import CellRecord
 
-POWER = 0.8  # every minimum detectable effect here is the change found 80% of the time
 BEST, BEHIND, TIED, UNDECIDED = "best", "behind", "tied within the MDE", "undecided"
-
-
-def z_power(power: float = POWER) -> float:
-    return NormalDist().inv_cdf(power)
 
 
 # --- choosing the finalists ---------------------------------------------------------------------

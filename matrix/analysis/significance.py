@@ -47,6 +47,14 @@ def holm(p_values: list[float], alpha: float = FAMILY_ALPHA) -> list[bool]:
     return rejected
 
 
+POWER = 0.8  # a minimum detectable effect is the change a test finds this often
+
+
+def z_power(power: float = POWER) -> float:
+    """How many standard errors past its critical value a change must lie to be found with `power`."""
+    return NormalDist().inv_cdf(power)
+
+
 def critical_z(alpha: float, tests: int) -> float:
     """The |z| a test must reach to be flagged when it is the only change among ``tests`` (Holm's
     first step, two-sided)."""

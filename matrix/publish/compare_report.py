@@ -193,8 +193,9 @@ def method_text() -> str:
             f"that anything is flagged when nothing changed) is split into the run shifts {ALPHA_SHIFT:.2%}, "
             f"the strategies at the highest concurrency {ALPHA_STRATEGY:.2%} (where power matters most), {shares}; "
             "Holm's method keeps each family within its share. MDE (minimum detectable effect): the smallest "
-            "worsening (a slowdown of throughput, a growth of the others) a test could have flagged on its own, "
-            "given its noise and launch counts. A changed verdict is always flagged.")
+            "worsening (a slowdown of throughput, a growth of the others) a test finds with 80% power on its own, "
+            "given its noise and launch counts; the MDE shrinks with the square root of the launches (to halve "
+            "it, launch four times as often). A changed verdict is always flagged.")
 
 
 def render_comparison(result: RunComparison) -> str:
