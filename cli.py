@@ -23,7 +23,7 @@ from forkwise.checks import FLOAT, INT, above, argparse_type
 from forkwise.config import DEFAULT_DATABASE, default_home, resolve_threads
 from forkwise.errors import ConfigError, ForkwiseError
 from forkwise.matrix.records.axes import axes
-from forkwise.matrix.run.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cli_fields
+from forkwise.matrix.run.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cell_from_args, cli_fields
 from forkwise.strategies import registry
 
 
@@ -185,6 +185,7 @@ def _cell_plan(args: argparse.Namespace, home: Path) -> CellPlan:
 def cmd_serve(args: argparse.Namespace, home: Path) -> int:
     from forkwise.deploy import check_host, database_for
 
+    cell_from_args(args, "serve", deployment_only=True)  # every axis checked as declared, before anything starts
     check_host(args.device, args.backend, args.gpu_policy, args.database)
     if args.database_url and args.database != DEFAULT_DATABASE:
         raise ConfigError(f"--database-url names your own database; --database {args.database} starts one: give one")

@@ -51,8 +51,9 @@ def test_a_new_axis_reaches_the_command_line_and_the_plans_json(colour_axis):
     assert plan.colour == "striped" and "--colour" in plan.to_argv()
     data = json.loads(plan.to_json())
     assert data["colour"] == "striped" and CellPlan.from_json(plan.to_json()) == plan
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["cell", "--strategy", "lazy", "--server", "uwsgi", "--colour", "tartan"])
+    tartan = cli.build_parser().parse_args(["cell", "--strategy", "lazy", "--server", "uwsgi", "--colour", "tartan"])
+    with pytest.raises(ConfigError, match="axis colour: expected one of plain, striped"):
+        CellPlan.from_args(tartan)
     serve = cli.build_parser().parse_args(["serve", "--strategy", "lazy", "--server", "uwsgi"])
     assert not hasattr(serve, "colour")  # not a setting of the deployment: `serve` does not take it
 

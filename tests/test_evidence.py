@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from forkwise import provenance
 from forkwise.matrix.publish.report import gpu_memory_section, render_markdown
 from forkwise.matrix.records.types import Memory, ProcessMemory, Verdict
-from forkwise.matrix.run import environment as env_module
 from forkwise.matrix.run.evidence import hung_workers_finding, log_highlights, server_log_evidence
 from forkwise.matrix.verdicts import Judgement, LogSeen, oom_evidence
 from forkwise.servers.base import ServerAdapter
@@ -154,9 +154,9 @@ def test_no_gpu_memory_section_for_cpu_cells_or_an_unknown_card():
 
 def test_a_record_says_when_its_code_differs_from_the_commit(monkeypatch):
     answers = {"rev-parse": "abc123\n", "status": " M matrix/cell.py\n"}
-    monkeypatch.setattr(env_module, "_git", lambda *args: answers[args[0]])
-    assert env_module._git_commit() == "abc123+modified"
+    monkeypatch.setattr(provenance, "_git", lambda *args: answers[args[0]])
+    assert provenance.git_commit() == "abc123+modified"
     answers["status"] = ""
-    assert env_module._git_commit() == "abc123"
-    monkeypatch.setattr(env_module, "_git", lambda *args: None)
-    assert env_module._git_commit() == "unknown"
+    assert provenance.git_commit() == "abc123"
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)
+    assert provenance.git_commit() == "unknown"

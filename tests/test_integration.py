@@ -172,7 +172,8 @@ def test_cli_errors_are_one_line_and_nonzero(home):
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "nope", "--server", "uwsgi"),
                           capture_output=True, text=True, timeout=command_bound_s())
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: unknown strategy 'nope'") and "lazy" in proc.stderr
+    assert proc.stderr.startswith("error: cell: axis strategy: expected one of") and "lazy" in proc.stderr
+    assert "got 'nope'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
     proc = subprocess.run(forkwise_cmd(home, "cell", "--strategy", "lazy", "--server", "uwsgi",
                                        "--model", "/nonexistent/m.keras"),

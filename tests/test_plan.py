@@ -71,10 +71,15 @@ def test_the_command_line_defaults_are_the_plans():
 
 
 def test_bad_flag_values_are_refused_by_the_declarations_checks(capsys):
-    for argv in (["--workers", "0"], ["--load", "0,8"], ["--rates", "-1"], ["--runtime-threads", "all"],
-                 ["--duration", "0"], ["--driver", "ab"]):
+    for argv in (["--load", "0,8"], ["--rates", "-1"], ["--duration", "0"], ["--driver", "ab"], ["--workers", "two"]):
         with pytest.raises(SystemExit):
             parse_cell(argv)
+    # An axis's value is checked as its axis declares, with one error line that says what to fix.
+    for argv, said in ((["--workers", "0"], "axis workers: must be at least 1"),
+                       (["--runtime-threads", "all"], "axis runtime_threads: expected default, per-worker"),
+                       (["--strategy", "nope"], "axis strategy: expected one of")):
+        with pytest.raises(ConfigError, match=said):
+            CellPlan.from_args(parse_cell(["--strategy", "lazy", "--server", "uwsgi", *argv]))
     with pytest.raises(ConfigError, match="plan: intervals: must be at least 1"):
         CellPlan.of(strategy="lazy", server="uwsgi", intervals=0)
 

@@ -208,9 +208,8 @@ class CellPlan:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CellPlan:
-        """The plan the `forkwise cell` flags (add_plan_args) give."""
-        cell = Cell(**{a.name: getattr(args, a.name) for a in axes()})
-        return cls(cell=cell, **{f.name: getattr(args, f.name) for f in cli_fields()})
+        """The plan the `forkwise cell` flags (add_plan_args) give; a bad axis value is a ConfigError."""
+        return cls(cell=cell_from_args(args, "cell"), **{f.name: getattr(args, f.name) for f in cli_fields()})
 
     def to_argv(self) -> list[str]:
         """The `forkwise cell` flags that give this plan (axes and settings at their default left out)."""
@@ -226,6 +225,13 @@ class CellPlan:
                 continue
             argv += [decl.cli_flag()] if decl.kind is BOOL else [decl.cli_flag(), decl.kind.text(value)]
         return argv
+
+
+def cell_from_args(args: argparse.Namespace, where: str, deployment_only: bool = False) -> Cell:
+    """The cell the axis flags give, each value checked as its axis declares (a name a registry
+    lacks, a number out of range): one ConfigError line that says what to fix, not a usage dump."""
+    chosen = [a for a in axes() if a.deployment or not deployment_only]
+    return Cell(**{a.name: a.read(getattr(args, a.name), where) for a in chosen if getattr(args, a.name) is not None})
 
 
 def settings_fields() -> list[dataclasses.Field]:
@@ -262,7 +268,7 @@ def add_axis_args(parser: argparse.ArgumentParser, required: bool = True, deploy
             parser.add_argument(one.flag, dest=one.name, action="store_true", help=one.help)
             continue
         shown = "" if one.required else f" (default: {one.kind.text(one.default)})"
-        parser.add_argument(one.flag, dest=one.name, type=checks.argparse_type(one.kind, one.check),
+        parser.add_argument(one.flag, dest=one.name, type=checks.argparse_type(one.kind),
                             metavar=one.name.upper(), default=None if one.required else one.default,
                             required=required and one.required, help=one.help + shown)
 
