@@ -291,7 +291,7 @@
     const body = el("tbody");
     DATA.goals.forEach((g) => body.append(el("tr", {}, [el("td", {text: hostPrefix(g.host) + g.number}),
       el("td", {class: g.met === true ? "fw-met v-OK" : g.met === false ? "fw-met v-HANG" : "", text: (RESULT_SIGN[g.result] || "– ") + g.result}),
-      el("td", {text: g.goal}), el("td", {text: g.measured + " (ratio " + g.ratio + ", target " + g.target + ")"})])));
+      el("td", {text: g.goal}), el("td", {text: g.measured + " (" + (g.ratio !== "-" ? "ratio " + g.ratio + ", " : "") + "target " + g.target + ")"})])));
     goals.append(el("table", {}, [el("thead", {}, [el("tr", {}, ["#", "result", "goal", "measured"].map((h) => el("th", {text: h})))]), body]));
     return el("div", {class: "fw-highlights", tabindex: "0", "aria-label": "the recommendation and the goals"}, [rec, goals]);
   }
