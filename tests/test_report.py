@@ -600,12 +600,14 @@ def test_html_has_plots_and_escapes_text(out):
     page = (out / "results.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     assert page.count('<img src="data:image/png;base64,') >= 3
-    assert "<script>" not in page
+    assert "<script>alert" not in page  # a log's text: escaped in the report, \u003c in the explorer's JSON
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "\\u003cscript\\u003ealert" in page
     assert '<td class="v-HANG">HANG</td>' in page
     assert "830.0 ± 5.0" in page  # the per-cell table
     assert "Throughput against p99 latency of the candidates" in page  # the recommendation's plot
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # self-contained
+    assert 'id="fw-data"' in page and "forkwise's results explorer" in page  # the explorer, inlined
 
 
 # --- performance goals, judged from records ----------------------------------------------------

@@ -54,3 +54,11 @@ def test_workflow_runs_the_shards_side_by_side_then_merges_them():
     assert "FORKWISE_HOST_LABEL: ${{ matrix.runner }}" in text  # every shard of a host under one label
     assert "needs: shard" in text and "forkwise merge shards/* --out merged" in text
     assert text.count("actions/upload-artifact@") == 2 and "actions/download-artifact@" in text
+
+
+def test_workflow_publishes_the_merged_report_on_pages():
+    text = WORKFLOW.read_text()
+    assert "cp merged/results.html site/index.html" in text and "actions/upload-pages-artifact@" in text
+    pages = text[text.index("\n  pages:"):]
+    assert "needs: merge" in pages and "actions/deploy-pages@" in pages
+    assert "pages: write" in pages and "id-token: write" in pages and "name: github-pages" in pages

@@ -75,6 +75,12 @@ def profile_blocks(goal: Goal, profiles: dict[str, Profiles], host: Host | None)
     return blocks
 
 
+def run_goals(records: Sequence[CellRecord], bench: Bench | None) -> list[Goal]:
+    """The goals judged from the run's records and its micro-benchmarks (only those from its host)."""
+    results, _ = bench_blocks(bench, run_host(records))
+    return evaluate(records, results)
+
+
 def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: dict[str, Profiles]) -> list[Block]:
     verdict = {True: "met", False: "missed", None: "not measured in this run"}
     host = run_host(records)

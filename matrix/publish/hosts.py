@@ -22,7 +22,10 @@ from typing import Any
 
 from forkwise.matrix.analysis.ordering import cell_order
 from forkwise.matrix.publish import report
-from forkwise.matrix.publish.document import MISSING, Block, Heading, Para, Table, render_html, render_markdown
+from forkwise.matrix.publish.document import MISSING, Block, Heading, Para, Table, render_markdown
+from forkwise.matrix.publish.explorer import Part, explorer_data
+from forkwise.matrix.publish.explorer_page import render_page
+from forkwise.matrix.publish.goals_report import run_goals
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.hosts import HOSTS_DIR, Host, MissingShard
 from forkwise.matrix.records.jsonl import RECORDS_FILE, read_records
@@ -155,6 +158,13 @@ def render_json(info: dict, runs: Sequence[HostRun]) -> str:
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
+def merged_html(info: dict, runs: Sequence[HostRun]) -> str:
+    """results.html: the explorer of every host's cells (the host a filter and a column), then the report."""
+    parts = [Part(hr.name, hr.run.records, hr.rows, hr.run.budgets, run_goals(hr.run.records, None)) for hr in runs]
+    page_title = title(info, runs)
+    return render_page(page_title, explorer_data(page_title, parts), merged_document(info, runs, with_plots=True))
+
+
 def report_merged(out: Path, p99_ms: float | None = None, memory_mb: float | None = None) -> list[Path]:
     """Write RESULTS.md, results.csv, results.json and results.html of a merged folder."""
     out = Path(out)
@@ -163,7 +173,7 @@ def report_merged(out: Path, p99_ms: float | None = None, memory_mb: float | Non
         "RESULTS.md": render_markdown(merged_document(info, runs, with_plots=False)),
         "results.csv": render_csv(runs),
         "results.json": render_json(info, runs),
-        "results.html": render_html(merged_document(info, runs, with_plots=True), title(info, runs)),
+        "results.html": merged_html(info, runs),
     }
     paths = []
     for name in report.REPORT_FILES:

@@ -47,8 +47,10 @@ from forkwise.matrix.publish.document import (  # noqa: F401  (render_markdown, 
     render_html,
     render_markdown,
 )
+from forkwise.matrix.publish.explorer import Part, explorer_data
+from forkwise.matrix.publish.explorer_page import render_page
 from forkwise.matrix.publish.finalists_report import finalists_section, load_finalists
-from forkwise.matrix.publish.goals_report import goals_section
+from forkwise.matrix.publish.goals_report import goals_section, run_goals
 from forkwise.matrix.publish.plots import plot_section
 from forkwise.matrix.publish.recommend_report import recommendation_section
 from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, render_csv, table_rows: re-exported)
@@ -125,7 +127,7 @@ def write_report(records: list[CellRecord], out_dir: Path, profile: str,
         "RESULTS.md": render_markdown(build_document(run, rows, extras, with_plots=False)),
         "results.csv": render_csv(rows),
         "results.json": render_json(run.records, profile, run.info),
-        "results.html": render_html(build_document(run, rows, extras, with_plots=True), _title(profile)),
+        "results.html": explorer_html(run, rows, extras),
     }
     paths = []
     for name in REPORT_FILES:
@@ -143,6 +145,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _title(profile: str) -> str:
     return f"forkwise results: profile {profile}"
+
+
+def explorer_html(run: Run, rows: Sequence[dict[str, Any]], extras: Extras) -> str:
+    """results.html: the explorer of the run's cells above the report's blocks (``explorer_page``)."""
+    title = _title(run.profile)
+    part = Part(None, run.records, rows, run.budgets, run_goals(run.records, extras.bench))
+    return render_page(title, explorer_data(title, [part]), build_document(run, rows, extras, with_plots=True))
 
 # --- the document ----------------------------------------------------------------------------
 
