@@ -480,3 +480,17 @@ def test_a_flag_that_coincides_with_a_change_of_environment_says_so(committed):
     slowed = _on_another_kernel(scaled(run_b, 0.7), "Linux-9.9.9-other-x86_64", env.packages["numpy"], env.git_commit)
     text = render_comparison(compare(run_a, slowed))
     assert "coincides with a change of kernel and platform" in text
+
+
+def test_compare_shows_the_same_p99_as_the_report(committed):
+    """One p99 aggregate for every report: a level's p99 in COMPARE.md is the report's (launches
+    weighted by their requests), not another mean of the same launches."""
+    from forkwise.matrix.analysis.launches import combine_all
+
+    run_a, run_b = committed
+    shown = {r.cell_id: r for r in combine_all(run_a)}
+    levels = [c for c in compare(run_a, run_b).levels if c.p99_ms_a is not None]
+    assert levels
+    for c in levels:
+        level = next(lv for lv in shown[c.cell_id].load if lv.concurrency == c.concurrency)
+        assert c.p99_ms_a == level.latency.p99_ms

@@ -227,6 +227,10 @@ class Comparison:
     note: str = ""
     verdict_changed: bool = False
     significant: bool = False  # a changed verdict, or a difference beyond the noise
+    # The level's p99 as every report shows it (launches weighted by their requests: the combined
+    # record's); the test above is on the launches' own p99s.
+    p99_ms_a: float | None = None
+    p99_ms_b: float | None = None
 
     @property
     def rps_a(self) -> float | None:
@@ -309,9 +313,14 @@ def compare_cell(cell: str, a: Run, b: Run, shifts: Mapping[str, Shift],
                               f"level measured only in run {'a' if tp.a is not None else 'b'}")
         rows.append(Comparison(cell, c, ra.verdict if ra else None, rb.verdict if rb else None, tp, p99,
                                _vs_control(ra, c, controls[0], tp.a), _vs_control(rb, c, controls[1], tp.b),
-                               level_note, changed, changed))
+                               level_note, changed, changed, _shown_p99(ra, c), _shown_p99(rb, c)))
     return rows or [Comparison(cell, None, ra.verdict if ra else None, rb.verdict if rb else None, note=note,
                                verdict_changed=changed, significant=changed)]
+
+
+def _shown_p99(record: CellRecord | None, concurrency: int) -> float | None:
+    level = next((lv for lv in record.load if lv.concurrency == concurrency), None) if record else None
+    return None if level is None else level.latency.p99_ms
 
 
 def compare(a_records: Iterable[CellRecord], b_records: Iterable[CellRecord],

@@ -91,7 +91,7 @@ def level_row(c: Comparison) -> tuple[str, ...]:
                 if c.vs_control_a is not None or c.vs_control_b is not None else MISSING)
     return (c.cell_id, _num(c.concurrency, "d"), _num(c.rps_a, ",.1f"), _num(c.rps_b, ",.1f"), _pct(c.delta_pct),
             _pct(c.adjusted_delta_pct), _num(tp.z if tp else None, "+.1f"), _mde(tp),
-            _num(p99.a if p99 else None, ".1f"), _num(p99.b if p99 else None, ".1f"),
+            _num(c.p99_ms_a, ".1f"), _num(c.p99_ms_b, ".1f"),
             _pct(p99.adjusted_pct if p99 else None), _mde(p99),
             controls, "yes" if c.significant else "n.s.", _verdicts(c), c.note)
 
