@@ -132,3 +132,26 @@ def test_the_stage_boots_the_finalists_side_by_side_measures_rounds_and_stops_th
                                                            tuple(c.id for c in reversed(profile.cells))}
     assert not any(r["errors"][c] for r in question.rounds for c in r["errors"])
     assert server_processes(tag) == []
+
+
+def test_a_run_with_finalists_leads_its_report_and_its_page_with_them(tmp_path):
+    """RESULTS.md's answer and results.html's recommendation both come from the run's finalists.json."""
+    import json
+
+    from forkwise.matrix.publish.report import write_report
+    from forkwise.matrix.records.run_info import FINALISTS_FILE
+
+    records = load_run(RECORDED)
+    what = questions(combine_all(records))[0]
+    cells = [r.cell_id for r in analysis.finalists(combine_all(records), Budgets(), what, 32, 3)]
+    true_rps = dict(zip(cells, (600.0, 597.0, 520.0), strict=False))
+    rounds = [{"order": cells, "rps": r} for r in drifting_rounds(12, true_rps)]
+    label = "model default on cpu"
+    (tmp_path / FINALISTS_FILE).write_text(json.dumps(
+        {"concurrency": 32, "seed": 5, "target_mde_pct": 5.0,
+         "questions": [{"served": label, "cells": cells, "rounds": rounds, "stopped": "decided after 12 rounds"}]}))
+    write_report(records, tmp_path, "default", {})
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## The answer: finalists measured interleaved" in text and f"{cells[0]} serves the most" in text
+    page = (tmp_path / "results.html").read_text()
+    assert "Finalists measured interleaved at concurrency 32" in page and "finalist: best" in page

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from forkwise.checks import INT
+from forkwise.matrix.analysis import finalists as finalists_analysis
 from forkwise.matrix.analysis.goals import Goal, profile_label
 from forkwise.matrix.analysis.ordering import server_order, strategy_order
 from forkwise.matrix.analysis.recommend import candidates, contenders, questions, served_label
 from forkwise.matrix.publish.document import MISSING, fmt_fixed, fmt_int, fmt_ratio, fmt_spread, fmt_text
+from forkwise.matrix.publish.finalists_report import answer_text
 from forkwise.matrix.publish.recommend_report import contender_row
 from forkwise.matrix.publish.report_table import column
 from forkwise.matrix.records.axes import Axis, axes
@@ -43,6 +45,7 @@ class Part:
     rows: Sequence[dict[str, Any]]  # report_table.table_rows(records)
     budgets: Budgets
     goals: Sequence[Goal]
+    finalists: dict[str, Any] | None = None  # the run's finalists stage (finalists.json), when it had one
 
 
 def explorer_data(title: str, parts: Sequence[Part]) -> dict[str, Any]:
@@ -211,14 +214,29 @@ def recommendation_data(part: Part, index: dict[tuple[str, str], int]
         chosen, best = contenders(points), points[0]
         for p in chosen:
             marks[(p.record.cell_id, p.level.concurrency)] = "best" if p is best else "in set"
+        answer = (f"{len(chosen)} of {len(points)} cells cannot be told apart from the one with the most "
+                  f"throughput ({best.record.cell_id}).")
+        picked = finalists_answer(part.finalists, served_label(what), marks)
         found.append({
             "host": host, "question": served_label(what),
-            "answer": f"{len(chosen)} of {len(points)} cells cannot be told apart from the one with the most "
-                      f"throughput ({best.record.cell_id}).",
+            "answer": f"{picked} The passes alone: {answer}" if picked else answer,
             "set": [{"cell": index[(host, p.record.cell_id)], "best": p is best, "row": list(contender_row(p, best))}
                     for p in chosen],
         })
     return found, marks
+
+
+def finalists_answer(data: dict[str, Any] | None, question: str, marks: dict[tuple[str, int | None], str]) -> str:
+    """The finalists' answer to a question (``analysis.finalists``), marking its top set's rows; ""
+    when the run ranked no finalists for it."""
+    asked = next((q for q in (data or {}).get("questions", []) if q["served"] == question), None)
+    if data is None or asked is None or len(asked["rounds"]) < 2:
+        return ""
+    ranking = finalists_analysis.rank([r["rps"] for r in asked["rounds"]], data["target_mde_pct"])
+    for cell in ranking.top_set:
+        marks[(cell, data["concurrency"])] = "finalist: best" if cell == ranking.best else "finalist: tied"
+    said = answer_text(ranking, asked["stopped"])
+    return f"Finalists measured interleaved at concurrency {data['concurrency']}: {said}"
 
 
 def goal_data(goal: Goal, host: str | None) -> dict[str, Any]:

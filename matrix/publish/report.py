@@ -150,7 +150,7 @@ def _title(profile: str) -> str:
 def explorer_html(run: Run, rows: Sequence[dict[str, Any]], extras: Extras) -> str:
     """results.html: the explorer of the run's cells above the report's blocks (``explorer_page``)."""
     title = _title(run.profile)
-    part = Part(None, run.records, rows, run.budgets, run_goals(run.records, extras.bench))
+    part = Part(None, run.records, rows, run.budgets, run_goals(run.records, extras.bench), extras.finalists)
     return render_page(title, explorer_data(title, [part]), build_document(run, rows, extras, with_plots=True))
 
 # --- the document ----------------------------------------------------------------------------
