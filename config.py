@@ -18,7 +18,7 @@ from typing import Any
 
 from forkwise.checks import BOOL, FLOAT, INT, PATH, TEXT, above, one_of, required, validator
 from forkwise.errors import ConfigError
-from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
+from forkwise.gpu import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_GPU_POLICY, DEVICES, GPU_POLICIES
 
 ENV_PREFIX = "FORKWISE_"
 # What a forked worker does with the database engine its master made (forkwise.webapp.db):
@@ -127,7 +127,7 @@ class AppSettings:
     python: str = _setting(_required_str, sys.executable)
     # the Keras backend (KERAS_BACKEND): tensorflow, jax or torch
     backend: str = _setting(_choice(BACKENDS), DEFAULT_BACKEND)
-    device: str = _setting(_choice(DEVICES), "cpu")  # cpu: every GPU hidden from the deployment; gpu: visible
+    device: str = _setting(_choice(DEVICES), DEFAULT_DEVICE)  # cpu: every GPU hidden from the deployment; gpu: visible
     # GPU memory policy (forkwise.gpu): grow, fraction or off
     gpu_policy: str = _setting(_choice(GPU_POLICIES), DEFAULT_GPU_POLICY)
     # what a forked worker does with an inherited engine (DB_RESET_POLICIES)

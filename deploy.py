@@ -114,7 +114,7 @@ def make_deployment(
     max_requests: int = 0,
     overrides: dict | None = None,
     backend: str = gpu.DEFAULT_BACKEND,
-    device: str = "cpu",
+    device: str = gpu.DEFAULT_DEVICE,
     gpu_policy: str = gpu.DEFAULT_GPU_POLICY,
     db_reset: str = DEFAULT_DB_RESET,
     db_in_master: bool = False,

@@ -24,6 +24,7 @@ from types import ModuleType
 from forkwise.errors import ConfigError
 
 DEVICES = ("cpu", "gpu")
+DEFAULT_DEVICE = "cpu"  # every GPU hidden from the deployment unless it asks for one
 BACKENDS = ("tensorflow", "jax", "torch")
 # grow: allocate as needed (TF memory growth, JAX no preallocation, torch expandable segments).
 # fraction: JAX preallocates a fixed fraction per process (XLA_PYTHON_CLIENT_MEM_FRACTION).

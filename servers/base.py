@@ -19,11 +19,15 @@ from forkwise.strategies.base import ServerNeeds
 WSGI_APP = "forkwise.webapp.wsgi:app"
 
 
+DEFAULT_WORKERS = 2  # a deployment's worker processes unless told otherwise (the workers axis's default)
+DEFAULT_WORKER_TIMEOUT_S = 30  # gunicorn --timeout, uWSGI harakiri, unless told otherwise
+
+
 @dataclass(frozen=True)
 class ServerTimeouts:
     """Seconds. The worker timeout must exceed the longest legitimate request or boot."""
 
-    worker_s: int = 30  # gunicorn --timeout, uWSGI harakiri
+    worker_s: int = DEFAULT_WORKER_TIMEOUT_S  # gunicorn --timeout, uWSGI harakiri
     graceful_s: int = 5  # how long a stop waits for workers to finish
 
 
@@ -33,7 +37,7 @@ class Deployment:
 
     settings: AppSettings
     server: str
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     threads: int = 1  # threads per worker; > 1 only for the threaded server settings
     host: str = "127.0.0.1"
     port: int = 8000

@@ -19,6 +19,7 @@ from forkwise import checks, gpu
 from forkwise.checks import BOOL, INT, LABEL_OR_COUNT, TEXT, Check, Kind
 from forkwise.config import DATABASES, DB_RESET_POLICIES, DEFAULT_DATABASE, DEFAULT_DB_RESET, THREAD_LABELS
 from forkwise.errors import ConfigError
+from forkwise.servers.base import DEFAULT_WORKERS
 
 REQUIRED: Any = object()  # the default of an axis every cell must name
 STEADY = "steady"  # the scenario without a disruption: the default of the scenario axis
@@ -92,11 +93,11 @@ AXES: tuple[Axis, ...] = (
          id_always=True),
     Axis("server", "the server setting (forkwise strategies)", TEXT, check=checks.one_of(_server_names),
          id_always=True),
-    Axis("workers", "worker processes", INT, 2, checks.above(1, inclusive=True), id_part=lambda v: f"w{v}",
-         id_always=True, describe=lambda v: f"{v} workers"),
+    Axis("workers", "worker processes", INT, DEFAULT_WORKERS, checks.above(1, inclusive=True),
+         id_part=lambda v: f"w{v}", id_always=True, describe=lambda v: f"{v} workers"),
     Axis("model", "a built-in model (default, large, tiny) or the path of your own .keras file", TEXT, "default",
          _model_name, id_always=True, describe=lambda v: f"model {v}"),
-    Axis("device", "cpu hides every GPU from the deployment; gpu needs an NVIDIA GPU", TEXT, "cpu",
+    Axis("device", "cpu hides every GPU from the deployment; gpu needs an NVIDIA GPU", TEXT, gpu.DEFAULT_DEVICE,
          checks.one_of(gpu.DEVICES), id_always=True, describe=lambda v: f"device {v}"),
     Axis("backend", "the Keras backend serving the model (jax and torch: pip install 'forkwise[jax]' / '[torch]')",
          TEXT, gpu.DEFAULT_BACKEND, checks.one_of(gpu.BACKENDS),

@@ -248,7 +248,7 @@ class CellRun:
                     self.failing_state(judgement)
         finally:
             self.enter("stopping the deployment")
-            killed = self.launch.group.stop(grace_s=10)
+            killed = self.launch.group.stop()
             if killed:
                 self.findings.append(f"had to SIGKILL {len(killed)} processes at stop (pids {killed[:8]})")
             leftovers = tagged_processes(RUN_TAG_VAR, self.launch.tag)

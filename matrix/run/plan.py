@@ -27,6 +27,7 @@ from forkwise.errors import ConfigError
 from forkwise.matrix.records.axes import Cell, axes
 from forkwise.matrix.records.budgets import DEFAULT_P99_MS
 from forkwise.matrix.run.open_loop import OpenLoopPlan
+from forkwise.servers.base import DEFAULT_WORKER_TIMEOUT_S
 
 DRIVERS = ("auto", "wrk", "builtin")
 # Seconds a cell may wait, in all, for a quiet host before its load levels (forkwise.matrix.run.stability);
@@ -92,7 +93,8 @@ class CellPlan:
                              check=above(1, inclusive=True))
     driver: str = setting("the load driver: wrk if on PATH (auto), wrk, or builtin", TEXT, "auto", flag="--driver",
                           choices=DRIVERS)
-    worker_timeout_s: int = setting("the server's worker timeout, seconds", INT, 30, check=above(1, inclusive=True))
+    worker_timeout_s: int = setting("the server's worker timeout, seconds", INT, DEFAULT_WORKER_TIMEOUT_S,
+                                    check=above(1, inclusive=True))
     max_batch: int | None = setting("model-server batching: rows per batch", optional(INT), None,
                                     flag="--max-batch", check=above(0))
     max_wait_ms: float | None = setting("model-server batching: wait to fill a batch", optional(FLOAT), None,
