@@ -10,30 +10,17 @@ A team adds a server setting without editing forkwise, through the entry-point g
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
 
-from forkwise.errors import ConfigError, UnknownNameError
+from forkwise import plugins
+from forkwise.errors import ConfigError
 from forkwise.servers.base import ServerAdapter
 
 GROUP = "forkwise.servers"
 
 
-@lru_cache(maxsize=1)
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
-
-
 def adapter_class(name: str) -> type[ServerAdapter]:
     """The adapter class registered under ``name``; the error lists the valid names."""
-    eps = _entry_points()
-    if name not in eps:
-        raise UnknownNameError("server", name, eps)
-    cls = eps[name].load()
-    if not (isinstance(cls, type) and issubclass(cls, ServerAdapter)):
-        raise ConfigError(f"entry point {name!r} in {GROUP} is not a forkwise ServerAdapter subclass")
-    if cls.name != name:
-        raise ConfigError(f"server adapter class {cls.__qualname__} says name={cls.name!r}, registered as {name!r}")
+    cls = plugins.load_class(GROUP, name, ServerAdapter, "server")
     _check_log_patterns(cls)
     return cls
 
@@ -58,5 +45,5 @@ def get(name: str) -> ServerAdapter:
 def names() -> list[str]:
     """Every registered server setting, in the order the classes declare (``report_rank``), then by name:
     the order of `forkwise strategies` and of every report."""
-    classes = [adapter_class(name) for name in _entry_points()]
+    classes = [adapter_class(name) for name in plugins.registered(GROUP)]
     return [c.name for c in sorted(classes, key=lambda c: (c.report_rank, c.name))]

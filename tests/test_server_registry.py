@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkwise import servers
+from forkwise import plugins, servers
 from forkwise.errors import ConfigError, UnknownNameError
 from forkwise.servers import registry
 from forkwise.servers.base import ServerAdapter
@@ -26,11 +26,11 @@ class FakeEP:
 def registered(monkeypatch):
     """Replace the entry-point group's members with the given (name, class) pairs."""
     def register(*pairs):
-        registry._entry_points.cache_clear()
-        monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEP(name, cls) for name, cls in pairs])
+        plugins.registered.cache_clear()
+        monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEP(name, cls) for name, cls in pairs])
 
     yield register
-    registry._entry_points.cache_clear()
+    plugins.registered.cache_clear()
 
 
 def adapter(name: str, rank: int | None = None, **attributes) -> type[ServerAdapter]:

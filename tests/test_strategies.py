@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from forkwise import plugins
 from forkwise.errors import ConfigError, ModelUnavailable, UnknownNameError
 from forkwise.strategies import Strategy, registry
 from forkwise.testing import wait_for_answer
@@ -112,14 +113,14 @@ def test_entry_point_group_admits_a_teams_strategy(monkeypatch):
         def load(self):
             return self.obj
 
-    registry._entry_points.cache_clear()
-    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEP("mine", Mine), FakeEP("bad", object)])
+    plugins.registered.cache_clear()
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEP("mine", Mine), FakeEP("bad", object)])
     try:
         assert registry.get("mine") is Mine
         with pytest.raises(ConfigError, match="not a forkwise Strategy"):
             registry.get("bad")
     finally:
-        registry._entry_points.cache_clear()
+        plugins.registered.cache_clear()
 
 
 def test_every_hook_names_its_process():

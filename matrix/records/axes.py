@@ -11,6 +11,7 @@ here plus the code where it acts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -234,3 +235,29 @@ def describe(cell: Cell, leave_out: tuple[str, ...] = ("strategy", "server")) ->
     """What a verdict matrix holds fixed, in words: "2 workers, model default, device cpu, scenario steady"."""
     return ", ".join(text for one in axes() if one.name not in leave_out for text in [one.describe(cell[one.name])]
                      if text)
+
+
+class WithAxes:
+    """For a frozen dataclass with a ``cell: Cell`` field (a record, a plan): its axes read as
+    attributes (``record.strategy``), and it is made and changed with axes beside its own fields."""
+
+    cell: Cell
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cell":  # not set yet (a copy being made): no axes to look in
+            raise AttributeError(name)
+        try:
+            return self.cell[name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no field or axis {name!r}") from None
+
+    @classmethod
+    def of(cls, **values: Any) -> Any:
+        """One made from axes and its own fields given side by side (``CellRecord.of(strategy="lazy", ...)``)."""
+        names = axis_names()
+        return cls(cell=Cell(**{k: v for k, v in values.items() if k in names}),  # type: ignore[call-arg]
+                   **{k: v for k, v in values.items() if k not in names})
+
+    def with_axes(self, **changes: Any) -> Any:
+        """A copy with some axes changed."""
+        return dataclasses.replace(self, cell=self.cell.replace(**changes))  # type: ignore[type-var]

@@ -18,7 +18,7 @@ from typing import Any
 
 from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
 from forkwise.errors import ConfigError, RecordError
-from forkwise.matrix.records.axes import Cell, axis_names
+from forkwise.matrix.records.axes import Cell, WithAxes, axis_names
 from forkwise.matrix.records.codec import decode, encode
 
 SCHEMA_VERSION = 1
@@ -273,7 +273,7 @@ def database_label(database: str, db_reset: str, db_in_master: bool) -> str:
 
 
 @dataclass(frozen=True)
-class CellRecord:
+class CellRecord(WithAxes):
     """One strategy x server x workers x model x device x backend cell, as observed by one run."""
 
     cell: Cell  # the cell's axes (matrix.records.axes): in JSON, one top-level field each
@@ -305,30 +305,10 @@ class CellRecord:
     open_loop: OpenLoop | None = None  # the open-loop phase (a profile's [load] mode = "open")
     schema_version: int = SCHEMA_VERSION
 
-    def __getattr__(self, name: str) -> Any:
-        """An axis by its name (``record.strategy``): the cell's value."""
-        if name == "cell":  # not set yet (copying): no axes to look in
-            raise AttributeError(name)
-        try:
-            return self.cell[name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__!r} has no field or axis {name!r}") from None
-
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
         return self.cell.id
-
-    @classmethod
-    def of(cls, **values: Any) -> CellRecord:
-        """A record from axes and fields given side by side (``CellRecord.of(strategy="lazy", ...)``)."""
-        names = axis_names()
-        return cls(cell=Cell(**{k: v for k, v in values.items() if k in names}),
-                   **{k: v for k, v in values.items() if k not in names})
-
-    def with_axes(self, **changes: Any) -> CellRecord:
-        """This record with some axes changed."""
-        return dataclasses.replace(self, cell=self.cell.replace(**changes))
 
     @property
     def database_setting(self) -> str:

@@ -24,7 +24,7 @@ from forkwise import checks, gpu
 from forkwise.checks import BOOL, FLOAT, INT, LEVELS, PATH, RATES, TEXT, Kind, above, optional
 from forkwise.config import resolve_threads
 from forkwise.errors import ConfigError
-from forkwise.matrix.records.axes import Cell, axes
+from forkwise.matrix.records.axes import Cell, WithAxes, axes
 from forkwise.matrix.records.budgets import DEFAULT_P99_MS
 from forkwise.matrix.run.open_loop import OpenLoopPlan
 from forkwise.servers.base import DEFAULT_WORKER_TIMEOUT_S
@@ -66,7 +66,7 @@ def setting(help: str, kind: Kind, default: Any = dataclasses.MISSING, *, flag: 
 
 
 @dataclass(frozen=True)
-class CellPlan:
+class CellPlan(WithAxes):
     """What one cell runs and how hard it looks at it: the cell (its axes, ``matrix.records.axes``)
     and the settings below. In JSON and on the command line the axes stand beside the settings,
     one key and one flag each; ``plan.workers`` reads the cell's axis."""
@@ -126,26 +126,6 @@ class CellPlan:
                     decl.check(getattr(self, f.name))
                 except ValueError as exc:
                     raise ConfigError(f"plan: {f.name}: {exc}") from None
-
-    def __getattr__(self, name: str) -> Any:
-        """An axis by its name (``plan.strategy``): the cell's value."""
-        if name == "cell":  # not set yet (copying): no axes to look in
-            raise AttributeError(name)
-        try:
-            return self.cell[name]
-        except KeyError:
-            raise AttributeError(f"a plan has no setting or axis {name!r}") from None
-
-    @classmethod
-    def of(cls, **values: Any) -> CellPlan:
-        """A plan from axes and settings given side by side (``CellPlan.of(strategy="lazy", ...)``)."""
-        names = {a.name for a in axes()}
-        return cls(cell=Cell(**{k: v for k, v in values.items() if k in names}),
-                   **{k: v for k, v in values.items() if k not in names})
-
-    def with_axes(self, **changes: Any) -> CellPlan:
-        """This plan with some axes changed."""
-        return dataclasses.replace(self, cell=self.cell.replace(**changes))
 
     # --- derived parts ------------------------------------------------------------------
 
