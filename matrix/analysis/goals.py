@@ -15,6 +15,7 @@ host is the run's host, saying its commit and date. Anything else is named and l
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from pathlib import Path
 
 from forkwise import strategies
 from forkwise.matrix.analysis.controls import Controls, is_control
+from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.analysis.ordering import strategy_order
+from forkwise.matrix.analysis.recommend import stderr_of
+from forkwise.matrix.analysis.significance import FAMILY_ALPHA, critical_z
 from forkwise.matrix.records.types import CellRecord, Environment, LoadLevel, Verdict
 from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
 from forkwise.strategies.lazy import Lazy
@@ -45,8 +49,54 @@ class Goal:
     measured: str
     ratio: float | None  # the measured ratio the goal is judged on (None: not measurable here)
     target: str
-    met: bool | None  # None: the run has no data for it
+    met: bool | None  # None: the run has no data for it, or (undecided) its interval straddles the target
     cells: tuple[str, ...] = ()  # profile labels of the cells it was judged on (see record_profile_label)
+    interval: tuple[float, float] | None = None  # the ratio's confidence interval, where the noise gives one
+    undecided: bool = False  # measured, but the interval holds the target: neither met nor missed
+
+    @property
+    def result(self) -> str:
+        if self.undecided:
+            return "undecided"
+        return {True: "met", False: "missed", None: "not measured in this run"}[self.met]
+
+
+@dataclass(frozen=True)
+class RatioPair:
+    """A ratio goal's pair of cells at one concurrency, with the interval of their throughput ratio."""
+
+    ratio: float
+    low: float
+    high: float
+    mine: CellRecord
+    theirs: CellRecord
+    mine_rps: float
+    theirs_rps: float
+
+
+def ratio_pair(mine: CellRecord, theirs: CellRecord, concurrency: int, noise: dict[int, float],
+               z: float) -> RatioPair | None:
+    """mine / theirs at `concurrency`, with its interval: each level's standard error from its
+    launches and the run's launch noise (the recommendation's), on a log scale."""
+    a, b = _level(mine, concurrency), _level(theirs, concurrency)
+    if a is None or b is None or a.rps <= 0 or b.rps <= 0:
+        return None
+    se = math.hypot(stderr_of(a, noise) / a.rps, stderr_of(b, noise) / b.rps)
+    ratio = a.rps / b.rps
+    return RatioPair(ratio, ratio * math.exp(-z * se), ratio * math.exp(z * se), mine, theirs, a.rps, b.rps)
+
+
+def judged_pairs(pairs: Sequence[RatioPair], target: float) -> tuple[RatioPair, bool | None, bool]:
+    """Judge "at least one pair reaches `target`" on intervals, never on the largest of noisy ratios:
+    met when some pair's interval lies above it, missed when every pair's lies below, else undecided.
+    Returns the pair to show (the one that decides it, or the most promising) with (met, undecided)."""
+    above = [p for p in pairs if p.low >= target]
+    if above:
+        return max(above, key=lambda p: p.low), True, False
+    best = max(pairs, key=lambda p: p.high)
+    if best.high < target:
+        return best, False, False
+    return best, None, True
 
 
 def profile_label(strategy: str, server: str, workers: int, model: str, concurrency: int) -> str:
@@ -73,46 +123,53 @@ def _find(records: Sequence[CellRecord], **where: object) -> CellRecord | None:
 
 
 def goal_ceiling(records: Sequence[CellRecord]) -> Goal:
-    """1. The best OK strategy (default model) reaches >= 80% of its server's control at c32."""
-    best: tuple[float, CellRecord, CellRecord, LoadLevel, LoadLevel] | None = None
+    """1. An OK strategy (default model) reaches >= 80% of its server's control at c32, judged on the
+    interval of each cell's ratio (family-wise over the cells), not on the largest noisy ratio."""
     controls = Controls.of_run(records)
+    cells = []
     for r in _ok(records):
-        if is_control(r.strategy) or r.model != "default":
-            continue
         control = controls.control_for(r)
-        theirs = controls.control_level(r, TOP_CONCURRENCY)
-        mine = _level(r, TOP_CONCURRENCY)
-        if mine and theirs and control and theirs.rps > 0:  # control is set whenever its level is
-            ratio = mine.rps / theirs.rps
-            if best is None or ratio > best[0]:
-                best = (ratio, r, control, mine, theirs)
+        if not is_control(r.strategy) and r.model == "default" and control is not None and control.verdict.ok:
+            cells.append((r, control))
+    pairs = _ratio_pairs(records, cells)
     text = "best OK strategy / its server's control, requests/s at concurrency 32, default model"
-    if best is None:
+    if not pairs:
         return Goal(1, text, "no OK model cell and control pair with load at concurrency 32", None, ">= 0.80", None)
-    ratio, r, control, mine, theirs = best
-    measured = f"{r.strategy} under {r.server} (w{r.workers}): {mine.rps:.0f} req/s; control {theirs.rps:.0f} req/s"
-    return Goal(1, text, measured, round(ratio, 2), ">= 0.80", ratio >= 0.8,
-                (record_profile_label(r), record_profile_label(control)))
+    shown, met, undecided = judged_pairs(pairs, 0.8)
+    measured = (f"{shown.mine.strategy} under {shown.mine.server} (w{shown.mine.workers}): {shown.mine_rps:.0f} "
+                f"req/s; control {shown.theirs_rps:.0f} req/s; {len(pairs)} cells judged")
+    return Goal(1, text, measured, round(shown.ratio, 2), ">= 0.80", met,
+                (record_profile_label(shown.mine), record_profile_label(shown.theirs)),
+                (round(shown.low, 2), round(shown.high, 2)), undecided)
+
+
+def _ratio_pairs(records: Sequence[CellRecord], pairs: Sequence[tuple[CellRecord, CellRecord]]) -> list[RatioPair]:
+    """Each (mine, theirs) pair's ratio at concurrency 32, its interval family-wise over the pairs."""
+    noise = launch_noise(records)
+    z = critical_z(FAMILY_ALPHA, len(pairs))
+    found = [ratio_pair(mine, theirs, TOP_CONCURRENCY, noise, z) for mine, theirs in pairs]
+    return [p for p in found if p is not None]
 
 
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
-    """2. With the large model, the batched model server reaches >= 2x lazy at c32, same server."""
+    """2. With the large model, the batched model server reaches >= 2x lazy at c32, same server and
+    workers: met when some server's pair has its interval above 2.0 (see judged_pairs)."""
     text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same server and workers"
-    pairs = []
+    cells = []
     for b in _ok(records):
-        if b.strategy != BATCHED or b.model != "large":
-            continue
-        lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
-        lb = _level(b, TOP_CONCURRENCY)
-        ll = lazy and lazy.verdict.ok and _level(lazy, TOP_CONCURRENCY)
-        if lazy and lb and ll and ll.rps > 0:
-            pairs.append((lb.rps / ll.rps, b, lazy, lb.rps, ll.rps))
+        if b.strategy == BATCHED and b.model == "large":
+            lazy = _find(records, strategy=LAZY, server=b.server, workers=b.workers, model="large", device=b.device)
+            if lazy is not None and lazy.verdict.ok:
+                cells.append((b, lazy))
+    pairs = _ratio_pairs(records, cells)
     if not pairs:
         return Goal(2, text, "no OK batched and lazy pair on the large model with load at concurrency 32", None,
                     ">= 2.0", None)
-    ratio, b, lazy, rb, rl = max(pairs, key=lambda p: p[0])
-    return Goal(2, text, f"{b.server} (w{b.workers}): batched {rb:.0f} req/s, lazy {rl:.0f} req/s",
-                round(ratio, 2), ">= 2.0", ratio >= 2.0, (record_profile_label(b), record_profile_label(lazy)))
+    shown, met, undecided = judged_pairs(pairs, 2.0)
+    return Goal(2, text, f"{shown.mine.server} (w{shown.mine.workers}): batched {shown.mine_rps:.0f} req/s, "
+                f"lazy {shown.theirs_rps:.0f} req/s", round(shown.ratio, 2), ">= 2.0", met,
+                (record_profile_label(shown.mine), record_profile_label(shown.theirs)),
+                (round(shown.low, 2), round(shown.high, 2)), undecided)
 
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:

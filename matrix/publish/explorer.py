@@ -31,7 +31,6 @@ from forkwise.matrix.records.types import CellRecord, Verdict
 MEASURES = ("concurrency", "rps", "ratio_to_control", "p50_ms", "p99_ms", "errors", "total_pss_mb", "cold_start_s")
 ALWAYS_SHOWN = ("strategy", "server")  # axis columns shown even where every row has the same value
 MARKS = "marks"  # the column naming the recommended rows and the goals judged on them
-GOAL_RESULTS = {True: "met", False: "missed", None: "not measured in this run"}
 RECOMMENDATION_HEADERS = ("cell", "concurrency", "rps ± standard error", "behind the best", "p99 ms", "PSS MB",
                           "cold start s")
 
@@ -241,6 +240,6 @@ def finalists_answer(data: dict[str, Any] | None, question: str, marks: dict[tup
 
 def goal_data(goal: Goal, host: str | None) -> dict[str, Any]:
     return {"host": host or "", "number": goal.number, "goal": goal.goal, "measured": goal.measured,
-            "ratio": fmt_ratio(goal.ratio), "target": goal.target, "result": GOAL_RESULTS[goal.met],
+            "ratio": fmt_ratio(goal.ratio), "target": goal.target, "result": goal.result,
             "met": goal.met}
 
