@@ -187,6 +187,28 @@ def test_filters_change_the_rows_and_the_chart_follows(browser, default_page):
     assert severe(browser) == []
 
 
+def matrix(browser) -> dict[str, dict[str, str]]:
+    """The verdict matrix as shown: strategy -> server -> text."""
+    table = browser.find_element("css selector", ".fw-matrix-table")
+    servers = [th.text for th in table.find_elements("css selector", "thead th")][1:]
+    shown = {}
+    for tr in table.find_elements("css selector", "tbody tr"):
+        shown[tr.find_element("css selector", "th").text] = dict(
+            zip(servers, [td.text for td in tr.find_elements("css selector", "td")], strict=True))
+    return shown
+
+
+def test_the_verdict_matrix_follows_the_filters(browser, default_page):
+    load(browser, default_page)
+    before = matrix(browser)
+    assert before["preload"]["gunicorn-sync"] == "HANG" and before["lazy"]["uwsgi"] == "OK"
+    checkbox(browser, "strategy", "preload").click()
+    checkbox(browser, "server", "uwsgi").click()
+    after = matrix(browser)
+    assert "preload" not in after and all("uwsgi" not in servers for servers in after.values())
+    assert severe(browser) == []
+
+
 def _numbers(texts: list[str]) -> list[float]:
     return [float(t.split()[0].replace(",", "")) for t in texts if t != "-"]
 

@@ -100,6 +100,38 @@
     });
   }
 
+  // --- the verdict matrix: strategy x server of the rows shown ------------------------------------
+  function buildMatrix() {
+    ui.matrix = el("section", {class: "fw-matrix", "aria-label": "verdict matrix"});
+    return ui.matrix;
+  }
+  function ordered(key, names) {  // the filter's order (the report's), for the names present
+    const dim = dimension(key);
+    return dim ? dim.values.map((v) => v[0]).filter((n) => names.has(n)) : [...names];
+  }
+  function renderMatrix(rows) {
+    const cells = new Map(), seen = new Set(), strategyNames = new Set(), serverNames = new Set();
+    rows.forEach(([r]) => {
+      if (seen.has(r.cell)) return;  // one verdict per cell, whatever its levels
+      seen.add(r.cell);
+      strategyNames.add(r.t.strategy);
+      serverNames.add(r.t.server);
+      const key = r.t.strategy + "\u0000" + r.t.server;
+      if (!cells.has(key)) cells.set(key, []);
+      cells.get(key).push(r.t.verdict);
+    });
+    const strategies = ordered("strategy", strategyNames), servers = ordered("server", serverNames);
+    const head = el("tr", {}, [el("th", {scope: "col", text: "strategy"}), ...servers.map((s) => el("th", {scope: "col", text: s}))]);
+    const body = strategies.map((st) => el("tr", {}, [el("th", {scope: "row", text: st}), ...servers.map((sv) => {
+      const verdicts = cells.get(st + "\u0000" + sv) || [];
+      const distinct = [...new Set(verdicts)];
+      const text = distinct.length ? distinct.join(" / ") + (verdicts.length > 1 ? " (" + verdicts.length + " cells)" : "") : "-";
+      return el("td", {class: distinct.length === 1 ? "v-" + distinct[0] : null, text: text});
+    })]));
+    ui.matrix.replaceChildren(el("h2", {text: "Verdict matrix of the rows shown"}),
+      el("table", {class: "fw-matrix-table"}, [el("thead", {}, [head]), el("tbody", {}, body)]));
+  }
+
   // --- the table ----------------------------------------------------------------------------------
   function buildTable() {
     const head = el("tr");
@@ -340,12 +372,13 @@
     const rows = visibleRows();
     const points = rows.filter(([r]) => r.point).length;
     ui.summary.textContent = `Showing ${rows.length} of ${DATA.rows.length} rows; ${points} in the chart.`;
+    renderMatrix(rows);
     renderTable(rows);
     renderChart(rows);
   }
   ui.summary = el("p", {class: "fw-summary", id: "fw-summary", "aria-live": "polite"});
   const main = document.getElementById("explorer");
-  main.append(buildFilters(), ui.summary, el("div", {class: "fw-top"}, [buildChart(), buildHighlights()]),
+  main.append(buildFilters(), ui.summary, buildMatrix(), el("div", {class: "fw-top"}, [buildChart(), buildHighlights()]),
     buildTable(), buildEvidence());
   render();
 }());
