@@ -157,6 +157,16 @@ def above(low: float, inclusive: bool = False) -> Check:
     return check
 
 
+def within(low: float, high: float) -> Check:
+    """A number from `low` to `high`, both included."""
+
+    def check(value: Any) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, got {value!r}")
+
+    return check
+
+
 def one_of(choices: Sequence[str] | Callable[[], Sequence[str]]) -> Check:
     """The value is one of `choices` (or of what the callable returns when asked: a registry)."""
 

@@ -55,22 +55,15 @@ class LoadSettings:
     rate_steps: int = default_of("rate_steps")
 
     def __post_init__(self) -> None:
-        if self.mode not in LOAD_MODES:
-            raise ConfigError(f"load.mode must be one of {', '.join(LOAD_MODES)}; got {self.mode!r}")
+        checks.validator(checks.TEXT, checks.one_of(LOAD_MODES))("load.mode", self.mode)
         # The settings a cell's plan has too: checked by the plan's own checks.
         for name, plan_name in (("levels", "load_levels"), ("warmup_s", "warmup_s"), ("duration_s", "duration_s"),
                                 ("intervals", "intervals"), ("scenario_duration_s", "scenario_duration_s"),
                                 ("rates", "rates")):
             check_setting(plan_name, getattr(self, name), f"load.{name}")
-        if not isinstance(self.rate_steps, int) or not 1 <= self.rate_steps <= 20:
-            raise ConfigError(f"load.rate_steps must be a whole number from 1 to 20; got {self.rate_steps!r}")
-        if not isinstance(self.repeats, int) or not 1 <= self.repeats <= 10:
-            raise ConfigError(f"load.repeats must be a whole number from 1 to 10; got {self.repeats!r}")
-        if not isinstance(self.top_level_repeats, int) or not 0 <= self.top_level_repeats <= 10:
-            raise ConfigError(f"load.top_level_repeats must be a whole number from 0 to 10; "
-                              f"got {self.top_level_repeats!r}")
-        if not isinstance(self.quiet_budget_s, (int, float)) or self.quiet_budget_s < 0:
-            raise ConfigError(f"load.quiet_budget_s must be a number of seconds >= 0; got {self.quiet_budget_s!r}")
+        for name, low, high in (("rate_steps", 1, 20), ("repeats", 1, 10), ("top_level_repeats", 0, 10)):
+            checks.validator(checks.INT, checks.within(low, high))(f"load.{name}", getattr(self, name))
+        checks.validator(checks.FLOAT, checks.above(0, inclusive=True))("load.quiet_budget_s", self.quiet_budget_s)
 
 
 @dataclass(frozen=True)
@@ -101,8 +94,7 @@ class GoalSettings:
     evidence: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.evidence, bool):
-            raise ConfigError(f"goals.evidence must be true or false; got {self.evidence!r}")
+        checks.validator(checks.BOOL)("goals.evidence", self.evidence)
 
 
 @dataclass(frozen=True)
