@@ -76,3 +76,8 @@ def test_the_default_profile_takes_its_goal_evidence_and_quick_does_not():
     from forkwise.matrix.run.profile import load_profile
 
     assert load_profile("default").goals.evidence and not load_profile("quick").goals.evidence
+
+
+def test_the_micro_benchmarks_are_found_in_the_source_checkout():
+    """The run's goal evidence finds the benchmarks wherever its module sits in the package."""
+    assert evidence.BENCHMARKS.is_dir() and any(evidence.BENCHMARKS.glob("test_*.py"))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkwise
 from forkwise.errors import ConfigError
 from forkwise.matrix.analysis.goals import evaluate, record_profile_label
 from forkwise.matrix.records.axes import Cell
@@ -32,7 +33,8 @@ from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.profiling import find_py_spy
 from forkwise.procs import ProcessGroup
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"  # in a source checkout only
+# The package is the checkout (pyproject's package-dir): the micro-benchmarks are there, in a source checkout only.
+BENCHMARKS = Path(forkwise.__file__).resolve().parent / "benchmarks"
 
 
 @dataclass(frozen=True)
