@@ -206,12 +206,14 @@ def both(*checks: Check | None) -> Check:
 # --- where a value is read: one typed error each -------------------------------------------------
 
 
-def validator(kind: Kind, check: Check | None = None) -> Callable[[str, Any], Any]:
-    """(name, value) -> the value as `kind`, checked; a ConfigError that names the setting otherwise."""
+def validator(kind: Kind, check: Check | None = None, text: bool = True) -> Callable[[str, Any], Any]:
+    """(name, value) -> the value as `kind`, checked; a ConfigError that names the setting otherwise.
+    `text`: text is parsed (an environment variable); False: a value as JSON or TOML holds it, so "60"
+    for a number is refused."""
 
     def read(name: str, value: Any) -> Any:
         try:
-            value = kind.coerce(value)
+            value = kind.coerce(value) if text else kind.load(value)
             if check is not None:
                 check(value)
         except ValueError as exc:

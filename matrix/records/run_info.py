@@ -39,6 +39,8 @@ class RunInfo:
     schema_version: int | None = None
     skipped: Mapping[str, Any] | None = None  # gpu cells skipped on a host without a GPU, and why
     skipped_database: Mapping[str, Any] | None = None  # PostgreSQL cells skipped, and why
+    # The finalists stage: its file, its concurrency, why each question stopped (matrix.run.finalists).
+    finalists: Mapping[str, Any] | None = None
     # What the run took of its goal evidence, or why not (matrix.goal_evidence.collect).
     goal_evidence: Mapping[str, Any] | None = None
     duration_s: float | None = None

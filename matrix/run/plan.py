@@ -233,7 +233,7 @@ def default_of(name: str) -> Any:
 def check_setting(name: str, value: Any, where: str) -> None:
     """A value of the plan setting `name`, given elsewhere (a profile's [load]), checked as the plan does."""
     decl: Setting = {f.name: f.metadata["setting"] for f in settings_fields()}[name]
-    checks.validator(decl.kind, decl.check)(where, value)
+    checks.validator(decl.kind, decl.check, text=False)(where, value)
 
 
 # The plan's settings that belong to a deployment itself (what `forkwise serve` runs), beside the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
@@ -24,6 +25,11 @@ from forkwise.matrix.run.scenarios import SCENARIOS
 from forkwise.strategies import registry
 
 DEVICES = gpu.DEVICES
+
+
+def _setting(kind: checks.Kind, check: checks.Check | None = None) -> Callable[[str, Any], Any]:
+    """A profile's value, as TOML holds it (never text to parse), checked by the one family of checks."""
+    return checks.validator(kind, check, text=False)
 
 
 @dataclass(frozen=True)
@@ -55,15 +61,15 @@ class LoadSettings:
     rate_steps: int = default_of("rate_steps")
 
     def __post_init__(self) -> None:
-        checks.validator(checks.TEXT, checks.one_of(LOAD_MODES))("load.mode", self.mode)
+        _setting(checks.TEXT, checks.one_of(LOAD_MODES))("load.mode", self.mode)
         # The settings a cell's plan has too: checked by the plan's own checks.
         for name, plan_name in (("levels", "load_levels"), ("warmup_s", "warmup_s"), ("duration_s", "duration_s"),
                                 ("intervals", "intervals"), ("scenario_duration_s", "scenario_duration_s"),
                                 ("rates", "rates")):
             check_setting(plan_name, getattr(self, name), f"load.{name}")
         for name, low, high in (("rate_steps", 1, 20), ("repeats", 1, 10), ("top_level_repeats", 0, 10)):
-            checks.validator(checks.INT, checks.within(low, high))(f"load.{name}", getattr(self, name))
-        checks.validator(checks.FLOAT, checks.above(0, inclusive=True))("load.quiet_budget_s", self.quiet_budget_s)
+            _setting(checks.INT, checks.within(low, high))(f"load.{name}", getattr(self, name))
+        _setting(checks.FLOAT, checks.above(0, inclusive=True))("load.quiet_budget_s", self.quiet_budget_s)
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class GoalSettings:
     evidence: bool = False
 
     def __post_init__(self) -> None:
-        checks.validator(checks.BOOL)("goals.evidence", self.evidence)
+        _setting(checks.BOOL)("goals.evidence", self.evidence)
 
 
 @dataclass(frozen=True)
@@ -115,14 +121,14 @@ class FinalistSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_cells", "min_rounds", "max_rounds"):
-            checks.validator(checks.INT, checks.above(2 if name == "max_cells" else 1, inclusive=True))(
+            _setting(checks.INT, checks.above(2 if name == "max_cells" else 1, inclusive=True))(
                 f"finalists.{name}", getattr(self, name))
         for name in ("window_s", "budget_s", "target_mde_pct"):
-            checks.validator(checks.FLOAT, checks.above(0))(f"finalists.{name}", getattr(self, name))
-        checks.validator(checks.FLOAT, checks.above(0, inclusive=True))("finalists.warmup_s", self.warmup_s)
-        checks.validator(checks.BOOL)("finalists.enabled", self.enabled)
+            _setting(checks.FLOAT, checks.above(0))(f"finalists.{name}", getattr(self, name))
+        _setting(checks.FLOAT, checks.above(0, inclusive=True))("finalists.warmup_s", self.warmup_s)
+        _setting(checks.BOOL)("finalists.enabled", self.enabled)
         if self.concurrency is not None:
-            checks.validator(checks.INT, checks.above(1, inclusive=True))("finalists.concurrency", self.concurrency)
+            _setting(checks.INT, checks.above(1, inclusive=True))("finalists.concurrency", self.concurrency)
 
 
 @dataclass(frozen=True)
