@@ -194,15 +194,6 @@ def required(value: Any) -> None:
         raise ValueError("is required")
 
 
-def both(*checks: Check | None) -> Check:
-    def check(value: Any) -> None:
-        for one in checks:
-            if one is not None:
-                one(value)
-
-    return check
-
-
 # --- where a value is read: one typed error each -------------------------------------------------
 
 

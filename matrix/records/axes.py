@@ -215,10 +215,6 @@ class Cell:
         """JSON-ready values, by axis name."""
         return {one.name: one.kind.dump(self._values[one.name]) for one in axes()}
 
-    def deployment(self) -> dict[str, Any]:
-        """The values that are settings of the deployment itself."""
-        return {one.name: self._values[one.name] for one in axes() if one.deployment}
-
 
 def _cell_from_dict(values: dict[str, Any]) -> Cell:
     return Cell(**values)
