@@ -18,7 +18,7 @@ from forkwise.checks import INT
 from forkwise.matrix.analysis.controls import Controls
 from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.publish.document import MISSING, Table, fmt_fixed, fmt_int, fmt_ms, fmt_ratio, fmt_spread, fmt_text
-from forkwise.matrix.records.axes import axes
+from forkwise.matrix.records.axes import Axis, axes
 from forkwise.matrix.records.roles import MASTER, MODEL_SERVER, SUPERVISOR, WORKER
 from forkwise.matrix.records.run_info import RunInfo
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord, LoadLevel, Verdict
@@ -84,12 +84,25 @@ def _axis(name: str) -> Callable[[RowSource], Any]:
 
 
 def columns() -> tuple[Column, ...]:
-    """Every column: the cell, its axes (read now: the declaration may have grown), the rest."""
-    return (Column("cell_id", "cell", lambda s: s.record.cell_id), *axis_columns(), *MEASURE_COLUMNS)
+    """Every column: the cell, its axes (as declared now: a test may declare one more), the rest."""
+    return tuple(_columns_by_key().values())
 
 
 def column(key: str) -> Column:
-    return next(c for c in columns() if c.key == key)
+    return _columns_by_key()[key]
+
+
+# The columns built for one declaration of the axes: (that declaration, key -> column). Tables ask
+# for a column per shown value, so they are built once per declaration, not once per value.
+_BUILT: list[tuple[tuple[Axis, ...], dict[str, Column]]] = []
+
+
+def _columns_by_key() -> dict[str, Column]:
+    declared = axes()
+    if not _BUILT or _BUILT[0][0] is not declared:
+        every = (Column("cell_id", "cell", lambda s: s.record.cell_id), *axis_columns(), *MEASURE_COLUMNS)
+        _BUILT[:] = [(declared, {c.key: c for c in every})]
+    return _BUILT[0][1]
 
 
 MEASURE_COLUMNS: tuple[Column, ...] = (
