@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from forkwise import gpu, servers
+from forkwise import servers
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import (
     RUN_TAG_VAR,
@@ -214,16 +214,6 @@ class CellRun:
 
     # --- the whole cell -----------------------------------------------------------------
 
-    def deployment(self, max_requests: int, spec_path: Path) -> Deployment:
-        """The deployment the plan describes, on a free port, in the cell's work directory."""
-        cell = self.cell
-        return make_deployment(
-            strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=spec_path,
-            run_dir=self.workdir, port=free_port(), overrides=cell.overrides,
-            timeouts=ServerTimeouts(worker_s=cell.worker_timeout_s), max_requests=max_requests,
-            backend=cell.backend, device=cell.device, gpu_policy=cell.gpu_policy,
-            database_url=self.database.url, db_reset=cell.db_reset, db_in_master=cell.db_in_master,
-        )
 
     def run(self) -> CellRecord:
         cell = self.cell
@@ -232,11 +222,9 @@ class CellRun:
         strategy_cls = registry.get(cell.strategy)
         scenario = scenarios.get(cell.scenario, strategy_cls, cell.database)
         assert cell.spec_path is not None, "the cell command resolves the model to a spec file before the cell runs"
-        deployment = self.deployment(scenario.max_requests, cell.spec_path)
+        deployment = plan_deployment(cell, cell.spec_path, self.workdir, self.database.url, scenario.max_requests)
         spec = ModelSpec.load(cell.spec_path)
-        constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
-        rtol, atol = gpu.tolerance(cell.device)
-        v = Verification(spec, strategy_cls.serves_model, constant, (rtol, atol))
+        v = Verification.of(spec, cell.strategy, cell.device)
         self.enter("launching the deployment")
         self.launch = launch(deployment)
         try:
@@ -263,7 +251,6 @@ class CellRun:
         """What the cell saw, judged, as its record."""
         cell = self.cell
         strategy_cls = registry.get(cell.strategy)
-        rtol, atol = gpu.tolerance(cell.device)
         log_tail = "" if judgement.verdict.ok else self.launched.group.log_tail(40)
         return CellRecord(
             cell=cell.cell, threads=deployment.threads, verdict=judgement.verdict,
@@ -282,7 +269,7 @@ class CellRun:
             settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
                       "request_timeout_s": cell.request_timeout_s,
                       "patience_s": round(self.patience_s, 2), "worker_timeout_s": cell.worker_timeout_s,
-                      "rtol": rtol, "atol": atol, "gpu_policy": cell.gpu_policy if cell.device == "gpu" else "",
+                      "rtol": v.rtol, "atol": v.atol, "gpu_policy": cell.gpu_policy if cell.device == "gpu" else "",
                       "device_env": {k: v for k, v in device_env(deployment).items()},
                       "database_server": self.database.version,
                       "intra_op_threads": deployment.settings.intra_op_threads,
@@ -362,6 +349,18 @@ class CellRun:
             started = time.monotonic()
             self.stacks = dump_stacks(master, budget_s=self.cell.boot_timeout_s)
             self.timings["stacks_s"] = time.monotonic() - started
+
+
+def plan_deployment(plan: CellPlan, spec_path: Path, run_dir: Path, database_url: str,
+                    max_requests: int = 0) -> Deployment:
+    """The deployment a plan describes, on a free port, in `run_dir`, writing to `database_url`."""
+    return make_deployment(
+        strategy=plan.strategy, server=plan.server, workers=plan.workers, spec_path=spec_path,
+        run_dir=run_dir, port=free_port(), overrides=plan.overrides,
+        timeouts=ServerTimeouts(worker_s=plan.worker_timeout_s), max_requests=max_requests,
+        backend=plan.backend, device=plan.device, gpu_policy=plan.gpu_policy,
+        database_url=database_url, db_reset=plan.db_reset, db_in_master=plan.db_in_master,
+    )
 
 
 def _round(x: float | None) -> float | None:

@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
-from forkwise import gpu
-from forkwise.deploy import Launch, database_for, launch, make_deployment
+from forkwise.deploy import Launch, database_for, launch
 from forkwise.errors import FinalistError, ForkwiseError
 from forkwise.matrix.analysis import finalists as analysis
 from forkwise.matrix.analysis.launches import combine_all
@@ -32,15 +30,13 @@ from forkwise.matrix.records.axes import Cell
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.run_info import FINALISTS_FILE
 from forkwise.matrix.records.types import CellRecord
+from forkwise.matrix.run.cell import plan_deployment
 from forkwise.matrix.run.http import post_json
 from forkwise.matrix.run.load import run_load
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.verification import Verification
 from forkwise.model.spec import ModelSpec, ensure_spec
-from forkwise.procs import free_port
-from forkwise.servers.base import ServerTimeouts
-from forkwise.strategies import registry
 
 MEMORY_HEADROOM = 0.8  # finalists boot side by side only within this share of the memory available now
 
@@ -152,18 +148,10 @@ def _boot(stack: contextlib.ExitStack, record: CellRecord, prof: Profile, home: 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="forkwise-finalist-")))
     database = stack.enter_context(database_for(cell.database, workdir))
     spec_path = ensure_spec(home, cell.model, backend=cell.backend)
-    plan = CellPlan(cell=cell, gpu_policy=prof.gpu_policy)
-    deployment = make_deployment(
-        strategy=cell.strategy, server=cell.server, workers=cell.workers, spec_path=spec_path, run_dir=workdir,
-        port=free_port(), overrides=plan.overrides, timeouts=ServerTimeouts(worker_s=plan.worker_timeout_s),
-        backend=cell.backend, device=cell.device, gpu_policy=prof.gpu_policy, database_url=database.url,
-        db_reset=cell.db_reset, db_in_master=cell.db_in_master)
+    deployment = plan_deployment(CellPlan(cell=cell, gpu_policy=prof.gpu_policy), spec_path, workdir, database.url)
     launched = launch(deployment)
     stack.callback(launched.group.stop)
-    spec = ModelSpec.load(spec_path)
-    strategy_cls = registry.get(cell.strategy)
-    constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
-    v = Verification(spec, strategy_cls.serves_model, constant, gpu.tolerance(cell.device))
+    v = Verification.of(ModelSpec.load(spec_path), cell.strategy, cell.device)
     _wait_correct(launched, v, prof.limits.boot_timeout_s, prof.limits.request_timeout_s)
     url = f"http://{deployment.host}:{deployment.port}/predict"
     return Finalist(cell, launched, url, [json.dumps(v.payload([i])).encode() for i in range(len(v.inputs))])

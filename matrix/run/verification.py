@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from forkwise import gpu
 from forkwise.matrix import verdicts
 from forkwise.matrix.records.types import ErrorCounts
 from forkwise.matrix.run.http import Reply
 from forkwise.model.spec import ModelSpec
+from forkwise.strategies import registry
 
 
 class Verification:
@@ -30,6 +32,14 @@ class Verification:
         self.requests = 0
         self._lock = threading.Lock()
         self._digests: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, spec: ModelSpec, strategy: str, device: str) -> Verification:
+        """What a strategy's answers are checked against: the model's reference outputs, or the
+        constant a model-less strategy (the control) answers; within the device's tolerance."""
+        strategy_cls = registry.get(strategy)
+        constant = np.zeros(spec.output_shape, np.float32) if not strategy_cls.serves_model else None
+        return cls(spec, strategy_cls.serves_model, constant, gpu.tolerance(device))
 
     def index_of_digest(self, digest: str) -> int | None:
         """The reference row whose float32 bytes hash to `digest` (as the app stores it), or None."""
