@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from forkwise.matrix.analysis.goals import profile_label, write_profile_provenance
 from forkwise.matrix.records.types import LoadLevel, OpenLoop
@@ -17,33 +16,14 @@ from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.http import parse_json
 from forkwise.matrix.run.load import LoadResult, level_record, run_load
 from forkwise.matrix.run.open_loop import measure_open_loop
+from forkwise.matrix.run.running import RunningCell
 from forkwise.matrix.run.verification import Verification
 from forkwise.webapp.db import Database
-
-
-class CellRun(Protocol):
-    """What the load phase uses of the cell that runs it (``cell.CellRun`` is one): the cell calls
-    this module, so it names what it needs here rather than import the cell."""
-
-    cell: Any  # the cell's plan (matrix.run.plan.CellPlan)
-    findings: list[str]
-    timings: dict[str, float]
-    progress: Any  # the deployment's progress watch, or None
-    load_levels: tuple[LoadLevel, ...]
-
-    @property
-    def launched(self) -> Any: ...  # the running deployment: its group and its host and port
-
-    @property
-    def patience_s(self) -> float: ...
-
-    def enter(self, phase: str) -> None: ...
-
 
 STORED_SAMPLE = 200  # rows written under a load level checked against the reference (wrk driver)
 
 
-def open_loop_phase(run: CellRun, v: Verification) -> OpenLoop:
+def open_loop_phase(run: RunningCell, v: Verification) -> OpenLoop:
     """Open-loop rates after the load levels, searched below their peak (forkwise.matrix.run.open_loop)."""
     run.enter("open-loop load")
     d, master = run.launched.deployment, run.launched.group.pid
@@ -64,7 +44,7 @@ def open_loop_phase(run: CellRun, v: Verification) -> OpenLoop:
 class LevelLoad:
     """What every load level of one cell shares: its target, its bodies and its host gate."""
 
-    run: CellRun
+    run: RunningCell
     v: Verification
     url: str
     bodies: list[bytes]
@@ -77,7 +57,7 @@ class LevelLoad:
         return self.run.launched.group.pid
 
 
-def load_levels(run: CellRun, v: Verification) -> Iterator[LoadLevel]:
+def load_levels(run: RunningCell, v: Verification) -> Iterator[LoadLevel]:
     """Each load level of the plan, measured: a warm-up at the highest level first, then every
     level between two host probes taken while the deployment is idle (stability.QuietGate)."""
     d, cell = run.launched.deployment, run.cell
@@ -133,7 +113,7 @@ def _one_level(shared: LevelLoad, concurrency: int, drain_s: float) -> tuple[Loa
     return level, result.duration_s
 
 
-def _start_profiler(run: CellRun, concurrency: int) -> list:
+def _start_profiler(run: RunningCell, concurrency: int) -> list:
     """py-spy on the deployment at the plan's highest level, when the plan asks for profiles."""
     cell = run.cell
     if not cell.profile_dir or concurrency != max(cell.load_levels):

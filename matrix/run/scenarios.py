@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -30,24 +30,12 @@ from forkwise.matrix.records.roles import MODEL_SERVER
 from forkwise.matrix.records.types import BAD_INPUT, Disruption, ErrorCounts
 from forkwise.matrix.run import resources
 from forkwise.matrix.run.http import parse_json, post_json, request, send_oversized
+from forkwise.matrix.run.running import RunningCell
 from forkwise.matrix.run.verification import Verification
 
 if TYPE_CHECKING:
     from forkwise.strategies.base import Strategy
 
-
-class RunningCell(Protocol):
-    """What a scenario uses of the cell that runs it (``cell.CellRun`` is one): the scenarios are
-    called by the cell, so they name what they need here rather than import the cell."""
-
-    launch: Any  # the running deployment (its group, its host and port)
-    cell: Any  # the cell's plan
-    database: Any  # the deployment's database (a server for restart-database)
-    timings: dict[str, float]
-    progress: Any
-
-    @property
-    def patience_s(self) -> float: ...
 
 INTERVAL_S = 0.25  # throughput is sampled this often, to see the dip and the recovery
 RECOVERED_AT = 0.8  # recovered: an interval back at 80% of the throughput before the event
