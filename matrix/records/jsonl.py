@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from forkwise.errors import RecordError
+from forkwise.errors import ForkwiseError, RecordError
 from forkwise.matrix.records.types import CellRecord
 
 RECORDS_FILE = "records.jsonl"
@@ -31,11 +32,18 @@ def read_records(path: Path) -> Iterator[CellRecord]:
         for item in doc.get("records", []):
             yield CellRecord.from_dict(item)
         return
+    for _, data in json_lines(path, text, RecordError):
+        yield CellRecord.from_dict(data)
+
+
+def json_lines(path: Path, text: str, error: type[ForkwiseError]) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSON-lines file's `text`; a line that is
+    not JSON is an `error` naming the file and the line."""
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-        yield CellRecord.from_dict(data)
+            raise error(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+        yield lineno, value

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from forkwise.errors import ConfigError, MergeError, RecordError
 from forkwise.matrix.records.hosts import HOSTS_DIR, Host, MissingShard, Shard
-from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record
+from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record, json_lines
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, RunInfo
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
 from forkwise.matrix.run.shards import shard_cells
@@ -89,13 +89,7 @@ def _read_raw(folder: Path) -> tuple[dict, list[dict]]:
     if not records_path.is_file():
         raise MergeError(f"{folder}: no {RECORDS_FILE}")
     raw = []
-    for lineno, line in enumerate(records_path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MergeError(f"{records_path}:{lineno}: not JSON ({exc.msg})") from None
+    for lineno, data in json_lines(records_path, records_path.read_text(encoding="utf-8"), MergeError):
         if not isinstance(data, dict):
             raise MergeError(f"{records_path}:{lineno}: not a record")
         raw.append(data)
