@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from forkwise.matrix.analysis.launches import launch_noise
-from forkwise.matrix.analysis.recommend import Point, Served, contenders, measured, served, stderr_of
+from forkwise.matrix.analysis.recommend import Served, candidates, contenders
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA, z_power
 from forkwise.matrix.records.budgets import Budgets
-from forkwise.matrix.records.types import CellRecord
+from forkwise.matrix.records.types import CellRecord, LoadLevel
 
 BEST, BEHIND, TIED, UNDECIDED = "best", "behind", "tied within the MDE", "undecided"
 
@@ -37,17 +36,17 @@ def finalists(records: Sequence[CellRecord], budgets: Budgets, what: Served, con
     """The cells serving `what` that could be the best at `concurrency` (a load declared before
     measuring): within the memory budget, their p99 there within the p99 budget, and not clearly
     behind another by the passes' own noise; the `max_cells` with the most throughput."""
-    noise = launch_noise(records)
-    points = []
-    for record in measured(records):
-        level = next((lv for lv in record.load if lv.concurrency == concurrency and lv.rps > 0), None)
-        if served(record) != what or level is None or level.latency.p99_ms > budgets.p99_ms:
-            continue
-        if budgets.memory_mb is not None and (record.memory is None or record.memory.total_pss_mb > budgets.memory_mb):
-            continue
-        points.append(Point(record, level, stderr_of(level, noise)))
-    points.sort(key=lambda p: (-p.level.rps, p.record.cell_id))
+    points = candidates(records, budgets, what, choose=at_concurrency(concurrency)).points
     return [p.record for p in contenders(points)[:max_cells]]
+
+
+def at_concurrency(concurrency: int) -> Callable[[CellRecord, Budgets], LoadLevel | None]:
+    """A cell's level at `concurrency`, when its p99 there is within the budget."""
+    def choose(record: CellRecord, budgets: Budgets) -> LoadLevel | None:
+        level = next((lv for lv in record.load if lv.concurrency == concurrency and lv.rps > 0), None)
+        return level if level is not None and level.latency.p99_ms <= budgets.p99_ms else None
+
+    return choose
 
 
 # --- ranking them from the rounds ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from forkwise.matrix.analysis import significance
@@ -95,9 +95,11 @@ def questions(records: Sequence[CellRecord]) -> list[Served]:
     return sorted(counts, key=lambda what: (-counts[what], what))
 
 
-def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) -> Candidates:
-    """The cells serving `what`, sorted into the budgets' verdicts; the standard errors use the
-    launch noise of the whole run."""
+def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served,
+               choose: Callable[[CellRecord, Budgets], LoadLevel | None] = operating_level) -> Candidates:
+    """The cells serving `what`, sorted into the budgets' verdicts, each at the level `choose` takes
+    within the p99 budget (default: its operating level); the standard errors use the launch noise of
+    the whole run."""
     noise = launch_noise(records)
     found = Candidates(points=[])
     for record in measured(records):
@@ -107,7 +109,7 @@ def candidates(records: Sequence[CellRecord], budgets: Budgets, what: Served) ->
             found.memory_unknown.append(record)
         elif budgets.memory_mb is not None and record.memory and record.memory.total_pss_mb > budgets.memory_mb:
             found.over_memory.append(record)
-        elif (level := operating_level(record, budgets)) is None:
+        elif (level := choose(record, budgets)) is None:
             found.over_p99.append(record)
         else:
             found.points.append(Point(record, level, stderr_of(level, noise)))
