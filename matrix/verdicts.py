@@ -10,10 +10,8 @@ Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST. When several
 the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
 failure when the server log shows an out-of-memory error.
 
-A request with no answer is a HANG on evidence: the deployment made no CPU progress while it
-waited (or, where progress is not watched, under load, no answer within the cell's patience). A
-first request still being computed at the boot deadline is a deployment that never became
-ready (BOOT), not a hang: on a slower host it is slow, and the record says so.
+A request with no answer is a HANG on evidence: the deployment, or one worker, made no CPU
+progress while it waited. A change to a rule is dated in ``records.rules``.
 """
 
 from __future__ import annotations
@@ -239,7 +237,7 @@ def _level_failures(level: LoadLevel) -> tuple[list[tuple[Verdict, str]], list[s
     e, tag = level.errors, f"under load at concurrency {level.concurrency}"
     failures, notes = [], []
     if e.timeout:
-        failures.append(_unanswered(e.timeout, tag, level.longest_idle_s, level.blocked_after_s))
+        failures.append(_unanswered(e.timeout, tag, level))
     if e.http_5xx:
         failures.append((Verdict.ERROR, f"{e.http_5xx} answers were 5xx {tag}"))
     if level.sampled_wrong:
@@ -272,16 +270,19 @@ def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
     return Judgement.of(failures, notes)
 
 
-def _unanswered(count: int, where: str, idle_s: float | None, blocked_after_s: float | None) -> tuple[Verdict, str]:
+def _unanswered(count: int, where: str, watched: LoadLevel | Disruption) -> tuple[Verdict, str]:
     """Requests the load driver gave up on (after the cell's patience): a HANG only on evidence that
-    the deployment stood blocked (no CPU progress for a request timeout); unanswered while it kept
-    computing, they were starved or dropped: an ERROR of the deployment, not a hang."""
+    the deployment, or one worker, stood blocked (no CPU progress for a request timeout); else they
+    were starved or dropped while it computed: an ERROR, not a hang."""
     lost = f"{count} requests got no answer within the cell's patience {where}"
+    idle_s, blocked_after_s, stall_s = watched.longest_idle_s, watched.blocked_after_s, watched.longest_worker_stall_s
     if idle_s is None or blocked_after_s is None:
         return Verdict.HANG, f"{lost} (progress not watched)"
     if idle_s >= blocked_after_s:
         return Verdict.HANG, f"{lost}; the deployment made no CPU progress for {idle_s:.1f} s: blocked, not computing"
-    return Verdict.ERROR, (f"{lost}, although the deployment kept computing (it never stood idle for "
+    if (stall_s or 0.0) >= blocked_after_s:
+        return Verdict.HANG, f"{lost}; a worker made no CPU progress for {stall_s:.1f} s while others computed: blocked"
+    return Verdict.ERROR, (f"{lost}, although the deployment and every worker kept computing (none stood idle for "
                            f"{blocked_after_s:.1f} s; longest {idle_s:.1f} s): requests starved or dropped, not a hang")
 
 
@@ -292,7 +293,7 @@ def judge_disruption(seen: DisruptionSeen) -> Judgement:
     notes = [f"event at {dis.at_s} s: {dis.event}"] if dis.event else []
     failures: list[tuple[Verdict, str]] = []
     if dis.failed.timeout:
-        failures.append(_unanswered(dis.failed.timeout, f"during {name}", dis.longest_idle_s, dis.blocked_after_s))
+        failures.append(_unanswered(dis.failed.timeout, f"during {name}", dis))
     other_5xx = dis.failed.http_5xx - dis.http_503
     if other_5xx:
         failures.append((Verdict.ERROR, f"{other_5xx} answers were 5xx other than 503 during {name}"))

@@ -176,7 +176,13 @@ def seen_disruption(dis: Disruption, disrupts_workers: bool = True, has_event: b
     (seen_disruption(disruption(timeout=2, longest_idle_s=6.0, blocked_after_s=5.0)), V.HANG,
      "made no CPU progress for 6.0 s: blocked"),
     (seen_disruption(disruption(timeout=1, longest_idle_s=0.4, blocked_after_s=5.0)), V.ERROR,
-     "although the deployment kept computing"),
+     "although the deployment and every worker kept computing"),
+    (seen_disruption(disruption(timeout=1, longest_idle_s=0.4, blocked_after_s=5.0, longest_worker_stall_s=4.9)),
+     V.ERROR, "although the deployment and every worker kept computing"),
+    (seen_disruption(disruption(timeout=1, longest_idle_s=0.4, blocked_after_s=5.0, longest_worker_stall_s=6.5)),
+     V.HANG, "a worker made no CPU progress for 6.5 s while others computed: blocked"),
+    (seen_disruption(disruption(longest_idle_s=0.4, blocked_after_s=5.0, longest_worker_stall_s=9.0)), V.OK,
+     None),  # a worker idle with nobody waiting on it (a low load) is not a hang
     (seen_disruption(disruption(longest_idle_s=9.0, blocked_after_s=5.0)), V.OK, None),  # idle, nobody waiting
     (seen_disruption(disruption(http_5xx=5, http_503=3)), V.ERROR, "2 answers were 5xx other than 503"),
     (seen_disruption(disruption(http_5xx=3, http_503=3)), V.OK, None),

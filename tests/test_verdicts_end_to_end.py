@@ -133,6 +133,22 @@ def test_a_request_blocked_forever_is_a_hang_with_the_workers_stacks(cell, corre
     assert len(blocked) == 1 and "wait (threading.py" in blocked[0], stacks
 
 
+def test_one_worker_blocked_while_another_computes_is_a_hang(cell, correct):
+    """One worker blocks under load while the other keeps serving, so the deployment as a whole never
+    stands idle: the blocked worker's own CPU time is the evidence. The load outlasts the patience
+    (3 cold starts), so the healthy worker computes through the whole wait; no warm-up, so the block
+    falls in the measured level. (Judged on the deployment's CPU alone, this was an ERROR.)"""
+    cold = correct.cold_start_s
+    record = cell("thirdparty-hang-one-worker", "--request-timeout", f"{cold:.2f}", "--load", "8",
+                  "--warmup", "0", "--duration", f"{3 * cold + 2:.2f}", "--driver", "builtin")
+    assert record.verdict is Verdict.HANG, record.evidence
+    assert record.load, record.evidence
+    level = record.load[0]
+    assert level.errors.timeout >= 1 and level.rps > 0  # the other worker served throughout
+    assert level.longest_idle_s < level.blocked_after_s <= level.longest_worker_stall_s, level
+    assert "a worker made no CPU progress" in findings(record)
+
+
 def test_a_worker_that_exits_is_a_crash(cell):
     record = cell("thirdparty-exit")
     assert record.verdict is Verdict.CRASH, record.evidence

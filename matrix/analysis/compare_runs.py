@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forkwise.errors import RecordError
-from forkwise.matrix.analysis.launches import combine_all, pooled_relative_spread, set_aside
+from forkwise.matrix.analysis.launches import combine_all, pooled_relative_spread
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA, PassNoise, Sample, SampleKey, pass_noise, tail_spread
 from forkwise.matrix.records.jsonl import RECORDS_FILE, read_records
 from forkwise.matrix.records.types import CellRecord
@@ -79,19 +79,9 @@ assert math.isclose(ALPHA_SHIFT + ALPHA_STRATEGY + sum(m.alpha for m in METRICS)
 
 
 def _per_launch(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]:
-    """Each launch's value per key; a launch's level timed in a slow spell of the host is set aside
-    (launches.set_aside), as in the combined record."""
+    """Each launch's value per key, every launch counted (as in the combined record)."""
     values = [metric.read(r) for r in launches]
-    out: dict[Key, Sample] = {}
-    for key in dict.fromkeys(k for v in values for k in v):
-        column = [v.get(key) for v in values]
-        if key is not None:
-            levels = [next((lv for lv in r.load if lv.concurrency == key), None) for r in launches]
-            present = [lv for lv in levels if lv is not None]
-            aside = {id(lv): flag for lv, flag in zip(present, set_aside(present), strict=True)}
-            column = [None if lv is None or aside[id(lv)] else v for v, lv in zip(column, levels, strict=True)]
-        out[key] = tuple(column)
-    return out
+    return {key: tuple(v.get(key) for v in values) for key in dict.fromkeys(k for v in values for k in v)}
 
 
 def _samples(metric: Metric, launches: list[CellRecord]) -> dict[Key, Sample]:

@@ -53,37 +53,35 @@ def _mean_latency(levels: Sequence[LoadLevel]) -> Latency:
                    max_ms=max(lv.latency.max_ms for lv in levels), mean_ms=mean("mean_ms"))
 
 
-def set_aside(levels: Sequence[LoadLevel]) -> list[bool]:
-    """Per launch of one level: whether its timing is set aside, because it ran in a slow spell of
-    the host while another launch did not (such a launch measured the machine, not the cell)."""
-    any_timed = any(not lv.host_slow for lv in levels)
-    return [any_timed and lv.host_slow for lv in levels]
-
-
 def combine_levels(levels: Sequence[LoadLevel]) -> LoadLevel:
     """One concurrency level measured in several launches -> one level.
 
-    Throughput and latency come from the launches that did not run this level in a slow spell
-    of the host (``LoadLevel.host_slow``), when there is one: such a launch measured the
-    machine, not the cell. Rows, errors and answers checked count over every launch.
+    Every launch counts, one that ran in a slow spell of the host too (``LoadLevel.host_slow``,
+    counted in ``launches_slow``): setting such launches aside would pick the fast ones and lower
+    the noise the run reports. Rows, errors and answers checked count over every launch.
     """
     if len(levels) == 1:
         return levels[0]
-    timed = [lv for lv, aside in zip(levels, set_aside(levels), strict=True) if not aside]
-    samples = tuple(x for lv in timed for x in lv.rps_samples)
+    samples = tuple(x for lv in levels for x in lv.rps_samples)
     return dataclasses.replace(
-        timed[0],
+        levels[0],
         **{name: round(sum(getattr(lv, name) for lv in levels), 3) for name in _LEVEL_SUMS},
         rps=round(statistics.fmean(samples), 1) if samples else 0.0,
         rps_stdev=round(statistics.stdev(samples), 1) if len(samples) > 1 else 0.0,
         rps_samples=samples,
-        latency=_mean_latency(timed),
+        latency=_mean_latency(levels),
         errors=_sum_errors(lv.errors for lv in levels),
-        launch_rps=tuple(lv.rps for lv in timed),
-        host_slowdown=max(lv.host_slowdown for lv in timed),
-        launches_set_aside=len(levels) - len(timed),
-        longest_idle_s=max((lv.longest_idle_s for lv in levels if lv.longest_idle_s is not None), default=None),
+        launch_rps=tuple(lv.rps for lv in levels),
+        host_slowdown=max(lv.host_slowdown for lv in levels),
+        launches_slow=sum(lv.host_slow for lv in levels),
+        longest_idle_s=_longest(lv.longest_idle_s for lv in levels),
+        longest_worker_stall_s=_longest(lv.longest_worker_stall_s for lv in levels),
     )
+
+
+def _longest(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _combined_load(launches: Sequence[CellRecord]) -> tuple[LoadLevel, ...]:
@@ -188,8 +186,8 @@ def launch_noise(records: Iterable[CellRecord]) -> dict[int, float]:
     """Per concurrency: the relative launch-to-launch stdev of rps, pooled over the OK cells
     measured in two or more launches (the textbook pooled variance of each cell's launch means
     over its own mean). A cell whose launches stalled raises it, deliberately: stalls are part of
-    what a second run of the matrix can meet on this machine. Launches set aside at a level
-    because they ran it in a slow spell of the host are not in it: they measured the host."""
+    what a second run of the matrix can meet on this machine, and so are launches that ran in a
+    slow spell of the host."""
     return pooled_relative_spread((level.concurrency, level.launch_rps)
                                   for record in records if record.verdict.ok for level in record.load)
 

@@ -65,6 +65,7 @@ from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, rend
     view_table,
 )
 from forkwise.matrix.publish.run_facts import header_facts
+from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.roles import ROLES
@@ -177,8 +178,6 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
 
 
 
-
-
 def header_section(run: Run) -> list[Block]:
     facts = header_facts(run.records, run.profile, run.info, run.launches)
     return [Table(("run", "value"), tuple((k, v) for k, v in facts))]
@@ -210,6 +209,20 @@ def verdict_section(records: Sequence[CellRecord]) -> list[Block]:
         else:
             blocks.append(Para(combination_label(combo) + "."))
         blocks.append(verdict_matrix(records, combo))
+    return blocks + rules_note(records)
+
+
+def rules_note(records: Sequence[CellRecord]) -> list[Block]:
+    """Verdicts made under older rules say so, with what changed since (records.rules)."""
+    blocks: list[Block] = []
+    for date, count in sorted(rules.older_rules([r.rules for r in records]).items()):
+        failing = [f"{r.cell_id} {r.verdict.value}" for r in records if r.rules == date and not r.verdict.ok]
+        changes = "; ".join(f"{c.date}: {c.what}" for c in rules.changed_since(date))
+        rule = f"the rules {date}" if date == rules.BEFORE_FIRST else f"the rule of {date}"
+        blocks.append(Para(f"{count} cells were judged by {rule}"
+                           + (f" (not OK: {', '.join(failing)})" if failing else "")
+                           + f". The rules changed since ({changes}); re-run these cells to judge them by "
+                           "today's.", "Older rules:"))
     return blocks
 
 

@@ -120,7 +120,7 @@ MEASURE_COLUMNS: tuple[Column, ...] = (
     Column("launch_rps", "rps per launch", lambda s: None if s.level is None else
            " ".join(f"{x:.1f}" for x in s.level.launch_rps) or None),
     Column("host_slowdown", "host slowdown", _lv("host_slowdown"), fmt_fixed(2)),
-    Column("launches_set_aside", "launches set aside", _lv("launches_set_aside"), fmt_int),
+    Column("launches_slow", "launches in a slow spell", _lv("launches_slow"), fmt_int),
     Column("ratio_to_control", "vs control", lambda s: ratio_to_control(s.level, s.control_level), fmt_ratio),
     Column("p50_ms", "p50 ms", _lat("p50_ms"), fmt_ms),
     Column("p90_ms", "p90 ms", _lat("p90_ms"), fmt_ms),

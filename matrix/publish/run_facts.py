@@ -88,14 +88,13 @@ def header_facts(records: Sequence[CellRecord], profile: str, run_info: RunInfo 
 
 def _fmt_slow_spells(records: Sequence[CellRecord], run_info: RunInfo) -> str:
     levels = [lv for r in records for lv in r.load]
-    set_aside = sum(lv.launches_set_aside for lv in levels)
-    slow = sum(lv.host_slow for lv in levels)
+    in_slow_spell = sum(lv.launches_slow for lv in levels)
     waited = run_info.quiet_wait_s
     rebased = run_info.probe_rebased or 0
     unprobed = sum(1 for lv in levels if not lv.host_slowdown)
-    return (f"{set_aside} launch-levels measured while the CPU probe ran over {HOST_SLOW_RATIO}x its reference "
-            f"were set aside (another launch of the level was not slow); {slow} of {len(levels)} levels were slow "
-            "in every launch and are kept" + (f"; {waited:g} s spent waiting for a quiet host" if waited else "")
+    return (f"{in_slow_spell} launch-levels were measured while the CPU probe ran over {HOST_SLOW_RATIO}x its "
+            "reference; they count like every launch (none is set aside)"
+            + (f"; {waited:g} s spent waiting for a quiet host" if waited else "")
             + (f"; {unprobed} levels not probed (the deployment was still busy as long after the level as the "
                "level had lasted)" if unprobed else "")
             + (f"; the reference was re-based {rebased} times (every probe since the last was slower)"

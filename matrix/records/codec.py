@@ -41,7 +41,8 @@ def decode(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None = Non
             raise RecordError(f"{where}: expected an object")
         hints = field_hints(tp)
         known = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - known
+        # Fields older records carry that this version no longer reads (a class's RETIRED_FIELDS).
+        unknown = set(value) - known - getattr(tp, "RETIRED_FIELDS", frozenset())
         if unknown:
             raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
         kwargs = dict(decoded or {})  # fields read already, by the caller

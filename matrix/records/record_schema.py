@@ -30,7 +30,8 @@ def _schema(tp: Any) -> dict[str, Any]:
         return {
             "type": "object",
             "additionalProperties": False,
-            "properties": {f.name: _schema(hints[f.name]) for f in fields},
+            "properties": {**{f.name: _schema(hints[f.name]) for f in fields},
+                           **{name: {} for name in sorted(getattr(tp, "RETIRED_FIELDS", ()))}},
             "required": required,
         }
     if isinstance(tp, type) and issubclass(tp, enum.Enum):

@@ -14,10 +14,11 @@ import enum
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from forkwise.config import DEFAULT_DATABASE, DEFAULT_DB_RESET
 from forkwise.errors import ConfigError, RecordError
+from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import Cell, WithAxes, axis_names
 from forkwise.matrix.records.codec import decode, encode
 
@@ -87,6 +88,9 @@ HOST_SLOW_RATIO = 1.4
 class LoadLevel:
     """Closed-loop load at one concurrency, after a warm-up."""
 
+    # Read from older records, not kept: launches were once set aside (none is since 2026-12-07).
+    RETIRED_FIELDS: ClassVar[frozenset[str]] = frozenset({"launches_set_aside"})
+
     concurrency: int
     duration_s: float = field(metadata=ADDS_UP)
     requests: int = field(metadata=ADDS_UP)  # answered 200
@@ -110,14 +114,17 @@ class LoadLevel:
     # than the run's reference: the larger of before and after; 0 when not probed. Past
     # HOST_SLOW_RATIO the level was measured in a slow spell of the host.
     host_slowdown: float = 0.0
-    # Combined records: launches whose throughput at this level was set aside because they ran
-    # in a slow spell while another launch did not (their rows and errors still count).
-    launches_set_aside: int = 0
+    # Combined records: launches that ran this level in a slow spell of the host. They count like
+    # every launch (none is set aside: dropping them would lower the noise the run reports).
+    launches_slow: int = 0
     # The longest stretch of the level in which the deployment used no CPU (matrix.progress; the
     # longest of every launch), and the stretch that shows it blocked (the cell's request
     # timeout): a request that timed out is a HANG only on that evidence. None: not watched.
     longest_idle_s: float | None = None
     blocked_after_s: float | None = None
+    # The longest stretch in which one worker used no CPU while no model server computed either
+    # (matrix.run.progress): a worker blocked while the others served. None: not watched.
+    longest_worker_stall_s: float | None = None
 
     @property
     def host_slow(self) -> bool:
@@ -189,6 +196,9 @@ class Disruption:
     # the stretch that shows it blocked (the cell's request timeout); None: progress not watched.
     longest_idle_s: float | None = None
     blocked_after_s: float | None = None
+    # The longest stretch in which one worker used no CPU while no model server computed either
+    # (matrix.run.progress): a worker blocked while the others served. None: not watched.
+    longest_worker_stall_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -303,12 +313,22 @@ class CellRecord(WithAxes):
     # sessions) while the cell ran, each once: seen even when no client got an error.
     db_server_log: tuple[str, ...] = ()
     open_loop: OpenLoop | None = None  # the open-loop phase (a profile's [load] mode = "open")
+    # The date of the verdict rules that judged this record (matrix.records.rules); "" in records
+    # made before records said: ``rules`` then infers it from what the record observed.
+    judged_by: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @property
     def cell_id(self) -> str:
         """Stable identity of the cell: what ``--resume`` and ``compare`` match on."""
         return self.cell.id
+
+    @property
+    def rules(self) -> str:
+        """The date of the verdict rules this record was judged by (matrix.records.rules)."""
+        watched = [x for x in (*self.load, self.disruption) if x is not None]
+        return rules.inferred(self.judged_by, self.environment.date[:10],
+                              any(x.longest_idle_s is not None for x in watched))
 
     @property
     def database_setting(self) -> str:

@@ -34,6 +34,7 @@ from forkwise.deploy import (
     sqlite_url,
 )
 from forkwise.matrix import verdicts
+from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.types import BAD_INPUT, CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
 from forkwise.matrix.run import environment, resources, scenarios
@@ -266,6 +267,7 @@ class CellRun:
                 stacks=self.stacks,
             ),
             environment=environment.current(), started_at=started_at, duration_s=round(time.monotonic() - t0, 2),
+            judged_by=rules.CURRENT,
             settings={"preload_app": deployment.settings.preload_app, "threads": deployment.threads,
                       "request_timeout_s": cell.request_timeout_s,
                       "patience_s": round(self.patience_s, 2), "worker_timeout_s": cell.worker_timeout_s,

@@ -93,7 +93,9 @@ def _one_level(shared: LevelLoad, concurrency: int, drain_s: float) -> tuple[Loa
     result = run_load(shared.url, shared.bodies, concurrency=concurrency, warmup_s=0.0, duration_s=cell.duration_s,
                       intervals=cell.intervals, timeout_s=run.patience_s, driver=cell.driver)
     server_cpu = resources.cpu_seconds(shared.master) - cpu_before
-    idle_s = run.progress.longest_idle_s(started, time.monotonic()) if run.progress else None
+    ended = time.monotonic()
+    idle_s = run.progress.longest_idle_s(started, ended) if run.progress else None
+    worker_stall_s = run.progress.longest_worker_stall_s(started, ended) if run.progress else None
     run.enter(f"waiting for the profiler at concurrency {concurrency}")
     for path in profiler.finish(profiling, timeout_s=profiler.FINISH_GRACE_S):
         run.findings.append(f"profile at concurrency {concurrency}: {path}")
@@ -109,7 +111,8 @@ def _one_level(shared: LevelLoad, concurrency: int, drain_s: float) -> tuple[Loa
     level = level_record(concurrency, result, sampled, wrong, db.count() - rows_before, unacknowledged, server_cpu,
                          stability.level_slowdown(slowdown_before, slowdown_after))
     level = dataclasses.replace(level, longest_idle_s=None if idle_s is None else round(idle_s, 3),
-                                blocked_after_s=cell.request_timeout_s if idle_s is not None else None)
+                                blocked_after_s=cell.request_timeout_s if idle_s is not None else None,
+                                longest_worker_stall_s=None if worker_stall_s is None else round(worker_stall_s, 3))
     return level, result.duration_s
 
 

@@ -22,6 +22,7 @@ from forkwise.config import DEFAULT_DATABASE
 from forkwise.deploy import check_host
 from forkwise.errors import ChildFailed, ChildTimedOut
 from forkwise.matrix import verdicts
+from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY, Cell
 from forkwise.matrix.records.types import CellRecord, ErrorCounts, Evidence
 from forkwise.matrix.run import environment, scenarios, stability
@@ -134,7 +135,7 @@ def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str,
         evidence=Evidence(findings=judgement.findings, log_tail=log_tail),
         environment=environment.current(),
         started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        duration_s=round(duration_s, 2),
+        duration_s=round(duration_s, 2), judged_by=rules.CURRENT,
     )
 
 

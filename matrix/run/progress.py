@@ -17,6 +17,7 @@ from collections import deque
 
 import psutil
 
+from forkwise.matrix.records.roles import MODEL_SERVER, WORKER
 from forkwise.matrix.run import resources
 
 # Below this share of one core over a slice of waiting, the deployment is blocked, not computing.
@@ -32,31 +33,46 @@ class ProgressWatch:
     """Samples the deployment's CPU time in a thread; answers how much it used since a moment.
 
     Progress adds each process's own growth, so a process that exits (a respawned worker, a
-    helper program TensorFlow ran) takes nothing back, and a new one adds what it used.
+    helper program TensorFlow ran) takes nothing back, and a new one adds what it used. Each
+    worker's own CPU time is kept too: a worker blocked on a lock while another one computes
+    leaves the deployment "computing", but that worker made no progress (``longest_worker_stall_s``).
     """
 
     def __init__(self, master_pid: int, interval_s: float = SAMPLE_EVERY_S):
         self.master_pid, self.interval_s = master_pid, interval_s
         self._last: dict[int, float] = {}
+        self._roles: dict[int, str] = {}
         self._total = 0.0
-        self._samples: deque[tuple[float, float]] = deque(maxlen=KEPT_SAMPLES)
+        self._model_total = 0.0  # the model servers' growth: what a waiting worker may be waiting on
+        # (monotonic time, deployment's CPU so far, model servers' CPU so far, each worker's own CPU time)
+        self._samples: deque[tuple[float, float, float, dict[int, float]]] = deque(maxlen=KEPT_SAMPLES)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="forkwise-progress")
 
+    def _role(self, proc: psutil.Process) -> str:
+        """The process's role, asked once (it reads the command line); an unknown one is asked again."""
+        role = self._roles.get(proc.pid) or resources.role_of(proc, self.master_pid)
+        if role != "unknown":
+            self._roles[proc.pid] = role
+        return role
+
     def _sample(self) -> None:
         now: dict[int, float] = {}
+        roles: dict[int, str] = {}
         for proc in resources.deployment_processes(self.master_pid):
             try:
                 times = proc.cpu_times()
             except psutil.Error:
                 continue
-            now[proc.pid] = times.user + times.system
+            now[proc.pid], roles[proc.pid] = times.user + times.system, self._role(proc)
         with self._lock:
-            grown = sum(max(0.0, cpu - self._last.get(pid, 0.0)) for pid, cpu in now.items())
+            grown = {pid: max(0.0, cpu - self._last.get(pid, 0.0)) for pid, cpu in now.items()}
             self._last = now
-            self._total += grown
-            self._samples.append((time.monotonic(), self._total))
+            self._total += sum(grown.values())
+            self._model_total += sum(g for pid, g in grown.items() if roles[pid] == MODEL_SERVER)
+            workers = {pid: cpu for pid, cpu in now.items() if roles[pid] == WORKER}
+            self._samples.append((time.monotonic(), self._total, self._model_total, workers))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -68,7 +84,7 @@ class ProgressWatch:
         with self._lock:
             if not self._samples:
                 return 0.0
-            before = [total for at, total in self._samples if at <= since]
+            before = [total for at, total, _, _ in self._samples if at <= since]
             start = before[-1] if before else self._samples[0][1]
             return self._samples[-1][1] - start
 
@@ -77,16 +93,26 @@ class ProgressWatch:
         self._sample()
         return self.cpu_used(time.monotonic() - window_s) >= STALLED_CORE_SHARE * window_s
 
+    def _within(self, start: float, end: float) -> list[tuple[float, float, float, dict[int, float]]]:
+        with self._lock:
+            return [sample for sample in self._samples if start <= sample[0] <= end]
+
     def longest_idle_s(self, start: float, end: float) -> float:
         """The longest stretch within [start, end] (monotonic) over which the deployment used less
         than STALLED_CORE_SHARE of a core: how long it stood blocked, if ever. Sample-bounded."""
-        with self._lock:
-            points = [(at, total) for at, total in self._samples if start <= at <= end]
+        return longest_stall([(at, (total,)) for at, total, _, _ in self._within(start, end)])
+
+    def longest_worker_stall_s(self, start: float, end: float) -> float:
+        """The longest stretch within [start, end] over which one worker used less than
+        STALLED_CORE_SHARE of a core while the model servers (what a worker may wait on) did not
+        compute either: a worker blocked, whatever the other workers did. Only the load's own
+        requests can be held by it, so this counts as a hang's evidence only beside requests that
+        got no answer (``verdicts``)."""
+        samples = self._within(start, end)
         longest = 0.0
-        for i, (start_at, start_total) in enumerate(points):  # a window's few hundred samples: n^2 is cheap
-            for end_at, end_total in points[i + 1:]:
-                if end_total - start_total < STALLED_CORE_SHARE * (end_at - start_at):
-                    longest = max(longest, end_at - start_at)
+        for pid in {pid for *_, workers in samples for pid in workers}:
+            points = [(at, (workers[pid], model)) for at, _, model, workers in samples if pid in workers]
+            longest = max(longest, longest_stall(points))
         return longest
 
     def __enter__(self) -> ProgressWatch:
@@ -97,3 +123,16 @@ class ProgressWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def longest_stall(points: list[tuple[float, tuple[float, ...]]]) -> float:
+    """The longest stretch between two points over which every one of the counters (CPU seconds,
+    non-decreasing) grew by less than STALLED_CORE_SHARE of a core. A window's few hundred samples:
+    n^2 is cheap."""
+    longest = 0.0
+    for i, (start_at, start_values) in enumerate(points):
+        for end_at, end_values in points[i + 1:]:
+            limit = STALLED_CORE_SHARE * (end_at - start_at)
+            if all(e - s < limit for s, e in zip(start_values, end_values, strict=True)):
+                longest = max(longest, end_at - start_at)
+    return longest

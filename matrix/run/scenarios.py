@@ -190,7 +190,9 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     event_at, window = window_s(duration_s, allowance)
     started = time.monotonic()
     result, note = _load_with_event(run, v, scenario, rows_per_body, event_at, window, timeout_s)
-    idle_s = run.progress.longest_idle_s(started, time.monotonic()) if run.progress is not None else None
+    ended = time.monotonic()
+    idle_s = run.progress.longest_idle_s(started, ended) if run.progress is not None else None
+    worker_stall_s = run.progress.longest_worker_stall_s(started, ended) if run.progress is not None else None
     # Every answer was kept: check each one, and remember its rows for the database check.
     wrong, workers = 0, set()
     for raw, index in zip(result.sampled_bodies, result.sampled_requests, strict=False):
@@ -217,6 +219,7 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
         workers_answering=tuple(sorted(workers)), longest_stall_s=round(stall, 2),
         recovery_allowance_s=round(allowance, 2), longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
         blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,
+        longest_worker_stall_s=round(worker_stall_s, 2) if worker_stall_s is not None else None,
     )
 
 

@@ -68,6 +68,31 @@ class BlocksForever(Correct):
         return super().predict(batch)
 
 
+class BlocksOneWorker(Correct):
+    """One worker blocks for good on its BLOCK_AFTER-th request (after verification, under load),
+    on an event nobody sets; the other workers go on serving: a worker hung while the deployment
+    computes (HANG, on that worker's own CPU time)."""
+
+    name = "thirdparty-hang-one-worker"
+    BLOCK_AFTER = 200  # past every worker's share of the verification requests (32, and rounds until all answered)
+    _served = 0
+
+    def predict(self, batch):
+        BlocksOneWorker._served += 1
+        if BlocksOneWorker._served == self.BLOCK_AFTER and self._first_to_block():
+            _never.wait()
+        return super().predict(batch)
+
+    def _first_to_block(self) -> bool:
+        """Only the first worker to get here blocks: it holds this lock for good."""
+        self._lock = open(self.settings.run_dir / "thirdparty-hang-one-worker.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
 class WorkerExits(Correct):
     """A worker exits on its fifth request: workers die and are respawned (CRASH)."""
 

@@ -1,0 +1,57 @@
+"""When the verdict rules (``matrix.verdicts``) changed, and what a record was judged by.
+
+A record is judged once, in the cell process, by the rules of its day; a report re-renders it
+later, maybe under newer rules. So each record keeps the date of the rules that judged it
+(``CellRecord.judged_by``), and a report names every verdict made under an older rule, with
+what changed since: re-run those cells to judge them by today's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    date: str  # ISO day the rule took effect
+    what: str  # what changed, for a report's reader
+
+
+# Newest last. Only changes that can move a verdict are listed.
+CHANGES: tuple[RuleChange, ...] = (
+    RuleChange("2026-11-27", "a request left unanswered is a HANG only when the deployment made no CPU progress "
+                             "for a request timeout; unanswered while it computed is an ERROR (before: any request "
+                             "unanswered within the cell's fixed timeout was a HANG)"),
+    RuleChange("2026-12-07", "a request left unanswered is also a HANG when one worker made no CPU progress for a "
+                             "request timeout while the rest of the deployment computed (before: an ERROR)"),
+)
+CURRENT = CHANGES[-1].date
+BEFORE_FIRST = "before " + CHANGES[0].date
+
+
+def inferred(judged_by: str, day: str, progress_watched: bool) -> str:
+    """The rules a record was judged by: its own word, or, for a record made before records said
+    (`judged_by` ""), what its observations show: CPU progress watched means the rule of the first
+    change (the second one came with this field), none and an earlier day means the rule before."""
+    if judged_by:
+        return judged_by
+    if progress_watched or day >= CHANGES[0].date:
+        return CHANGES[0].date
+    return BEFORE_FIRST
+
+
+def changed_since(judged_by: str) -> tuple[RuleChange, ...]:
+    """The rule changes a record judged by `judged_by` did not see."""
+    if judged_by == BEFORE_FIRST:
+        return CHANGES
+    return tuple(c for c in CHANGES if c.date > judged_by)
+
+
+def older_rules(judged: Sequence[str]) -> dict[str, int]:
+    """Of the rules dates of a run's records, those older than today's, with their counts."""
+    counts: dict[str, int] = {}
+    for date in judged:
+        if changed_since(date):
+            counts[date] = counts.get(date, 0) + 1
+    return counts
