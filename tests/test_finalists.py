@@ -134,6 +134,49 @@ def test_the_stage_boots_the_finalists_side_by_side_measures_rounds_and_stops_th
     assert server_processes(tag) == []
 
 
+def test_a_finalist_clearly_behind_is_measured_no_more_and_the_rounds_go_to_the_close_ones():
+    from types import SimpleNamespace
+
+    from forkwise.matrix.run import finalists
+
+    rng = random.Random(5)
+    question = finalists.Question("model default on cpu", ["a", "b", "c"])
+    question.rounds = [{"order": [], "rps": {"a": 1000 * (1 + rng.gauss(0, .02)), "b": 990 * (1 + rng.gauss(0, .02)),
+                                             "c": 700 * (1 + rng.gauss(0, .02))}} for _ in range(8)]
+    booted = [SimpleNamespace(cell=SimpleNamespace(id=c)) for c in "abc"]
+    settings = SimpleNamespace(min_rounds=8, target_mde_pct=5.0)
+    kept = finalists._without_the_behind(question, booted, settings)
+    assert [f.cell.id for f in kept] == ["a", "b"] and question.notes == ["c: behind after 8 rounds, measured no more"]
+    # Before the minimum rounds, or with two left, nobody is dropped.
+    assert finalists._without_the_behind(question, booted, SimpleNamespace(min_rounds=9, target_mde_pct=5.0)) == booted
+    assert finalists._without_the_behind(question, kept, settings) == kept
+
+
+@pytest.mark.integration
+def test_finalists_that_do_not_fit_side_by_side_are_booted_in_turn_and_still_interleaved(home, tiny_spec_path,
+                                                                                          tmp_path, monkeypatch):
+    """boot = "in-turn" (what "auto" does when memory is short): each finalist is booted for its own
+    window and stopped after it; the rounds stay interleaved and nothing is left running."""
+    from forkwise.matrix import verdicts
+    from forkwise.matrix.run import cell_process, finalists
+    from forkwise.matrix.run.profile import load_profile
+    from owned import TAG_VAR, new_tag, server_processes
+
+    tag = new_tag()
+    monkeypatch.setenv(TAG_VAR, tag)
+    profile_path = tmp_path / "finalists.toml"
+    profile_path.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["gunicorn-sync", "uwsgi"]\nmodel = ["tiny"]\n'
+                            '[load]\nlevels = [4]\n[finalists]\nenabled = true\nmin_rounds = 2\nmax_rounds = 2\n'
+                            'window_s = 0.5\nwarmup_s = 0.2\nseed = 11\nboot = "in-turn"\n')
+    profile = load_profile(str(profile_path))
+    records = [cell_process.failed_cell_record(c, verdicts.judge_no_record(1), "", 1.0) for c in profile.cells]
+    question = finalists.Question("model tiny on cpu", [c.id for c in profile.cells])
+    finalists._measure(question, records, profile, home, 4, random.Random(11))
+    assert len(question.rounds) == 2 and any("booted in turn" in n for n in question.notes)
+    assert all(set(r["rps"]) == {c.id for c in profile.cells} and min(r["rps"].values()) > 0 for r in question.rounds)
+    assert server_processes(tag) == []
+
+
 def test_a_run_with_finalists_leads_its_report_and_its_page_with_them(tmp_path):
     """RESULTS.md's answer and results.html's recommendation both come from the run's finalists.json."""
     import json

@@ -54,6 +54,8 @@ def finalists_section(data: dict[str, Any] | None) -> list[Block]:
         ranking = analysis.rank(rounds, data["target_mde_pct"])
         blocks += [Para(answer_text(ranking, question["stopped"]), "Answer:"),
                    Table(HEADERS, tuple(_row(s, rounds) for s in ranking.standings))]
+        if question.get("notes"):
+            blocks.append(Para("; ".join(question["notes"]) + ".", "How it was measured:"))
     return blocks
 
 

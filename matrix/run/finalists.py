@@ -93,24 +93,67 @@ def _measure(question: Question, cells: list[CellRecord], prof: Profile, home: P
     settings = prof.finalists
     need_mb = sum(r.memory.total_pss_mb for r in cells if r.memory)
     free_mb = psutil.virtual_memory().available / 2**20
-    if need_mb > MEMORY_HEADROOM * free_mb:
-        question.stopped = (f"not measured: the finalists need {need_mb:.0f} MB side by side, "
-                            f"{free_mb:.0f} MB is available")
-        return
+    in_turn = settings.boot == "in-turn" or need_mb > MEMORY_HEADROOM * free_mb
+    if in_turn:
+        question.notes.append(f"booted in turn, each for its window (side by side they need {need_mb:.0f} MB, "
+                              f"{free_mb:.0f} MB is available)" if settings.boot == "auto" else
+                              "booted in turn, each for its window (the profile's [finalists] boot)")
     patience_s = max(prof.limits.request_timeout_s, 3 * max(r.cold_start_s or 0.0 for r in cells))
+    window = Window(concurrency, settings.window_s, settings.warmup_s, patience_s)
     with contextlib.ExitStack() as stack:
         try:
-            booted = [_boot(stack, r, prof, home) for r in cells]
+            booted = [Pending(r, prof, home) if in_turn else _boot(stack, r, prof, home) for r in cells]
         except ForkwiseError as exc:
             question.stopped = f"not measured: a finalist did not boot ({exc})"
             return
         started = time.monotonic()
         while True:
-            question.rounds.append(_one_round(booted, rng, concurrency, settings.window_s, settings.warmup_s,
-                                              patience_s))
+            try:
+                question.rounds.append(_one_round(booted, rng, window))
+            except FinalistError as exc:  # booted in turn, one did not boot this time
+                question.stopped = f"stopped after {len(question.rounds)} rounds: {exc}"
+                return
             question.stopped = _stop_reason(question, settings, time.monotonic() - started)
             if question.stopped:
                 return
+            booted = _without_the_behind(question, booted, settings)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What each finalist gets in a round."""
+
+    concurrency: int
+    window_s: float
+    warmup_s: float
+    patience_s: float
+
+
+@dataclass
+class Pending:
+    """A finalist booted for its own window only, each round (when they do not fit side by side)."""
+
+    record: CellRecord
+    prof: Profile
+    home: Path
+
+    @property
+    def cell(self) -> Cell:
+        return self.record.cell
+
+
+def _without_the_behind(question: Question, booted: list, settings: Any) -> list:
+    """Past the minimum rounds, a finalist whose whole interval is below the best is measured no
+    more: its rounds so far stay in the ranking, and the rounds that remain go to the close ones."""
+    if len(question.rounds) < settings.min_rounds or len(booted) <= 2:
+        return booted
+    ranking = analysis.rank(question.rps_rounds(), settings.target_mde_pct)
+    behind = {s.cell_id for s in ranking.standings if s.verdict == analysis.BEHIND}
+    kept = [f for f in booted if f.cell.id not in behind]
+    for f in booted:
+        if f.cell.id in behind:
+            question.notes.append(f"{f.cell.id}: behind after {len(question.rounds)} rounds, measured no more")
+    return kept if len(kept) >= 2 else booted
 
 
 def _stop_reason(question: Question, settings: Any, elapsed_s: float) -> str:
@@ -127,14 +170,16 @@ def _stop_reason(question: Question, settings: Any, elapsed_s: float) -> str:
     return ""
 
 
-def _one_round(booted: list[Finalist], rng: random.Random, concurrency: int, window_s: float, warmup_s: float,
-               patience_s: float) -> dict[str, Any]:
-    """Every finalist loaded once, in a random order."""
+def _one_round(booted: list, rng: random.Random, window: Window) -> dict[str, Any]:
+    """Every finalist loaded once, in a random order (one booted in turn: for its window only)."""
     order = rng.sample(booted, len(booted))
     rps, p99, errors = {}, {}, {}
     for finalist in order:
-        result = run_load(finalist.url, finalist.bodies, concurrency=concurrency, warmup_s=warmup_s,
-                          duration_s=window_s, intervals=1, timeout_s=patience_s)
+        with contextlib.ExitStack() as stack:
+            if isinstance(finalist, Pending):
+                finalist = _boot(stack, finalist.record, finalist.prof, finalist.home)
+            result = run_load(finalist.url, finalist.bodies, concurrency=window.concurrency, warmup_s=window.warmup_s,
+                              duration_s=window.window_s, intervals=1, timeout_s=window.patience_s)
         cell_id = finalist.cell.id
         failed = result.timeout + result.connect + result.http_4xx + result.http_5xx
         rps[cell_id] = round(result.ok / result.duration_s, 1) if result.duration_s > 0 and not failed else 0.0

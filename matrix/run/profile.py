@@ -103,6 +103,9 @@ class GoalSettings:
         _setting(checks.BOOL)("goals.evidence", self.evidence)
 
 
+BOOT_MODES = ("auto", "in-turn")
+
+
 @dataclass(frozen=True)
 class FinalistSettings:
     """[finalists]: after the passes, per question, the cells that could be the best measured again
@@ -117,6 +120,9 @@ class FinalistSettings:
     max_rounds: int = 40
     budget_s: float = 600.0  # a question's rounds stop here, decided or not
     target_mde_pct: float = 5.0  # a finalist within this of the best, with the power to see it, is a tie
+    # "auto": booted side by side when they fit in the memory available, else each booted for its
+    # window in turn (the rounds stay interleaved); "in-turn": always one at a time.
+    boot: str = "auto"
     seed: int | None = None  # the rounds' random orders; None: drawn when the stage starts, and recorded
 
     def __post_init__(self) -> None:
@@ -127,6 +133,7 @@ class FinalistSettings:
             _setting(checks.FLOAT, checks.above(0))(f"finalists.{name}", getattr(self, name))
         _setting(checks.FLOAT, checks.above(0, inclusive=True))("finalists.warmup_s", self.warmup_s)
         _setting(checks.BOOL)("finalists.enabled", self.enabled)
+        _setting(checks.TEXT, checks.one_of(BOOT_MODES))("finalists.boot", self.boot)
         if self.concurrency is not None:
             _setting(checks.INT, checks.above(1, inclusive=True))("finalists.concurrency", self.concurrency)
 
