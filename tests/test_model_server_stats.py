@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -28,7 +26,7 @@ from forkwise.modelserver.stats import (
     wait_bucket_ceiling_s,
 )
 from forkwise.strategies import registry
-from host_pace import cell_bound_s
+from test_host_speed import run_cell
 from test_records import make_record
 from test_report import RUN_INFO, md_tables, read_md, run_records, section
 
@@ -155,12 +153,8 @@ def test_the_report_shows_a_model_server_table_only_for_cells_with_one():
 
 @pytest.mark.integration
 def test_a_batched_cell_records_what_its_model_server_did(home, tiny_spec_path):
-    cmd = [sys.executable, "-m", "forkwise", "--home", str(home), "cell", "--strategy", "child-process-batched",
-           "--server", "gunicorn-gthread", "--model", "tiny", "--load", "8", "--warmup", "0", "--duration", "1",
-           "--intervals", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cell_bound_s())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = CellRecord.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    record = run_cell(home, "--strategy", "child-process-batched", "--server", "gunicorn-gthread", "--model", "tiny",
+                      "--load", "8", "--warmup", "0", "--duration", "1", "--intervals", "1")
     assert record.verdict is Verdict.OK, record.evidence
     served = record.model_server
     assert served is not None and served.processes == 1
