@@ -15,6 +15,9 @@ call runs at a time, through a ``Batcher``:
 - every call is padded up to one of a few fixed sizes (``allowed_batch_sizes``), each
   compiled and warmed before the socket exists, so no request waits on a compilation.
 
+What it did (calls, their sizes, queue waits) it writes next to its socket each second and as it
+stops (``stats``), for whoever runs the deployment to read.
+
 Rows arrive flat (``protocol``); the server gives them the model's input shape from the
 spec before any call, so a model of any input rank is served, batched or not.
 """
@@ -42,6 +45,7 @@ from forkwise.config import DEFAULT_BATCH_SIZES, allowed_batch_sizes
 from forkwise.model.runtime import load_predictor
 from forkwise.model.spec import ModelSpec
 from forkwise.modelserver import protocol
+from forkwise.modelserver.stats import Stats, StatsWriter, stats_path
 from forkwise.procs import die_with_parent
 
 # What the server calls: rows in, rows out (a model.runtime.Predictor, or any such function).
@@ -69,25 +73,9 @@ class Job:
 STOP = None
 
 
-@dataclass
-class Stats:
-    """Calls and rows served: the model server prints them as it stops (evidence of batching)."""
-
-    batches: int = 0
-    rows: int = 0
-    requests: int = 0
-    padded_rows: int = 0  # zero rows added to reach an allowed batch size
-    direct: int = 0  # calls run at once on the request's own thread (the model was idle)
-    expired: int = 0  # requests answered with a failure: they waited past the deadline
-
-    def line(self) -> str:
-        mean = self.rows / self.batches if self.batches else 0.0
-        return (f"forkwise model server {os.getpid()}: {self.requests} requests, {self.rows} rows "
-                f"in {self.batches} calls ({mean:.1f} rows a call, {self.direct} run at once, "
-                f"{self.padded_rows} padding rows, {self.expired} past the deadline)")
-
-
 STATS = Stats()
+# Writes STATS next to the socket while the server serves; the stop handler writes them a last time.
+STATS_WRITERS: list[StatsWriter] = []
 
 
 class Pace:
@@ -158,7 +146,7 @@ def call_padded(predictor: Model, instances: np.ndarray, sizes: tuple[int, ...],
         if len(out) != size:
             raise ValueError(f"the model answered {len(out)} rows for {size} instances")
         answers.append(out[:rows].reshape(rows, -1))
-        stats.padded_rows += size - rows
+        stats.padded(size - rows)
         start += rows
     return answers[0] if len(answers) == 1 else np.concatenate(answers)
 
@@ -169,9 +157,7 @@ def answer_batch(predictor: Model, batch: list[Job], sizes: tuple[int, ...] = ()
     try:
         stacked = batch[0].instances if len(batch) == 1 else np.concatenate([j.instances for j in batch])
         out = call_padded(predictor, stacked, sizes, pace, stats)
-        stats.batches += 1
-        stats.rows += len(stacked)
-        stats.requests += len(batch)
+        stats.called(len(stacked), len(batch))
         start = 0
         for job in batch:
             job.answer = out[start : start + len(job.instances)]
@@ -208,7 +194,8 @@ class Batcher:
                 self._waiting += 1
         if alone:
             try:
-                self.stats.direct += 1
+                self.stats.ran_direct()
+                self.stats.waited([time.monotonic() - job.arrived_at])
                 answer_batch(self.predictor, [job], self.sizes, self.pace, self.stats)
             finally:
                 self._model.release()
@@ -257,11 +244,12 @@ class Batcher:
         """Fail the jobs that waited past the deadline (their worker gave up: 503), compute the rest."""
         now = time.monotonic()
         late = [j for j in batch if now - j.arrived_at > self.deadline_s]
+        self.stats.waited(now - j.arrived_at for j in batch)
         for job in late:
             job.failure = (f"the request waited {now - job.arrived_at:.1f} s in the model server's queue, "
                            f"past its {self.deadline_s:g} s deadline")
             job.finish()
-        self.stats.expired += len(late)
+        self.stats.expired_requests(len(late))
         live = [j for j in batch if j not in late] if late else batch
         if live:
             answer_batch(self.predictor, live, self.sizes, self.pace, self.stats)
@@ -319,6 +307,8 @@ def handle(conn: socket.socket, batcher: Batcher, input_shape: tuple[int, ...]) 
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    for writer in STATS_WRITERS:
+        writer.write_now()
     print(STATS.line(), file=sys.stderr, flush=True)
     os._exit(0)  # daemon threads may be inside a model call: do not wait for them
 
@@ -347,6 +337,8 @@ def serve(socket_path: Path, spec_path: Path, options: ServeOptions) -> None:
     batcher = Batcher(predictor, options.max_batch, options.max_wait_ms / 1000, sizes, options.deadline_s,
                       Pace(warm))
     threading.Thread(target=batcher.run, name="inference", daemon=True).start()
+    STATS_WRITERS.append(StatsWriter(STATS, stats_path(socket_path.parent, os.getpid())))
+    STATS_WRITERS[0].start()
     # Bind under a temporary name, then rename: clients see the socket only once it accepts.
     tmp = socket_path.with_name(f".{socket_path.name}.{os.getpid()}")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -18,6 +18,7 @@ Lifecycle, not preloaded::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -81,6 +82,12 @@ class Strategy:
     def knobs(cls, settings: AppSettings) -> dict[str, object]:
         """The strategy's settings in force, for /stats and the record (JSON-ready)."""
         return {}
+
+    @classmethod
+    def model_server_dir(cls, settings: AppSettings) -> Path | None:
+        """The directory of the deployment's model server: its socket and its stats files
+        (forkwise.modelserver.stats); None when it has no model server."""
+        return None
 
     def on_exit(self) -> None:
         """Runs in the master at shutdown (when preloaded), and in a worker as it exits."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 
@@ -32,10 +33,14 @@ class ChildProcess(Strategy):
     def max_batch(cls, settings: AppSettings) -> int:
         return 1
 
+    @classmethod
+    def model_server_dir(cls, settings: AppSettings) -> Path:
+        return settings.run_dir / "modelserver"
+
     def __init__(self, settings: AppSettings, spec: ModelSpec) -> None:
         """Runs in the master (this strategy preloads the app)."""
         super().__init__(settings, spec)
-        self.socket_path = private_dir(settings.run_dir / "modelserver") / "model.sock"
+        self.socket_path = private_dir(self.model_server_dir(settings)) / "model.sock"
         self._supervisor: subprocess.Popen | None = None
         self.client = ModelClient(self.socket_path, settings.model_timeout_s)
 

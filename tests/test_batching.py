@@ -156,6 +156,8 @@ def test_a_burst_that_arrives_during_a_call_shares_the_next_call(running, stats)
     assert all(job.done.wait(30) for job in [first, *burst])
     assert model.calls == [1, 8]  # the burst of 5 in one call, padded to 8
     assert stats.direct == 1 and stats.batches == 2 and stats.padded_rows == 3
+    # A call of 1 row and one of 5 (the 4-7 bucket); all six requests' queue waits counted.
+    assert stats.batch_sizes == [1, 0, 1] and stats.largest_batch == 5 and stats.waited_requests == 6
     for job in [first, *burst]:  # a matmul of 8 rows and of 1 may differ in the last bit
         np.testing.assert_allclose(job.answer, model.expected(job.instances), rtol=1e-5, atol=1e-6)
 
@@ -189,6 +191,7 @@ def test_a_request_that_waited_past_the_deadline_is_failed_not_computed(running,
     t.join(30)
     assert job.done.wait(30) and job.answer is None and "past its 0.05 s deadline" in job.failure
     assert model.calls == [] and stats.expired == 1
+    assert stats.batches == 0 and stats.waited_requests == 1 and stats.wait_percentile_s(50) >= 0.05
 
 
 def test_the_worker_gets_model_unavailable_for_a_late_request(running):

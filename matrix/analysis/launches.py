@@ -25,12 +25,13 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from forkwise.matrix.records.types import CellRecord, ErrorCounts, Latency, LoadLevel, adding_up
+from forkwise.matrix.records.types import CellRecord, ErrorCounts, Latency, LoadLevel, ModelServerStats, adding_up
 from forkwise.matrix.verdicts import combined_verdict
 
 # Counters that add up over launches: the fields their record classes mark so (records.ADDS_UP).
 _LEVEL_SUMS = adding_up(LoadLevel)
 _RECORD_SUMS = adding_up(CellRecord)
+_MODEL_SERVER_SUMS = adding_up(ModelServerStats)
 
 K = TypeVar("K")  # what a pooled spread is keyed by: a concurrency, or None for a per-cell measure
 
@@ -92,6 +93,30 @@ def _combined_load(launches: Sequence[CellRecord]) -> tuple[LoadLevel, ...]:
     return tuple(combine_levels(levels) for levels in by_level.values())
 
 
+def _combined_model_server(launches: Sequence[CellRecord]) -> ModelServerStats | None:
+    """Counts and call sizes added up over the launches; the queue-wait mean weighted by requests, its
+    percentiles the worst launch's (percentiles do not add up)."""
+    parts = [r.model_server for r in launches if r.model_server is not None]
+    if not parts:
+        return None
+    width = max(len(p.calls_by_rows) for p in parts)
+    waited = [p for p in parts if p.queue_wait_mean_ms is not None]
+    return dataclasses.replace(
+        parts[0],
+        **{name: sum(getattr(p, name) for p in parts) for name in _MODEL_SERVER_SUMS},
+        largest_call=max(p.largest_call for p in parts),
+        calls_by_rows=tuple(sum(p.calls_by_rows[i] for p in parts if i < len(p.calls_by_rows)) for i in range(width)),
+        queue_wait_mean_ms=_weighted_mean([(p.queue_wait_mean_ms or 0.0, p.requests + p.expired) for p in waited]),
+        queue_wait_p50_ms=max((p.queue_wait_p50_ms for p in waited if p.queue_wait_p50_ms is not None), default=None),
+        queue_wait_p99_ms=max((p.queue_wait_p99_ms for p in waited if p.queue_wait_p99_ms is not None), default=None),
+    )
+
+
+def _weighted_mean(pairs: Sequence[tuple[float, int]]) -> float | None:
+    weight = sum(w for _, w in pairs)
+    return round(sum(x * w for x, w in pairs) / weight, 3) if weight else None
+
+
 def _mean_or_none(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.fmean(present), 3) if present else None
@@ -128,6 +153,7 @@ def combine(launches: Sequence[CellRecord]) -> CellRecord:
         warm_all_s=_mean_or_none(r.warm_all_s for r in launches),
         evidence=dataclasses.replace((failed or first).evidence, findings=tuple(findings), timings_s=timings),
         load=_combined_load(launches),
+        model_server=_combined_model_server(launches),
         launches=sum(r.launches for r in launches),
     )
 

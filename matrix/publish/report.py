@@ -51,6 +51,7 @@ from forkwise.matrix.publish.explorer import Part, explorer_data
 from forkwise.matrix.publish.explorer_page import render_page
 from forkwise.matrix.publish.finalists_report import finalists_section, load_finalists
 from forkwise.matrix.publish.goals_report import goals_section, run_goals
+from forkwise.matrix.publish.model_server_report import model_server_section
 from forkwise.matrix.publish.plots import plot_section
 from forkwise.matrix.publish.recommend_report import recommendation_section
 from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, render_csv, table_rows: re-exported)
@@ -163,6 +164,7 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
     blocks += header_section(run)
     blocks += verdict_section(records)
     blocks += load_section(rows)
+    blocks += model_server_section(records)
     blocks += memory_section(rows)
     blocks += gpu_memory_section(records)
     blocks += database_section(records)

@@ -28,6 +28,26 @@ def field_hints(cls: object) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _decode_dataclass(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None) -> Any:
+    if not isinstance(value, dict):
+        raise RecordError(f"{where}: expected an object")
+    hints = field_hints(tp)
+    known = {f.name for f in dataclasses.fields(tp)}
+    # Fields older records carry that this version no longer reads (a class's RETIRED_FIELDS).
+    unknown = set(value) - known - getattr(tp, "RETIRED_FIELDS", frozenset())
+    if unknown:
+        raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
+    kwargs = dict(decoded or {})  # fields read already, by the caller
+    for f in dataclasses.fields(tp):
+        if f.name in kwargs:
+            continue
+        if f.name in value:
+            kwargs[f.name] = decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecordError(f"{where}: missing field {f.name!r}")
+    return tp(**kwargs)
+
+
 def decode(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None = None) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -37,23 +57,7 @@ def decode(tp: Any, value: Any, where: str, decoded: dict[str, Any] | None = Non
         (inner,) = [o for o in options if o is not type(None)]
         return decode(inner, value, where)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: expected an object")
-        hints = field_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        # Fields older records carry that this version no longer reads (a class's RETIRED_FIELDS).
-        unknown = set(value) - known - getattr(tp, "RETIRED_FIELDS", frozenset())
-        if unknown:
-            raise RecordError(f"{where}: unknown fields {sorted(unknown)}")
-        kwargs = dict(decoded or {})  # fields read already, by the caller
-        for f in dataclasses.fields(tp):
-            if f.name in kwargs:
-                continue
-            if f.name in value:
-                kwargs[f.name] = decode(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecordError(f"{where}: missing field {f.name!r}")
-        return tp(**kwargs)
+        return _decode_dataclass(tp, value, where, decoded)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)

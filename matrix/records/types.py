@@ -202,6 +202,29 @@ class Disruption:
 
 
 @dataclass(frozen=True)
+class ModelServerStats:
+    """What the deployment's model-server processes did over the whole cell (verification, warm-up
+    and every load level), added up over all of them (forkwise.modelserver.stats)."""
+
+    calls: int = field(metadata=ADDS_UP)  # model calls, each answering one or more requests (a batch)
+    rows: int = field(metadata=ADDS_UP)
+    requests: int = field(metadata=ADDS_UP)
+    direct: int = field(metadata=ADDS_UP)  # calls run at once on the request's thread (the model was idle)
+    padding_rows: int = field(metadata=ADDS_UP)  # zero rows added to reach an allowed batch size
+    expired: int = field(metadata=ADDS_UP)  # requests failed unanswered: they waited past the deadline
+    largest_call: int  # rows of the largest call
+    calls_by_rows: tuple[int, ...]  # calls per power-of-two bucket of rows: [1], [2-3], [4-7], ...
+    queue_wait_mean_ms: float | None  # None: no request waited
+    queue_wait_p50_ms: float | None  # a log bucket's ceiling: at most 19% above the true percentile
+    queue_wait_p99_ms: float | None
+    processes: int = field(metadata=ADDS_UP)  # model-server processes that reported (several: restarts)
+
+    @property
+    def rows_per_call(self) -> float | None:
+        return self.rows / self.calls if self.calls else None
+
+
+@dataclass(frozen=True)
 class ProcessMemory:
     """One process of the deployment, measured with psutil."""
 
@@ -316,6 +339,7 @@ class CellRecord(WithAxes):
     # The date of the verdict rules that judged this record (matrix.records.rules); "" in records
     # made before records said: ``rules`` then infers it from what the record observed.
     judged_by: str = ""
+    model_server: ModelServerStats | None = None  # None: no model server, or it reported nothing
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -41,6 +41,7 @@ from forkwise.matrix.run import environment, resources, scenarios
 from forkwise.matrix.run.cell_load import load_levels, open_loop_phase
 from forkwise.matrix.run.evidence import hung_workers_finding, server_log_evidence
 from forkwise.matrix.run.http import post_json, request
+from forkwise.matrix.run.model_server import model_server_stats
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
 from forkwise.matrix.run.stacks import dump_stacks
@@ -279,6 +280,8 @@ class CellRun:
             load=self.load_levels, memory=self.memory, disruption=self.disruption,
             db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
             open_loop=self.open_loop,
+            # Read once the deployment stopped: each model server wrote its stats a last time as it did.
+            model_server=model_server_stats(strategy_cls, deployment.settings),
         )
 
     # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------

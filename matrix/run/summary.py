@@ -20,6 +20,9 @@ def summary_line(record: CellRecord) -> str:
         best = record.open_loop.max_rate_rps
         text += (f"  open loop: {'none' if best is None else f'{best:.0f} req/s'} "
                  f"within p99 {record.open_loop.p99_budget_ms:g} ms")
+    served = record.model_server
+    if served is not None and served.rows_per_call is not None:
+        text += f"  model server: {served.calls} calls, {served.rows_per_call:.1f} rows a call"
     if not record.verdict.ok and record.evidence.findings:
         text += f"\n    {record.evidence.findings[0]}"
     return text
