@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import psutil
 
@@ -125,7 +126,7 @@ class ProgressWatch:
         self._thread.join()
 
 
-def longest_stall(points: list[tuple[float, tuple[float, ...]]]) -> float:
+def longest_stall(points: Sequence[tuple[float, tuple[float, ...]]]) -> float:
     """The longest stretch between two points over which every one of the counters (CPU seconds,
     non-decreasing) grew by less than STALLED_CORE_SHARE of a core. A window's few hundred samples:
     n^2 is cheap."""
