@@ -212,7 +212,7 @@ def _serve(args: argparse.Namespace, run_dir: Path, spec_path: Path, database_ur
         strategy=args.strategy, server=args.server, workers=args.workers,
         spec_path=spec_path, run_dir=run_dir, port=args.port,
         database_url=database_url, backend=args.backend, device=args.device, gpu_policy=args.gpu_policy,
-        host=args.host, db_reset=args.db_reset, db_in_master=args.db_in_master,
+        host=args.host, db_reset=args.db_reset, db_in_master=args.db_in_master, in_flight=args.in_flight,
         overrides={"intra_op_threads": resolve_threads(args.runtime_threads, args.workers, os.cpu_count() or 1)},
     )
     if stop["signal"] is not None:

@@ -106,6 +106,7 @@ def make_deployment(
     server: str,
     workers: int,
     spec_path: Path,
+    in_flight: int = 0,
     run_dir: Path,
     port: int,
     host: str = "127.0.0.1",
@@ -137,7 +138,7 @@ def make_deployment(
         **(overrides or {}),
     )
     return Deployment(
-        settings=settings, server=server, workers=workers, threads=adapter.threads,
+        settings=settings, server=server, workers=workers, threads=adapter.in_flight(in_flight),
         host=host, port=port, timeouts=timeouts, max_requests=max_requests,
     )
 

@@ -20,6 +20,12 @@ WSGI_APP = "forkwise.webapp.wsgi:app"
 
 
 DEFAULT_WORKERS = 2  # a deployment's worker processes unless told otherwise (the workers axis's default)
+# Requests in flight per worker of the concurrent settings, unless the in_flight axis says.
+DEFAULT_THREADS = 4  # the threaded settings' threads per worker
+# The gevent settings' greenlets per worker (gunicorn's own default is 1000 connections): enough
+# to hand the batching model server full batches (its max_batch is 32) from two workers, few enough
+# that a worker's requests do not queue by the hundred behind one CPU-bound model call.
+DEFAULT_GREENLETS = 64
 DEFAULT_WORKER_TIMEOUT_S = 30  # gunicorn --timeout, uWSGI harakiri, unless told otherwise
 
 
@@ -38,13 +44,18 @@ class Deployment:
     settings: AppSettings
     server: str
     workers: int = DEFAULT_WORKERS
-    threads: int = 1  # threads per worker; > 1 only for the threaded server settings
+    # Requests in flight per worker: its threads (gthread, uWSGI threads) or its greenlets (gevent's
+    # worker_connections); 1 for a setting that serves one request at a time. The adapter's
+    # `in_flight` resolves it.
+    threads: int = 1
     host: str = "127.0.0.1"
     port: int = 8000
     timeouts: ServerTimeouts = field(default_factory=ServerTimeouts)
     max_requests: int = 0  # recycle a worker after this many requests (0: never)
 
     def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"requests in flight per worker must be at least 1, got {self.threads}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if not 0 < self.port < 65536:
@@ -63,7 +74,8 @@ class LaunchPlan:
 
 
 class ServerAdapter:
-    """Base adapter. Subclasses set `name`, `threads`, their log's patterns, and implement `plan`.
+    """Base adapter. Subclasses set `name`, `threads` (and `in_flight_option` where it can be
+    changed), their log's patterns, and implement `plan`.
 
     Registered in the ``forkwise.servers`` entry-point group (``forkwise.servers.registry``).
     """
@@ -71,7 +83,10 @@ class ServerAdapter:
     name: str = ""
     summary: str = ""
     kind: str = ""  # the family ("gunicorn", "uwsgi", a team's own), for reports
-    threads: int = 1  # threads per worker this setting runs
+    threads: int = 1  # requests in flight per worker this setting runs unless told otherwise
+    # The server's own option for requests in flight per worker ("threads", "worker_connections");
+    # "": this setting serves one request at a time per worker, and the in_flight axis is an error.
+    in_flight_option: ClassVar[str] = ""
     # Reports list server settings in this order, lower first; a setting that sets none comes after
     # the built-ins, by name.
     report_rank: ClassVar[int] = 1000
@@ -84,6 +99,19 @@ class ServerAdapter:
     # ... and its text that reads like out-of-memory but is no evidence of it (a guess), removed
     # from a line before the out-of-memory patterns look at it.
     oom_false_alarms: ClassVar[tuple[str, ...]] = ()
+
+    def in_flight(self, requested: int) -> int:
+        """Requests in flight per worker: `requested` (the in_flight axis), or this setting's own
+        default for 0. A setting that serves one request at a time refuses any other number: it
+        would be silently ignored, and the cell would measure something other than it says."""
+        if requested < 0:
+            raise ConfigError(f"requests in flight per worker must be 0 (the setting's own) or more, got {requested}")
+        if not requested:
+            return self.threads
+        if not self.in_flight_option:
+            raise ConfigError(f"server setting {self.name} serves one request at a time per worker: in_flight "
+                              f"{requested} needs a threaded or gevent setting (or in_flight 0)")
+        return requested
 
     def plan(self, deployment: Deployment, needs: ServerNeeds) -> LaunchPlan:
         raise NotImplementedError

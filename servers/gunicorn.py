@@ -1,4 +1,5 @@
-"""Gunicorn adapters: sync workers, and gthread workers (threads per worker).
+"""Gunicorn adapters: sync workers, gthread workers (threads per worker) and gevent workers
+(greenlets per worker, with the standard library monkey-patched).
 
 Writes a gunicorn.conf.py with the settings and the server hooks. The hooks only
 forward to forkwise.webapp.process, which calls the strategy's hooks.
@@ -6,7 +7,7 @@ forward to forkwise.webapp.process, which calls the strategy's hooks.
 
 from __future__ import annotations
 
-from forkwise.servers.base import WSGI_APP, Deployment, LaunchPlan, ServerAdapter
+from forkwise.servers.base import DEFAULT_GREENLETS, DEFAULT_THREADS, WSGI_APP, Deployment, LaunchPlan, ServerAdapter
 from forkwise.strategies.base import ServerNeeds
 
 _SETTINGS = '''\
@@ -15,6 +16,7 @@ bind = {bind!r}
 workers = {workers}
 worker_class = {worker_class!r}
 threads = {threads}
+worker_connections = {worker_connections}  # gevent: greenlets (requests in flight) per worker
 preload_app = {preload}
 timeout = {timeout}
 graceful_timeout = {graceful}
@@ -65,7 +67,9 @@ class Gunicorn(ServerAdapter):
             bind=f"{deployment.host}:{deployment.port}",
             workers=deployment.workers,
             worker_class=self.worker_class,
-            threads=self.threads,
+            threads=deployment.threads if self.in_flight_option == "threads" else 1,
+            # Read by gevent workers only; any other keeps gunicorn's default.
+            worker_connections=deployment.threads if self.in_flight_option == "worker_connections" else 1000,
             preload=needs.preload_app,
             timeout=deployment.timeouts.worker_s,
             graceful=deployment.timeouts.graceful_s,
@@ -87,6 +91,20 @@ class GunicornSync(Gunicorn):
 class GunicornGthread(Gunicorn):
     name = "gunicorn-gthread"
     report_rank = 20
-    summary = "Gunicorn, gthread workers (4 threads per worker)"
+    summary = f"Gunicorn, gthread workers ({DEFAULT_THREADS} threads per worker unless in_flight says)"
     worker_class = "gthread"
-    threads = 4
+    threads = DEFAULT_THREADS
+    in_flight_option = "threads"
+
+
+class GunicornGevent(Gunicorn):
+    """gevent workers: gunicorn monkey-patches the standard library (socket, threading, time) in each
+    worker before it loads the app, so a request waiting on I/O (the model server's socket, the
+    database) lets the worker's other requests run; CPU work (an in-process model call) does not."""
+
+    name = "gunicorn-gevent"
+    report_rank = 25
+    summary = f"Gunicorn, gevent workers ({DEFAULT_GREENLETS} greenlets per worker unless in_flight says)"
+    worker_class = "gevent"
+    threads = DEFAULT_GREENLETS
+    in_flight_option = "worker_connections"

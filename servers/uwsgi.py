@@ -1,12 +1,12 @@
 """uWSGI adapters, through pyuwsgi (a binary wheel: no compiler needed).
 
-Processes, or processes plus threads. A preloading strategy gets uWSGI's default
+Processes, processes plus threads, or processes each running a gevent loop. A preloading strategy gets uWSGI's default
 (app loaded in the master, then fork) and a post-fork hook; any other gets lazy-apps.
 """
 
 from __future__ import annotations
 
-from forkwise.servers.base import WSGI_APP, Deployment, LaunchPlan, ServerAdapter
+from forkwise.servers.base import DEFAULT_GREENLETS, DEFAULT_THREADS, WSGI_APP, Deployment, LaunchPlan, ServerAdapter
 from forkwise.strategies.base import ServerNeeds
 
 
@@ -53,8 +53,13 @@ class Uwsgi(ServerAdapter):
             # Imported in the master before fork: installs the post-fork and exit hooks.
             "import": "forkwise.servers.uwsgi_hooks",
         }
-        if self.threads > 1:
-            options["threads"] = self.threads
+        if self.in_flight_option == "threads":
+            options["threads"] = deployment.threads
+        elif self.in_flight_option == "gevent":
+            options["gevent"] = deployment.threads  # async cores: greenlets per process
+            # Patched before the app (and forkwise) is imported, in the master too when it loads the
+            # app: a module that took the blocking socket or threading first would keep them.
+            options["gevent-early-monkey-patch"] = True
         if not needs.preload_app:
             options["lazy-apps"] = True
         if deployment.max_requests:
@@ -71,5 +76,17 @@ class Uwsgi(ServerAdapter):
 class UwsgiThreads(Uwsgi):
     name = "uwsgi-threads"
     report_rank = 40
-    summary = "uWSGI (pyuwsgi), 4 threads per process"
-    threads = 4
+    summary = f"uWSGI (pyuwsgi), {DEFAULT_THREADS} threads per process unless in_flight says"
+    threads = DEFAULT_THREADS
+    in_flight_option = "threads"
+
+
+class UwsgiGevent(Uwsgi):
+    """uWSGI's gevent loop engine (built into pyuwsgi's wheel), the standard library monkey-patched
+    before the app is loaded: a request waiting on I/O lets the process's other requests run."""
+
+    name = "uwsgi-gevent"
+    report_rank = 45
+    summary = f"uWSGI (pyuwsgi), gevent loop ({DEFAULT_GREENLETS} greenlets per process unless in_flight says)"
+    threads = DEFAULT_GREENLETS
+    in_flight_option = "gevent"

@@ -45,7 +45,9 @@ def test_adapters_translate_needs_without_strategy_names(tmp_path):
     preload = get_server("uwsgi").plan(deployment, registry.get("preload").needs)
     assert "--lazy-apps" in lazy.argv and "--lazy-apps" not in preload.argv
     assert lazy.argv[lazy.argv.index("--http-socket") + 1] == "127.0.0.1:9000"
-    threaded = get_server("uwsgi-threads").plan(deployment, registry.get("lazy").needs)
+    threads = Deployment(settings=settings, server="uwsgi-threads", workers=3, port=9000,
+                         threads=get_server("uwsgi-threads").in_flight(0))  # the setting's own
+    threaded = get_server("uwsgi-threads").plan(threads, registry.get("lazy").needs)
     assert threaded.argv[threaded.argv.index("--threads") + 1] == "4"
     plan = get_server("gunicorn-gthread").plan(deployment, registry.get("preload").needs)
     config = next(iter(plan.files.values()))

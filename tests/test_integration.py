@@ -20,6 +20,7 @@ from forkwise.matrix.records.record_schema import json_schema
 from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.matrix.run.runner import load_profile
 from forkwise.model.spec import ModelSpec
+from forkwise.servers import get as get_server
 from host_pace import cell_bound_s, command_bound_s
 from owned import new_tag, server_processes, tagged_env
 
@@ -30,8 +31,10 @@ def forkwise_cmd(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "forkwise", "--home", str(home), *args]
 
 
-@pytest.mark.parametrize("server", ["gunicorn-sync", "uwsgi"])
-@pytest.mark.parametrize("strategy", ["lazy", "child-process", "control"])
+@pytest.mark.parametrize("strategy, server", [
+    *((strategy, server) for server in ("gunicorn-sync", "uwsgi") for strategy in ("lazy", "child-process", "control")),
+    ("child-process", "gunicorn-gevent"), ("lazy", "gunicorn-gthread"),  # the cells of requests in flight
+])
 def test_correct_strategies_are_ok(quick_run, strategy, server):
     record = quick_run[1][(strategy, server)]
     assert record.verdict is Verdict.OK, record.evidence
@@ -40,6 +43,8 @@ def test_correct_strategies_are_ok(quick_run, strategy, server):
     assert record.rows_found == record.rows_expected > 0
     assert record.cold_start_s is not None and record.memory is not None
     assert [level.concurrency for level in record.load] == [1, 8]
+    # Requests in flight per worker as the server setting ran them: its own, or the axis's.
+    assert record.threads == get_server(server).in_flight(record.in_flight)
     assert all(level.rows_lost == 0 and level.rows_unexplained == 0 and level.rps > 0 for level in record.load)
     assert all(level.sampled > 0 == level.sampled_wrong for level in record.load)
     # Each launch's levels were probed for the host's slow spells; every launch counts.
@@ -71,7 +76,7 @@ def test_run_publishes_every_format_and_leaves_nothing(quick_run):
     for name in ("RESULTS.md", "results.csv", "results.json", "results.html"):
         assert (out / name).stat().st_size > 0
     assert "## Verdict matrix" in (out / "RESULTS.md").read_text()
-    assert "[14/14" in stderr and "pass 2/2" in stderr  # 8 cells x 2 launches, less preload's second ones
+    assert "[18/18" in stderr and "pass 2/2" in stderr  # 10 cells x 2 launches, less preload's second ones
     assert not server_processes(tag)
 
 

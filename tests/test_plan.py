@@ -25,7 +25,7 @@ BUSY = CellPlan.of(
     warmup_s=0.0, duration_s=1.5, intervals=2, driver="builtin", max_batch=16, max_wait_ms=2.5,
     batch_sizes="1,8,32", scenario="kill-worker", scenario_duration_s=3.0, profile_dir=Path("/tmp/prof"),
     probe_reference_ms=12.345, quiet_budget_s=0.0, database="postgresql-unix", db_reset="nullpool",
-    db_in_master=True, runtime_threads="per-worker", open_loop=True, rates=(10.0, 20.5), rate_steps=3,
+    db_in_master=True, runtime_threads="per-worker", in_flight=16, open_loop=True, rates=(10.0, 20.5), rate_steps=3,
     p99_budget_ms=50.0,
 )
 

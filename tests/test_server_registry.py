@@ -11,7 +11,7 @@ from forkwise.servers import registry
 from forkwise.servers.base import ServerAdapter
 from forkwise.servers.gunicorn import GunicornSync
 
-BUILTINS = ["gunicorn-sync", "gunicorn-gthread", "uwsgi", "uwsgi-threads"]
+BUILTINS = ["gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "uwsgi", "uwsgi-threads", "uwsgi-gevent"]
 
 
 class FakeEP:

@@ -93,14 +93,14 @@ def test_estimates_follow_the_plan():
 
 def test_more_shards_than_cells_is_refused():
     profile = load_profile("quick")
-    with pytest.raises(ConfigError, match="at most 8 shards"):
-        shard_cells(list(profile.cells), profile, Shard(9, 9))
+    with pytest.raises(ConfigError, match="at most 10 shards"):
+        shard_cells(list(profile.cells), profile, Shard(11, 11))
 
 
 @pytest.mark.parametrize("args, message", [
     (["--shard", "3/2"], "error: --shard 3/2: K must be from 1 to N"),
     (["--shard", "two"], "error: --shard: expected K/N"),
-    (["--shard", "9/9"], "error: --shard 9/9: the profile 'quick' selects 8 cells"),
+    (["--shard", "11/11"], "error: --shard 11/11: the profile 'quick' selects 10 cells"),
 ])
 def test_cli_refuses_a_bad_shard(args, message, capsys, tmp_path):
     assert main(["matrix", "--profile", "quick", "--out", str(tmp_path), *args]) == 2

@@ -118,6 +118,11 @@ AXES: tuple[Axis, ...] = (
          "runtime's), per-worker (the cores shared out among the workers), or a number", LABEL_OR_COUNT, "default",
          checks.label_or_count(THREAD_LABELS), label="runtime threads", id_part=lambda v: f"threads-{v}",
          describe=_unless("default", lambda v: f"runtime threads {v}")),
+    # 0 keeps every cell made before this axis existed as it was (its id, its record).
+    Axis("in_flight", "requests in flight per worker: threads per worker for the threaded server settings, "
+         "greenlets (worker_connections) for gevent; 0: the server setting's own (forkwise strategies)",
+         INT, 0, checks.above(0, inclusive=True), label="in flight", id_part=lambda v: f"inflight-{v}",
+         describe=_unless(0, lambda v: f"{v} in flight per worker")),
     # Last: the cell id ends with it.
     Axis("scenario", "a reliability scenario: steady, kill-worker, kill-model-server, reload, recycle, "
          "db-contention, bad-input, restart-database (--database postgresql)", TEXT, STEADY, id_always=True,

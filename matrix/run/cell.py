@@ -365,6 +365,7 @@ def plan_deployment(plan: CellPlan, spec_path: Path, run_dir: Path, database_url
         timeouts=ServerTimeouts(worker_s=plan.worker_timeout_s), max_requests=max_requests,
         backend=plan.backend, device=plan.device, gpu_policy=plan.gpu_policy,
         database_url=database_url, db_reset=plan.db_reset, db_in_master=plan.db_in_master,
+        in_flight=plan.in_flight,
     )
 
 

@@ -129,7 +129,7 @@ def cell_command(plan_path: Path, record_path: Path, home: Path) -> list[str]:
 def failed_cell_record(cell: Cell, judgement: verdicts.Judgement, log_tail: str, duration_s: float) -> CellRecord:
     """The record of a cell whose process did not hand one back (deadline, or forkwise failed)."""
     return CellRecord(
-        cell=cell, threads=servers.get(cell.server).threads, verdict=judgement.verdict,
+        cell=cell, threads=servers.get(cell.server).in_flight(cell.in_flight), verdict=judgement.verdict,
         cold_start_s=None, warm_all_s=None, requests=0, ok=0, errors=ErrorCounts(),
         rows_expected=0, rows_found=0, worker_pids=(),
         evidence=Evidence(findings=judgement.findings, log_tail=log_tail),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkwise import checks, gpu
+from forkwise import checks, gpu, servers
 from forkwise.checks import BOOL, FLOAT, INT, LEVELS, PATH, RATES, TEXT, Kind, above, optional
 from forkwise.config import resolve_threads
 from forkwise.errors import ConfigError
@@ -33,6 +33,12 @@ DRIVERS = ("auto", "wrk", "builtin")
 # Seconds a cell may wait, in all, for a quiet host before its load levels (forkwise.matrix.run.stability);
 # the matrix runner hands each cell at most this much of the run's budget.
 PER_CELL_QUIET_BUDGET_S = 10.0
+
+
+def check_in_flight(cell: Cell) -> None:
+    """An in_flight axis the cell's server setting cannot act on is a ConfigError (not ignored)."""
+    if cell.in_flight:
+        servers.get(cell.server).in_flight(cell.in_flight)
 
 
 # --- the declaration -------------------------------------------------------------------------
@@ -126,6 +132,7 @@ class CellPlan(WithAxes):
                     decl.check(getattr(self, f.name))
                 except ValueError as exc:
                     raise ConfigError(f"plan: {f.name}: {exc}") from None
+        check_in_flight(self.cell)
 
     # --- derived parts ------------------------------------------------------------------
 

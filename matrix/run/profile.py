@@ -20,7 +20,7 @@ from forkwise import checks, gpu
 from forkwise.errors import ConfigError
 from forkwise.matrix.records.axes import Axis, Cell, axes, axis_names
 from forkwise.matrix.records.budgets import Budgets
-from forkwise.matrix.run.plan import check_setting, default_of
+from forkwise.matrix.run.plan import check_in_flight, check_setting, default_of
 from forkwise.matrix.run.scenarios import SCENARIOS
 from forkwise.strategies import registry
 
@@ -184,6 +184,8 @@ def _product(block: dict) -> list[Cell]:
         else:
             values[one.name] = [one.default]
     cells = [Cell(**dict(zip(values, combo, strict=True))) for combo in itertools.product(*values.values())]
+    for cell in cells:
+        check_in_flight(cell)
     # A scenario that cannot apply (kill-model-server without a model server, restart-database
     # without a database server) is no cell.
     return [c for c in cells if SCENARIOS[c.scenario].fits(registry.get(c.strategy), c.database)]
