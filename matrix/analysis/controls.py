@@ -1,8 +1,9 @@
 """The control of a cell: the one rule that report, compare and goals share.
 
 A cell's control is the record, from the same run, of a strategy that answers without the
-model (``Strategy.serves_model`` is False: the ``control`` ceiling) on the same server, workers,
-model, device, backend and database. A JAX cell is never divided by a torch control: a cell with no
+model (``Strategy.serves_model`` is False: the ``control`` ceiling) on the same request path:
+every axis ``Axis.shared_by_peers`` marks (server and requests in flight, workers, model, device,
+backend, database). A JAX cell is never divided by a torch control: a cell with no
 control of its own backend has none. Within those, the control of the same scenario is taken,
 else the steady one (a reliability scenario without its own control is shown against the
 ceiling of undisturbed load).
@@ -16,11 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.axes import STEADY, axes
 from forkwise.matrix.records.types import CellRecord, LoadLevel
 from forkwise.strategies import registry
 
-ControlKey = tuple[str, int, str, str, str, str]  # server, workers, model, device, backend, database
+ControlKey = tuple  # the values of the axes shared by peers, in declared order
 
 
 @cache
@@ -31,9 +32,17 @@ def is_control(strategy: str) -> bool:
 
 
 def control_key(record: CellRecord) -> ControlKey:
-    """What a cell and its control share (a PostgreSQL cell is measured against the control on
-    PostgreSQL: the database is part of the request path)."""
-    return (record.server, record.workers, record.model, record.device, record.backend, record.database)
+    """What a cell and its control share: every axis on the request path (``Axis.shared_by_peers``:
+    the server setting and its requests in flight, workers, model, device, backend, database)."""
+    return tuple(getattr(record, axis.name) for axis in axes() if axis.shared_by_peers)
+
+
+def peer(record: CellRecord, strategy: str, run: Iterable[CellRecord]) -> CellRecord | None:
+    """The cell of `strategy` that `record` is compared with in its run: the same control key and
+    scenario (a goal's lazy or unbatched counterpart)."""
+    found = [r for r in run if r.strategy == strategy and r.scenario == record.scenario
+             and control_key(r) == control_key(record)]
+    return found[-1] if found else None
 
 
 @dataclass(frozen=True)

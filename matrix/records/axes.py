@@ -61,6 +61,10 @@ class Axis:
     # How a run's verdict matrices describe a value ("" leaves it out: the default says nothing).
     describe: Callable[[Any], str] = lambda value: ""
     deployment: bool = True  # a setting of the deployment itself (`forkwise serve` takes it)
+    # Whether a cell and the cell it is compared with (its control, its lazy or unbatched peer) share
+    # this axis's value: what sits on the request path does; the strategy and what only a model-
+    # loading process or a preloaded master feels do not (matrix.analysis.controls).
+    shared_by_peers: bool = True
 
     @property
     def flag(self) -> str:
@@ -91,7 +95,7 @@ def _unless(default: Any, text: Callable[[Any], str]) -> Callable[[Any], str]:
 
 AXES: tuple[Axis, ...] = (
     Axis("strategy", "the fork strategy (forkwise strategies)", TEXT, check=checks.one_of(_strategy_names),
-         id_always=True),
+         id_always=True, shared_by_peers=False),
     Axis("server", "the server setting (forkwise strategies)", TEXT, check=checks.one_of(_server_names),
          id_always=True),
     Axis("workers", "worker processes", INT, DEFAULT_WORKERS, checks.above(1, inclusive=True),
@@ -110,14 +114,14 @@ AXES: tuple[Axis, ...] = (
     Axis("db_reset", "what each forked worker does with a database engine its master made: its own new engine, "
          "dispose(close=False), a NullPool, or none (the inherited pool: the hazard)", TEXT, DEFAULT_DB_RESET,
          checks.one_of(DB_RESET_POLICIES), label="db reset", id_part=lambda v: f"reset-{v}",
-         describe=_unless(DEFAULT_DB_RESET, lambda v: f"reset {v}")),
+         describe=_unless(DEFAULT_DB_RESET, lambda v: f"reset {v}"), shared_by_peers=False),
     Axis("db_in_master", "the app queries the database in the master before fork (only a preloaded app has one)",
          BOOL, False, label="db in master", id_part=lambda v: "db-in-master",
-         describe=_unless(False, lambda v: "queried in the master")),
+         describe=_unless(False, lambda v: "queried in the master"), shared_by_peers=False),
     Axis("runtime_threads", "the runtime's intra-op threads in each process that loads the model: default (the "
          "runtime's), per-worker (the cores shared out among the workers), or a number", LABEL_OR_COUNT, "default",
          checks.label_or_count(THREAD_LABELS), label="runtime threads", id_part=lambda v: f"threads-{v}",
-         describe=_unless("default", lambda v: f"runtime threads {v}")),
+         describe=_unless("default", lambda v: f"runtime threads {v}"), shared_by_peers=False),
     # 0 keeps every cell made before this axis existed as it was (its id, its record).
     Axis("in_flight", "requests in flight per worker: threads per worker for the threaded server settings, "
          "greenlets (worker_connections) for gevent; 0: the server setting's own (forkwise strategies)",
@@ -126,7 +130,7 @@ AXES: tuple[Axis, ...] = (
     # Last: the cell id ends with it.
     Axis("scenario", "a reliability scenario: steady, kill-worker, kill-model-server, reload, recycle, "
          "db-contention, bad-input, restart-database (--database postgresql)", TEXT, STEADY, id_always=True,
-         describe=lambda v: f"scenario {v}", deployment=False),
+         describe=lambda v: f"scenario {v}", deployment=False, shared_by_peers=False),
 )
 
 
