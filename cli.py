@@ -22,7 +22,7 @@ from forkwise import __version__, cli_help, gpu, servers
 from forkwise.checks import FLOAT, INT, above, argparse_type
 from forkwise.config import DEFAULT_DATABASE, default_home, resolve_threads
 from forkwise.errors import ConfigError, ForkwiseError
-from forkwise.matrix.records.axes import axes
+from forkwise.matrix.records.axes import axes, axis
 from forkwise.matrix.run.plan import DEPLOYMENT_SETTINGS, CellPlan, add_plan_args, cell_from_args, cli_fields
 from forkwise.strategies import registry
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("model", help="build a model and its reference set (cell, serve and matrix do it on first use)")
     p.add_argument("action", choices=["build"], help="build: make the model and its reference set unless they exist")
-    p.add_argument("--model", default="default", help="a built-in model (default, large, tiny) or a .keras path")
+    p.add_argument("--model", default="default", help=axis("model").help)
     p.add_argument("--rebuild", action="store_true", help="build them again even if they exist")
     p.add_argument("--backend", choices=gpu.BACKENDS, default=gpu.DEFAULT_BACKEND,
                    help="the Keras backend that computes the reference set (on CPU)")

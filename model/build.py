@@ -16,19 +16,74 @@ from typing import Any
 
 import numpy as np
 
-from forkwise.model.spec import BUILTIN_MODELS, REFERENCE_ROWS, SEED, SHAPED_MODELS
+from forkwise.errors import ModelError
+from forkwise.model.spec import MLP_MODELS, NETWORK_MODELS, REFERENCE_ROWS, SEED, SHAPED_MODELS
+
+# The text encoder: ENCODER_BLOCKS blocks of ENCODER_HEADS-head self-attention and a feed-forward
+# ENCODER_FF_WIDTH wide, each with a residual and LayerNormalization (post-norm, as BERT).
+ENCODER_BLOCKS, ENCODER_HEADS, ENCODER_FF_WIDTH, ENCODER_OUTPUTS = 2, 4, 256, 8
+CNN_ALPHA, CNN_CLASSES = 0.35, 10
+CALIBRATION_ROWS = 256
 
 
 def write_builtin(name: str, path: Path) -> None:
     import keras
 
     keras.utils.set_random_seed(SEED)
-    widths = BUILTIN_MODELS[name]
+    if name in MLP_MODELS:
+        model = _mlp(keras, name, MLP_MODELS[name])
+    elif name == "cnn":
+        model = _cnn(keras, NETWORK_MODELS[name])
+    elif name == "text":
+        model = _encoder(keras, NETWORK_MODELS[name])
+    else:
+        raise ModelError(f"{name!r}: not a built-in model")
+    _save(model, path)
+
+
+def _mlp(keras: Any, name: str, widths: tuple[int, ...]) -> Any:
     layers = [keras.Input(shape=(widths[0],), name="features")]
     for width in widths[1:-1]:
         layers.append(keras.layers.Dense(width, activation="relu"))
     layers.append(keras.layers.Dense(widths[-1]))
-    _save(keras.Sequential(layers, name=f"forkwise_{name}"), path)
+    return keras.Sequential(layers, name=f"forkwise_{name}")
+
+
+def _cnn(keras: Any, input_shape: tuple[int, ...]) -> Any:
+    """MobileNetV2, random weights (weights=None: nothing downloaded); its BatchNormalization layers
+    predict with their moving statistics (the runtime calls with training=False), so a row's
+    answer does not depend on the other rows of its batch. Logits, not softmax: answers spread."""
+    model = keras.applications.MobileNetV2(input_shape=input_shape, alpha=CNN_ALPHA, weights=None,
+                                           classes=CNN_CLASSES, classifier_activation=None, name="forkwise_cnn")
+    _calibrate_batch_norm(keras, model, input_shape)
+    return model
+
+
+def _calibrate_batch_norm(keras: Any, model: Any, input_shape: tuple[int, ...]) -> None:
+    """Set every BatchNormalization's moving statistics to those of seeded images, as training
+    would. With the initial ones (mean 0, variance 1) a random MobileNetV2's activations shrink
+    block after block to logits of ~1e-10: any answer near zero would pass verification."""
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0  # the moving statistics become this batch's
+    images = np.random.default_rng(SEED + 1).standard_normal((CALIBRATION_ROWS, *input_shape)).astype(np.float32)
+    model(images, training=True)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+
+
+def _encoder(keras: Any, input_shape: tuple[int, ...]) -> Any:
+    width = input_shape[-1]  # each token's values
+    features = keras.Input(shape=input_shape, name="features")
+    x = features
+    for _ in range(ENCODER_BLOCKS):
+        attended = keras.layers.MultiHeadAttention(ENCODER_HEADS, key_dim=width // ENCODER_HEADS)(x, x)
+        x = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
+        hidden = keras.layers.Dense(ENCODER_FF_WIDTH, activation="gelu")(x)
+        x = keras.layers.LayerNormalization()(keras.layers.Add()([x, keras.layers.Dense(width)(hidden)]))
+    pooled = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(features, keras.layers.Dense(ENCODER_OUTPUTS)(pooled), name="forkwise_text")
 
 
 def write_shaped(name: str, path: Path) -> None:

@@ -183,14 +183,20 @@ def answers(strategy, inputs: np.ndarray, sizes: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("name", registry.names())
 def test_every_strategy_serves_models_of_other_ranks(name, settings_for, shaped_spec_path, shaped_spec,
                                                      no_leftover_children):
-    strategy = registry.get(name)(settings_for(name, shaped_spec_path, max_batch=8), shaped_spec)
-    inputs, outputs = shaped_spec.reference()
+    assert_serves_the_reference(name, settings_for(name, shaped_spec_path, max_batch=8), shaped_spec)
+
+
+def assert_serves_the_reference(name: str, settings, spec: ModelSpec) -> None:
+    """Strategy `name` answers requests of several sizes, sent concurrently, with the reference
+    outputs (or the constant of a strategy that serves no model)."""
+    strategy = registry.get(name)(settings, spec)
+    inputs, outputs = spec.reference()
     try:
         if strategy.needs.preload_app:
             strategy.preload()
         strategy.post_fork()
         first = wait_for_answer(strategy, inputs[:1])  # a model server starts in a fresh interpreter
-        assert first.shape == (1, *shaped_spec.output_shape)
+        assert first.shape == (1, *spec.output_shape)
         sizes = [1, 3, 2, 5, 1, 4]
         got = answers(strategy, inputs, sizes)
     finally:
