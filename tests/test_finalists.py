@@ -99,6 +99,20 @@ def test_the_report_states_the_answer_its_interval_and_power():
     assert finalists_section(None) == []
 
 
+def test_the_answer_says_a_tie_as_a_tie_and_an_open_pair_as_open():
+    from forkwise.matrix.analysis.finalists import BEHIND, BEST, TIED, UNDECIDED, Ranking, Standing
+    from forkwise.matrix.publish.finalists_report import answer_text
+
+    def standing(cell, verdict):
+        return Standing(cell, 1.0, 0.9, 1.1, 4.0, 40, verdict)
+
+    ranking = Ranking("a", (standing("a", BEST), standing("b", TIED), standing("c", UNDECIDED),
+                            standing("d", BEHIND)), 40, 5.0)
+    text = answer_text(ranking, "round budget spent (40 rounds), undecided")
+    assert text.startswith("a serves the most; b ties with it within 5% (at 80% power); c cannot be told from "
+                           "it yet; 1 finalist is behind it (round budget spent")
+
+
 @pytest.mark.parametrize("target", [1.0, 5.0])
 def test_more_rounds_never_needed_than_the_target_asks(target):
     ranking = analysis.rank(drifting_rounds(20, TRUE_RPS), target_mde_pct=target)

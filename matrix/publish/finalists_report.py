@@ -60,9 +60,19 @@ def finalists_section(data: dict[str, Any] | None) -> list[Block]:
 
 
 def answer_text(ranking: analysis.Ranking, stopped: str) -> str:
-    others = [s for s in ranking.top_set if s != ranking.best]
+    """The best; those tied with it within the target MDE (with the power to see it) said as a tie;
+    those not yet told apart named apart; the rest behind."""
+    tied = [s.cell_id for s in ranking.standings if s.verdict == analysis.TIED]
+    open_ = [s.cell_id for s in ranking.standings if s.verdict == analysis.UNDECIDED]
+    behind = sum(s.verdict == analysis.BEHIND for s in ranking.standings)
     text = f"{ranking.best} serves the most"
-    text += (f"; {', '.join(others)} cannot be told from it" if others else "; every other finalist is behind it")
+    if tied:
+        text += (f"; {', '.join(tied)} {'ties' if len(tied) == 1 else 'tie'} with it within "
+                 f"{ranking.target_mde_pct:g}% (at 80% power)")
+    if open_:
+        text += f"; {', '.join(open_)} cannot be told from it yet"
+    if behind:
+        text += f"; {behind} {'finalist is' if behind == 1 else 'finalists are'} behind it"
     text += f" ({stopped})."
     needed = ranking.rounds_for(ranking.target_mde_pct)
     if needed is not None and needed > ranking.rounds:
