@@ -629,7 +629,7 @@ def test_goals_are_judged_from_the_numbers():
 
     pss = {("control", 2): 100, ("control", 4): 150, ("lazy", 2): 1300, ("lazy", 4): 2500,
            ("child-process-batched", 2): 700, ("child-process-batched", 4): 800}
-    ceiling, batching, _, _, _, mem, fast = evaluate(_goal_records(1800.0, 500.0, pss), {})
+    ceiling, batching, _, _, _, mem, fast, _ = evaluate(_goal_records(1800.0, 500.0, pss), {})
     assert ceiling.met and ceiling.ratio == pytest.approx(0.9)  # batched 1800 / control 2000
     assert batching.met and batching.ratio == pytest.approx((1800 / 2) / (500 / 4), rel=1e-2)
     assert mem.met and "gap 600" in mem.measured and "gap 1700" in mem.measured
@@ -654,8 +654,8 @@ def missed_goal_records() -> list[CellRecord]:
 
 
 def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_path):
+    from forkwise.matrix.analysis.goal_provenance import write_profile_provenance
     from forkwise.matrix.analysis.goals import record_profile_label as profile_label
-    from forkwise.matrix.analysis.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)
@@ -676,8 +676,8 @@ def test_missed_goals_show_the_profiles_of_their_cells_from_this_machine(tmp_pat
 
 
 def test_profiles_from_another_machine_are_left_out(tmp_path):
+    from forkwise.matrix.analysis.goal_provenance import write_profile_provenance
     from forkwise.matrix.analysis.goals import record_profile_label as profile_label
-    from forkwise.matrix.analysis.goals import write_profile_provenance
 
     recs = missed_goal_records()
     best = next(r for r in recs if r.strategy == "child-process-batched" and r.model == "default" and r.workers == 2)

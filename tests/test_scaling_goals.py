@@ -9,11 +9,12 @@ import pytest
 from forkwise.matrix.analysis.goals import (
     OVERHEAD_BENCH,
     evaluate,
+    goal_batches,
     goal_gpu,
     goal_model_server_overhead,
     goal_no_window_tax,
 )
-from forkwise.matrix.records.types import Latency, Verdict
+from forkwise.matrix.records.types import Latency, ModelServerStats, Verdict
 from test_report import level, memory, record  # tests/ is on sys.path (no __init__.py)
 
 
@@ -67,4 +68,21 @@ def test_the_gpu_goal_needs_throughput_memory_and_no_hang():
 
 
 def test_the_goals_table_holds_issue_13s_goals_first():
-    assert [g.number for g in evaluate([], {})] == [1, 2, 3, 4, 5, 6, 7]
+    assert [g.number for g in evaluate([], {})] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def served(largest: int, calls: int = 100) -> ModelServerStats:
+    return ModelServerStats(calls=calls, rows=calls * 4, requests=calls * 4, direct=0, padding_rows=0, expired=0,
+                            largest_call=largest, calls_by_rows=(calls,), queue_wait_mean_ms=None,
+                            queue_wait_p50_ms=None, queue_wait_p99_ms=None, processes=1)
+
+
+def test_batches_above_8_rows_are_judged_only_where_the_deployment_holds_more_than_8_requests():
+    capped = dataclasses.replace(record("child-process-batched", "gunicorn-gthread", load=(level(32, 500.0),)),
+                                 threads=4, model_server=served(8))
+    assert goal_batches([capped]).met is None  # 2 workers x 4 threads: 8 at most, nothing to judge
+    wide = dataclasses.replace(capped, threads=16, model_server=served(8))
+    assert goal_batches([capped, wide]).met is False  # it could have, and did not
+    filled = dataclasses.replace(wide, model_server=served(27))
+    goal = goal_batches([capped, filled])
+    assert goal.met is True and "largest call 27 rows" in goal.measured and goal.number == 8

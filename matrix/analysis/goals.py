@@ -4,22 +4,15 @@ analysis; ``goals_report`` publishes them, with where the time goes for a missed
 Each goal is computed here from numbers; none is written in ahead of the data. A goal whose
 cells are missing from the run says so instead of passing or failing.
 
-A report speaks for the machine its run measured. The micro-benchmarks (bench/) and the profiles
-(profiles/) in a run's folder are taken after its cells (matrix.goal_evidence), perhaps later or by
-`forkwise evidence` on another machine: each says
-where it was made (pytest-benchmark's machine and commit info; a profile's provenance file,
-written beside it by ``forkwise cell --profile-dir``), and the report uses it only when that
-host is the run's host, saying its commit and date. Anything else is named and left out.
+A report speaks for the machine its run measured: the micro-benchmarks and profiles count only
+when made on the run's host (``goal_provenance``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from forkwise import strategies
 from forkwise.matrix.analysis.controls import Controls, is_control, peer
@@ -27,7 +20,7 @@ from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.analysis.ordering import strategy_order
 from forkwise.matrix.analysis.recommend import stderr_of
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA, critical_z
-from forkwise.matrix.records.types import CellRecord, Environment, LoadLevel, Verdict
+from forkwise.matrix.records.types import CellRecord, LoadLevel, Verdict
 from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
 from forkwise.strategies.lazy import Lazy
 
@@ -202,101 +195,6 @@ def goal_memory(records: Sequence[CellRecord]) -> Goal:
     return Goal(6, text, measured, round(m2 / l2, 2) if l2 else None, "gap > 0 and growing", met)
 
 
-# --- where the micro-benchmarks and profiles were made ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Host:
-    """What tells one machine from another in what records and benchmarks keep."""
-
-    cpu_model: str
-    cores: int
-    python: str
-
-    @classmethod
-    def of(cls, env: Environment) -> Host:
-        return cls(env.cpu_model, env.cores, env.python)
-
-    def describe(self) -> str:
-        return f"{self.cpu_model}, {self.cores} cores, Python {self.python}"
-
-
-def run_host(records: Sequence[CellRecord]) -> Host | None:
-    """The host most of the run's records were measured on."""
-    hosts = Counter(Host.of(r.environment) for r in records)
-    return hosts.most_common(1)[0][0] if hosts else None
-
-
-@dataclass(frozen=True)
-class Provenance:
-    commit: str
-    date: str
-    host: Host
-
-    def describe(self) -> str:
-        return f"commit {self.commit}, {self.date}, on {self.host.describe()}"
-
-
-@dataclass(frozen=True)
-class Bench:
-    """The micro-benchmarks' results, by test name, and where they were measured."""
-
-    results: dict[str, dict]
-    provenance: Provenance
-
-
-def load_bench(path: Path) -> Bench | None:
-    """pytest-benchmark JSON -> Bench; None when absent."""
-    if not path.exists():
-        return None
-    doc = json.loads(path.read_text())
-    machine, commit = doc.get("machine_info", {}), doc.get("commit_info", {})
-    host = Host(machine.get("cpu", {}).get("brand_raw", "unknown"), machine.get("cpu", {}).get("count", 0),
-                machine.get("python_version", "unknown"))
-    commit_id = str(commit.get("id", "unknown"))[:12] + ("+modified" if commit.get("dirty") else "")
-    results = {b["name"]: {**b.get("stats", {}), **b.get("extra_info", {})} for b in doc.get("benchmarks", [])}
-    return Bench(results, Provenance(commit_id, str(doc.get("datetime", "unknown")), host))
-
-
-PROVENANCE_SUFFIX = ".provenance.json"
-
-
-def write_profile_provenance(folder: Path, label: str, env: Environment) -> Path:
-    """Beside a cell's profiles: where and from what code they were taken."""
-    path = Path(folder) / f"{label}{PROVENANCE_SUFFIX}"
-    path.write_text(json.dumps({"commit": env.git_commit, "date": env.date, "cpu_model": env.cpu_model,
-                                "cores": env.cores, "python": env.python}, indent=2) + "\n")
-    return path
-
-
-@dataclass(frozen=True)
-class Profiles:
-    """One cell's py-spy summaries, [(process, summary text)], and where they were taken (None:
-    no provenance file, so nothing says)."""
-
-    summaries: list[tuple[str, str]]
-    provenance: Provenance | None
-
-
-def _read_provenance(path: Path) -> Provenance | None:
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    return Provenance(str(data["commit"]), str(data["date"]),
-                      Host(str(data["cpu_model"]), int(data["cores"]), str(data["python"])))
-
-
-def load_profiles(folder: Path) -> dict[str, Profiles]:
-    """py-spy summaries in a folder: {cell label: Profiles}."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    if Path(folder).is_dir():
-        for path in sorted(Path(folder).glob("*.txt")):
-            label, _, process = path.stem.rpartition(".")
-            found.setdefault(label, []).append((process, path.read_text()))
-    return {label: Profiles(summaries, _read_provenance(Path(folder) / f"{label}{PROVENANCE_SUFFIX}"))
-            for label, summaries in found.items()}
-
-
 def goal_fast_paths(bench: dict[str, dict]) -> Goal:
     """7. locked-singleton fast path <= 1 us over a plain global; model-server round trip <= 150 us."""
     text = ("locked-singleton fast path over a plain global (<= 1 us); "
@@ -392,7 +290,32 @@ def goal_gpu(records: Sequence[CellRecord]) -> Goal:
                 tuple(cells))
 
 
+BATCH_CAP = 8  # rows: what 2 workers of 4 threads could ever hand the model server at once
+
+
+def goal_batches(records: Sequence[CellRecord]) -> Goal:
+    """8. Where the deployment holds more than BATCH_CAP requests at once (workers x requests in flight
+    per worker), the batched model server's records show calls above BATCH_CAP rows."""
+    text = (f"{BATCHED}: its model server's largest call, where workers x requests in flight per worker "
+            f"> {BATCH_CAP} and the load reaches concurrency {TOP_CONCURRENCY}")
+    cells = [r for r in _ok(records) if r.strategy == BATCHED and r.model_server is not None
+             and r.workers * r.threads > BATCH_CAP and _level(r, TOP_CONCURRENCY) is not None]
+    target = f"> 1 (above {BATCH_CAP} rows)"
+    if not cells:
+        return Goal(8, text, "no OK batched cell that holds more than 8 requests at once, with its model server's "
+                    "statistics", None, target, None)
+    best = max(cells, key=lambda r: (r.model_server.largest_call if r.model_server else 0, r.cell_id))
+    stats = best.model_server
+    assert stats is not None  # chosen among cells that have them
+    measured = (f"{best.cell_id}: largest call {stats.largest_call} rows; {stats.rows_per_call or 0:.1f} rows a call "
+                f"over {stats.calls} calls; {len(cells)} cells")
+    return Goal(8, text, measured, round(stats.largest_call / BATCH_CAP, 2), target, stats.largest_call > BATCH_CAP,
+                (record_profile_label(best),))
+
+
 def evaluate(records: Sequence[CellRecord], bench: dict[str, dict]) -> list[Goal]:
-    """Issue 13's goals (1-5: the model server that scales), then the earlier ones (6, 7)."""
+    """Issue 13's goals (1-5: the model server that scales, at issue 21's targets), the earlier ones
+    (6, 7), then issue 21's batches (8)."""
     return [goal_ceiling(records), goal_batching(records), goal_no_window_tax(records),
-            goal_model_server_overhead(bench), goal_gpu(records), goal_memory(records), goal_fast_paths(bench)]
+            goal_model_server_overhead(bench), goal_gpu(records), goal_memory(records), goal_fast_paths(bench),
+            goal_batches(records)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from forkwise.matrix.analysis.goals import Bench, Goal, Host, Profiles, evaluate, run_host
+from forkwise.matrix.analysis.goal_provenance import Bench, Host, Profiles, run_host
+from forkwise.matrix.analysis.goals import Goal, evaluate
 from forkwise.matrix.publish.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
 from forkwise.matrix.records.types import CellRecord
 

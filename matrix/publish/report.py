@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkwise.matrix.analysis.goals import Bench, Profiles, load_bench, load_profiles
+from forkwise.matrix.analysis.goal_provenance import Bench, Profiles, load_bench, load_profiles
 from forkwise.matrix.analysis.launches import combine_all
 from forkwise.matrix.analysis.ordering import (
     cell_order,

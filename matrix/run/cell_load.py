@@ -9,7 +9,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from forkwise.matrix.analysis.goals import profile_label, write_profile_provenance
+from forkwise.matrix.analysis.goal_provenance import write_profile_provenance
+from forkwise.matrix.analysis.goals import profile_label
 from forkwise.matrix.records.types import LoadLevel, OpenLoop
 from forkwise.matrix.run import environment, resources, stability
 from forkwise.matrix.run import profiling as profiler
