@@ -274,15 +274,20 @@ def cmd_evidence(args: argparse.Namespace, home: Path) -> int:
 def cmd_compare(args: argparse.Namespace, home: Path) -> int:
     from forkwise.matrix.analysis.compare import compare
     from forkwise.matrix.analysis.compare_runs import load_run
+    from forkwise.matrix.analysis.finalists import answers_agree
     from forkwise.matrix.publish.compare_report import regressions, render_comparison
+    from forkwise.matrix.publish.finalists_report import load_finalists
     from forkwise.matrix.records.budgets import Budgets
-    from forkwise.matrix.records.run_info import RunInfo
+    from forkwise.matrix.records.run_info import FINALISTS_FILE, RunInfo
 
     if args.max_regression is not None and args.max_regression < 0:
         raise ConfigError(f"--max-regression must be a percentage >= 0; got {args.max_regression}")
     # Both runs' recommendations within the later run's budgets (its run.json; the defaults without one).
     budgets = Budgets.from_dict(dict(RunInfo.read(args.b).recommend or {}))
     result = compare(load_run(args.a), load_run(args.b), budgets)
+    if args.a.is_dir() and args.b.is_dir():  # a run's folder keeps its finalists' rounds
+        result = dataclasses.replace(result, finalists=answers_agree(load_finalists(args.a / FINALISTS_FILE),
+                                                                  load_finalists(args.b / FINALISTS_FILE)))
     text = render_comparison(result)
     print(text, end="")
     if args.out is not None:

@@ -20,7 +20,7 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "": (
         ("forkwise matrix --profile quick", "the small profile CI runs"),
         ("forkwise cell --strategy lazy --server uwsgi --load 1,8,32", "one deployment, verified and loaded"),
-        ("forkwise compare results/default-run1 results/default", "two runs, within their noise"),
+        ("forkwise compare results/default results/default-run2", "two runs, within their noise"),
     ),
     "model": (
         ("forkwise model build", "the default model and its reference set"),
@@ -59,8 +59,8 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("forkwise evidence results/default", "profile the missed goals' cells, run the micro-benchmarks"),
     ),
     "compare": (
-        ("forkwise compare results/default-run1 results/default", "print the comparison"),
-        ("forkwise compare results/default-run1 results/default --max-regression 10 --out COMPARE.md",
+        ("forkwise compare results/default results/default-run2", "print the comparison"),
+        ("forkwise compare results/default results/default-run2 --max-regression 10 --out COMPARE.md",
          "exit 1 on a regression over 10%"),
     ),
 }

@@ -212,3 +212,25 @@ def test_a_run_with_finalists_leads_its_report_and_its_page_with_them(tmp_path):
     assert "## The answer: finalists measured interleaved" in text and f"{cells[0]} serves the most" in text
     page = (tmp_path / "results.html").read_text()
     assert "Finalists measured interleaved at concurrency 32" in page and "finalist: best" in page
+
+
+def test_two_runs_answers_agree_when_each_best_is_in_the_others_top_set():
+    from forkwise.matrix.analysis.compare import RunComparison
+    from forkwise.matrix.analysis.finalists import answers_agree
+    from forkwise.matrix.publish.compare_report import finalists_blocks
+
+    def data(steady: str, wobbly: str, slow: str) -> dict:
+        """`steady` at 1000, `wobbly` 2% above or below it in turn (tied), `slow` at 700."""
+        rounds = [{"rps": {steady: 1000.0, wobbly: 1000.0 * (1.02 if i % 2 else 0.98),
+                           slow: 700.0 * (1.01 if i % 2 else 0.99)}} for i in range(12)]
+        return {"target_mde_pct": 5.0, "questions": [{"served": "model default on cpu", "rounds": rounds}]}
+
+    close, swapped = data("a", "b", "c"), data("b", "a", "c")
+    (same,) = answers_agree(close, swapped)
+    assert same.agree and (same.best_a, same.best_b) == ("a", "b") and "c" not in same.top_a
+    (apart,) = answers_agree(close, data("c", "b", "a"))
+    assert not apart.agree and apart.best_b == "c"
+    assert answers_agree(close, None) == ()
+    result = RunComparison((), (), (), (), (None, None), finalists=(same, apart))  # type: ignore[arg-type]
+    text = render_markdown(finalists_blocks(result))
+    assert "| model default on cpu |" in text and "| yes |" in text and "| no |" in text

@@ -48,6 +48,7 @@ from forkwise.matrix.analysis.compare_runs import (
 )
 from forkwise.matrix.analysis.controls import Controls
 from forkwise.matrix.analysis.environments import EnvironmentDifference, environment_differences
+from forkwise.matrix.analysis.finalists import AnswersAgree
 from forkwise.matrix.analysis.launches import combine_all
 from forkwise.matrix.analysis.recommend import Agreement, agreements, disagreements
 from forkwise.matrix.analysis.significance import (
@@ -270,6 +271,7 @@ class RunComparison:
     contradictions: tuple[str, ...] = ()
     budgets: Budgets = field(default_factory=Budgets)
     environment: tuple[EnvironmentDifference, ...] = ()  # what differs between the runs' environments
+    finalists: tuple[AnswersAgree, ...] = ()  # each question both runs' finalists ranked (run folders only)
 
     def cell_differences(self) -> list[tuple[str, Metric, Difference]]:
         """Every measure of every cell (and level), with its cell and metric."""

@@ -129,3 +129,36 @@ def _standing(cell: str, diffs: list[float], z: float, target_mde_pct: float) ->
     else:
         verdict = UNDECIDED
     return Standing(cell, math.exp(mean), math.exp(low), math.exp(high), mde, len(diffs), verdict)
+
+
+# --- two runs' answers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswersAgree:
+    """One question's answer in two runs: each run's best and top set (the best and every finalist
+    not behind it); they agree when each run's best is in the other's top set."""
+
+    served: str
+    best_a: str
+    top_a: tuple[str, ...]
+    best_b: str
+    top_b: tuple[str, ...]
+
+    @property
+    def agree(self) -> bool:
+        return self.best_a in self.top_b and self.best_b in self.top_a
+
+
+def answers_agree(a: Mapping | None, b: Mapping | None) -> tuple[AnswersAgree, ...]:
+    """The questions both runs' finalists ranked (finalists.json of each), in a's order."""
+    if not a or not b:
+        return ()
+
+    def ranked(data: Mapping) -> dict[str, Ranking]:
+        return {q["served"]: rank([r["rps"] for r in q["rounds"]], data["target_mde_pct"])
+                for q in data["questions"] if len(q["rounds"]) >= 2}
+
+    in_a, in_b = ranked(a), ranked(b)
+    return tuple(AnswersAgree(served, in_a[served].best, in_a[served].top_set, in_b[served].best, in_b[served].top_set)
+                 for served in in_a if served in in_b)

@@ -218,7 +218,19 @@ def comparison_document(result: RunComparison) -> list[Block]:
         blocks += [Heading("Memory and cold start, once per launch", 2),
                    Table(("cell", "RSS a (MB)", "RSS b (MB)", "change", "MDE", "significant", "cold start a (s)",
                           "cold start b (s)", "beyond shift", "MDE", "significant"), tuple(cells))]
-    return blocks + recommendation_blocks(result)
+    return blocks + recommendation_blocks(result) + finalists_blocks(result)
+
+
+def finalists_blocks(result: RunComparison) -> list[Block]:
+    """Each question both runs' finalists ranked: each best, each top set, whether they agree."""
+    if not result.finalists:
+        return []
+    rows = tuple((f.served, f.best_a, ", ".join(f.top_a), f.best_b, ", ".join(f.top_b), "yes" if f.agree else "no")
+                 for f in result.finalists)
+    return [Heading("The finalists' answer in both runs", 2),
+            Para("Each run's best from its interleaved rounds, and its top set (the best and every finalist not "
+                 "behind it). The two answers agree when each run's best is in the other's top set."),
+            Table(("question", "best in a", "top set of a", "best in b", "top set of b", "agree"), rows)]
 
 
 def environment_blocks(result: RunComparison) -> list[Block]:
