@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def test_every_level_prints_its_minimum_detectable_effect(committed):
     result = compare(*committed)
     text = render_comparison(result)
     assert "Median minimum detectable effect: strategies at c32" in text
+    # ... and how many launches a cell would need for 5% (the MDE falls with their square root).
+    needed = re.search(r"To detect 5% between strategies here: about (\d+) launches a cell \(now (\d+)\)", text)
+    assert needed and int(needed.group(1)) > int(needed.group(2)) >= 2
     rows = [line for line in text.splitlines() if line.startswith("| lazy/uwsgi/w2/default/cpu/steady | 32 |")]
     assert len(rows) == 1 and rows[0].split(" | ")[7].endswith("%")  # the MDE column
     assert all(c.throughput.mde_pct for c in result.levels if c.throughput is not None)

@@ -3,6 +3,7 @@ regressions a CI job gates on (``forkwise compare --max-regression``)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 
@@ -133,7 +134,25 @@ def summary(result: RunComparison) -> str:
             f"; {sum(c.verdict_changed for c in both)} cells changed verdict")
     text += f"; {one_run} cells ran in one run only." if one_run else "."
     mdes = [f"{label} {statistics.median(values):.1f}%" for label, values in _mdes(result) if values]
-    return text + (" Median minimum detectable effect: " + ", ".join(mdes) + "." if mdes else "")
+    return (text + (" Median minimum detectable effect: " + ", ".join(mdes) + "." if mdes else "")
+            + launches_needed_text(result))
+
+
+TARGET_MDE_PCT = 5.0  # the difference between strategies a comparison of two runs should see
+
+
+def launches_needed_text(result: RunComparison) -> str:
+    """How many launches a cell would need for the strategies' median MDE to reach TARGET_MDE_PCT
+    (the MDE shrinks with the square root of the launches)."""
+    values = [s.difference.mde_pct for s in result.strategies if s.difference.mde_pct is not None]
+    launches = max((p.passes for run in result.runs for p in run.passes.values()), default=0)
+    if not values or not launches:
+        return ""
+    mde = statistics.median(values)
+    needed = math.ceil(launches * (mde / TARGET_MDE_PCT) ** 2)
+    return (f" To detect {TARGET_MDE_PCT:g}% between strategies here: about {needed} launches a cell "
+            f"(now {launches}); RESULTS.md's finalists compare the closest cells paired, within rounds, instead.") \
+        if needed > launches else ""
 
 
 def _mdes(result: RunComparison) -> list[tuple[str, list[float]]]:
