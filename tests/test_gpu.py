@@ -256,12 +256,15 @@ def test_matrix_keeps_gpu_cells_with_a_gpu(monkeypatch):
 
 def test_gpu_profile():
     profile = runner.load_profile("gpu")
-    assert len(profile.cells) == 28 and profile.gpu_policy == "grow"
+    assert len(profile.cells) == 36 and profile.gpu_policy == "grow"
     assert {c.backend for c in profile.cells} == {"jax", "torch"} and {c.device for c in profile.cells} == {"gpu"}
     assert {c.strategy for c in profile.cells} == {"lazy", "child-process-batched", "control"}
     assert {c.workers for c in profile.cells} == {2, 8}
-    assert {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads"}
+    assert {c.server for c in profile.cells} == {"gunicorn-gthread", "uwsgi-threads", "gunicorn-gevent"}
     assert max(profile.load.levels) == 64  # more connections than 8 workers x 4 threads
+    # ... which 8 workers holding 8 requests each (or gevent's 64) take in at once: full batches.
+    wide = [c for c in profile.cells if c.workers == 8 and (c.in_flight or c.server == "gunicorn-gevent")]
+    assert {c.strategy for c in wide} == {"control", "child-process-batched"} and len(wide) == 8
     cell = profile.cells[0]
     plan = cell_process.cell_plan(cell, profile)
     assert plan.device == "gpu" and plan.backend == cell.backend
