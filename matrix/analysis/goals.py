@@ -152,7 +152,7 @@ def _ratio_pairs(records: Sequence[CellRecord], pairs: Sequence[tuple[CellRecord
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
     """2. With the large model, the batched model server reaches BATCHING x lazy at c32, same request path and
     workers: met when some pair has its interval above BATCHING (see judged_pairs)."""
-    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same server and workers"
+    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same request path (server, requests in flight, workers)"
     cells = []
     for b in _ok(records):
         if b.strategy == BATCHED and b.model == "large":
@@ -217,7 +217,7 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
 def goal_no_window_tax(records: Sequence[CellRecord]) -> Goal:
     """3. At concurrency 1 a lone request is not held for a batch: the batched model server's p50 within
     WINDOW_TAX x the unbatched one's, same request path, default model on the CPU (the worst pair)."""
-    text = f"{BATCHED} / {CHILD_PROCESS}, p50 latency at concurrency 1, default model, same server and workers"
+    text = f"{BATCHED} / {CHILD_PROCESS}, p50 latency at concurrency 1, default model, same request path"
     pairs = []
     for b in _ok(records):
         if b.strategy != BATCHED or b.model != "default" or b.device != "cpu":
