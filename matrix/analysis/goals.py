@@ -152,7 +152,8 @@ def _ratio_pairs(records: Sequence[CellRecord], pairs: Sequence[tuple[CellRecord
 def goal_batching(records: Sequence[CellRecord]) -> Goal:
     """2. With the large model, the batched model server reaches BATCHING x lazy at c32, same request path and
     workers: met when some pair has its interval above BATCHING (see judged_pairs)."""
-    text = f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same request path (server, requests in flight, workers)"
+    text = (f"{BATCHED} / {LAZY}, requests/s at concurrency 32, large model, same request path (server, requests "
+            "in flight, workers)")
     cells = []
     for b in _ok(records):
         if b.strategy == BATCHED and b.model == "large":
