@@ -85,11 +85,12 @@ class Ranking:
         return tuple(s.cell_id for s in self.standings if s.verdict != BEHIND)
 
     def rounds_for(self, mde_pct: float) -> int | None:
-        """About how many rounds would find a difference of `mde_pct` with POWER (the widest pair)."""
-        widest = max((s.mde_pct for s in self.standings if s.mde_pct), default=None)
-        if widest is None or self.rounds == 0:
+        """About how many rounds would find a difference of `mde_pct` with POWER between the best and
+        the finalist nearest it (the pair the answer turns on; one dropped as behind has fewer rounds)."""
+        nearest = next((s for s in self.standings[1:] if s.mde_pct), None)
+        if nearest is None or nearest.mde_pct is None or nearest.rounds == 0:
             return None
-        return math.ceil(self.rounds * (widest / mde_pct) ** 2)
+        return math.ceil(nearest.rounds * (nearest.mde_pct / mde_pct) ** 2)
 
 
 def log_ratios(rounds: Sequence[Round], cell: str, best: str) -> list[float]:
