@@ -62,7 +62,7 @@ class Controls:
 
     def control_for(self, record: CellRecord) -> CellRecord | None:
         """The control of ``record`` in this run: same scenario first, else the steady one; None
-        when the run has none with the same server, workers, model, device and backend."""
+        when the run has none on the same request path (``control_key``)."""
         scenarios = self.by_key.get(control_key(record), {})
         return scenarios.get(record.scenario) or scenarios.get(STEADY)
 

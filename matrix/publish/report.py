@@ -67,7 +67,7 @@ from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, rend
 )
 from forkwise.matrix.publish.run_facts import header_facts
 from forkwise.matrix.records import rules
-from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.axes import STEADY, axes
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.roles import ROLES
 from forkwise.matrix.records.run_info import FINALISTS_FILE, RunInfo, as_run_info, bench_path, profiles_dir
@@ -239,8 +239,8 @@ def load_section(rows: Sequence[dict[str, Any]]) -> list[Block]:
             "Closed-loop load; rps is the mean of the per-interval samples of every launch of the cell "
             "± their standard deviation (so the spread covers launch-to-launch noise); latency "
             "percentiles are each launch's, averaged weighted by requests; 'vs control' is the rps "
-            "divided by the rps of its control (forkwise.matrix.analysis.controls: the same server, workers, model, "
-            "device and backend) at the same concurrency in this run."
+            "divided by the rps of its control (forkwise.matrix.analysis.controls: the same request path: "
+            f"{', '.join(a.column for a in axes() if a.shared_by_peers)}) at the same concurrency in this run."
         )
     )
     return blocks + [view_table(LOAD_VIEW, ok_rows)]
