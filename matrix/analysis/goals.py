@@ -180,7 +180,7 @@ def goal_memory(records: Sequence[CellRecord]) -> Goal:
             gaps = {}
             for workers in (2, 4):
                 ms = _find(_ok(records), strategy=strategy, server=server, workers=workers, model="default")
-                lazy = _find(_ok(records), strategy=LAZY, server=server, workers=workers, model="default")
+                lazy = peer(ms, LAZY, _ok(records)) if ms else None
                 if ms and lazy and ms.memory and lazy.memory:
                     gaps[workers] = (lazy.memory.total_pss_mb, ms.memory.total_pss_mb)
             if len(gaps) == 2:

@@ -8,7 +8,8 @@ what changed since: re-run those cells to judge them by today's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -48,10 +49,6 @@ def changed_since(judged_by: str) -> tuple[RuleChange, ...]:
     return tuple(c for c in CHANGES if c.date > judged_by)
 
 
-def older_rules(judged: Sequence[str]) -> dict[str, int]:
+def older_rules(judged: Iterable[str]) -> Counter[str]:
     """Of the rules dates of a run's records, those older than today's, with their counts."""
-    counts: dict[str, int] = {}
-    for date in judged:
-        if changed_since(date):
-            counts[date] = counts.get(date, 0) + 1
-    return counts
+    return Counter(date for date in judged if changed_since(date))
