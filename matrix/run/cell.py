@@ -61,6 +61,7 @@ RTOL, ATOL = 1e-5, 1e-6
 # Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
 # its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
 PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
+BUSY_BODY_SHARE = 8  # the larger verification requests stay within this share of the body limit
 # Once a cell has answered, no request of it is given up on before this many of its own cold
 # starts (and never before the profile's request timeout): a request that reaches a worker
 # still loading its model waits about one cold start, so the patience follows the host's speed.
@@ -191,10 +192,10 @@ class CellRun:
             # requests keep each worker busy longer, so concurrent ones reach the others. Bounded
             # by the boot deadline: a worker that never answers by then makes the cell WRONG.
             deadline = self.launched.group.started_at + self.cell.boot_timeout_s
-            round_no = 1
+            busy, round_no = v.busy_rows(d.settings.max_body_bytes // BUSY_BODY_SHARE), 1
             while not hung.is_set() and len(v.workers_seen) < d.workers and time.monotonic() < deadline:
                 start = budget * round_no
-                list(pool.map(lambda i: one(i, 64), range(start, start + budget)))
+                list(pool.map(lambda i: one(i, busy), range(start, start + budget)))
                 round_no += 1
                 time.sleep(0.2)
         if len(v.workers_seen) == d.workers:

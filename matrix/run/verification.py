@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import Counter
 from typing import Any
@@ -72,6 +73,13 @@ class Verification:
 
     def payload(self, rows: list[int]) -> dict:
         return {"instances": self.inputs[rows].tolist()}
+
+    def busy_rows(self, body_budget: int, most: int = 64) -> int:
+        """Rows of a request that keeps a worker busy longer: `most`, or fewer when a body of that
+        many would pass `body_budget` bytes (a network's instance is thousands of values: 64 of them
+        would near the body limit and take the app longer to parse than to compute)."""
+        one = len(json.dumps(self.inputs[0].tolist())) + 2  # its JSON, and the comma between instances
+        return max(1, min(most, body_budget // one))
 
     def compare(self, body: Any, rows: list[int]) -> tuple[bool, np.ndarray | None, list[int], int, str]:
         """A 200 body against the expected rows: (correct, predictions, ids, worker, why not)."""
