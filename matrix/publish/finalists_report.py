@@ -4,14 +4,13 @@ and the minimum detectable effect at 80% power."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from forkwise.errors import RecordError
 from forkwise.matrix.analysis import finalists as analysis
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA
 from forkwise.matrix.publish.document import MISSING, Block, Heading, Para, Table
+from forkwise.matrix.records.run_info import load_stage_file
 
 HEADERS = ("cell", "rounds", "rps (geometric mean)", "vs best", f"{100 * (1 - FAMILY_ALPHA):g}% interval",
            "MDE at 80% power", "standing")
@@ -19,15 +18,7 @@ HEADERS = ("cell", "rounds", "rps (geometric mean)", "vs best", f"{100 * (1 - FA
 
 def load_finalists(path: Path) -> dict[str, Any] | None:
     """A run's finalists.json, or None when the run had no finalists stage."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise RecordError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-        raise RecordError(f"{path}: expected an object with a list of questions")
-    return data
+    return load_stage_file(path, "questions")
 
 
 def method_text(data: dict[str, Any]) -> str:

@@ -3,10 +3,12 @@ goes for a missed one (py-spy profiles), from micro-benchmarks and profiles made
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from forkwise.matrix.analysis.goal_provenance import Bench, Host, Profiles, run_host
 from forkwise.matrix.analysis.goals import Goal, evaluate
+from forkwise.matrix.analysis.paired import measured_pairs, paired_ratio, plans_of
 from forkwise.matrix.publish.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
 from forkwise.matrix.records.types import CellRecord
 
@@ -76,16 +78,40 @@ def profile_blocks(goal: Goal, profiles: dict[str, Profiles], host: Host | None)
     return blocks
 
 
-def run_goals(records: Sequence[CellRecord], bench: Bench | None) -> list[Goal]:
-    """The goals judged from the run's records and its micro-benchmarks (only those from its host)."""
+def run_goals(records: Sequence[CellRecord], bench: Bench | None,
+              goal_rounds: Mapping[str, Any] | None = None) -> list[Goal]:
+    """The goals judged from the run's records, its goal pairs' rounds and its micro-benchmarks (only
+    those from its host)."""
     results, _ = bench_blocks(bench, run_host(records))
-    return evaluate(records, results)
+    return evaluate(records, results, measured_pairs(goal_rounds))
 
 
-def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: dict[str, Profiles]) -> list[Block]:
+def pairs_blocks(goal_rounds: Mapping[str, Any] | None) -> list[Block]:
+    """Each goal pair's interleaved rounds: what was measured, the ratio and why the rounds stopped."""
+    if not goal_rounds:
+        return [Para("This run measured no goal pair interleaved: goals 1-3 are judged on the passes alone, "
+                     "launches minutes apart (a profile's [goals] rounds measures them).", "Goal pairs:")]
+    rows = []
+    for (plan, rounds), data in zip(plans_of(goal_rounds), goal_rounds["pairs"], strict=True):
+        p = paired_ratio(plan, rounds)
+        rows.append((str(plan.goal), plan.about, plan.mine, plan.theirs, f"c{plan.concurrency}", plan.metric,
+                     str(len(rounds)), fmt_ratio(p.ratio) if p else MISSING,
+                     f"{p.low:.2f}-{p.high:.2f}" if p else MISSING,
+                     f"{p.mde_pct:.1f}%" if p and p.mde_pct is not None else MISSING, data.get("stopped", "")))
+    return [Para("The cells each ratio goal turns on (chosen from the passes), booted side by side and loaded in "
+                 "randomized interleaved rounds at the goal's concurrency until the ratio's interval lay on one "
+                 "side of the target: the host's drift falls on both alike. Interval: Student's t, 95% "
+                 "(family-wise over a goal's pairs); MDE: the smallest change the rounds find with 80% power.",
+                 "Goal pairs:"),
+            Table(("goal", "pair", "mine", "theirs", "load", "metric", "rounds", "ratio", "interval", "MDE",
+                   "stopped"), tuple(rows))]
+
+
+def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: dict[str, Profiles],
+                  goal_rounds: Mapping[str, Any] | None = None) -> list[Block]:
     host = run_host(records)
     results, about_bench = bench_blocks(bench, host)
-    goals = evaluate(records, results)
+    goals = evaluate(records, results, measured_pairs(goal_rounds))
     rows = tuple(
         (str(g.number), g.goal, g.measured, fmt_ratio(g.ratio) if g.ratio is not None else MISSING,
          f"{g.interval[0]:.2f}-{g.interval[1]:.2f}" if g.interval else MISSING, g.target, g.result)
@@ -102,6 +128,7 @@ def goals_section(records: Sequence[CellRecord], bench: Bench | None, profiles: 
              "cells) lies above its target, missed when every cell's lies below, undecided otherwise: never "
              "the largest of many noisy ratios."),
         Table(("#", "goal", "measured", "ratio", "interval", "target", "result"), rows),
+        *pairs_blocks(goal_rounds),
     ]
     for goal in goals:
         if goal.met is False:

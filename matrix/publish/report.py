@@ -32,6 +32,7 @@ from forkwise.matrix.analysis.ordering import (
     servers_of,
     strategies_of,
 )
+from forkwise.matrix.analysis.paired import load_goal_rounds
 from forkwise.matrix.publish.article_report import article_section
 from forkwise.matrix.publish.database_report import database_section
 from forkwise.matrix.publish.document import (  # noqa: F401  (render_markdown, render_html: the renderers, re-exported)
@@ -70,7 +71,14 @@ from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY, axes
 from forkwise.matrix.records.budgets import Budgets
 from forkwise.matrix.records.roles import ROLES
-from forkwise.matrix.records.run_info import FINALISTS_FILE, RunInfo, as_run_info, bench_path, profiles_dir
+from forkwise.matrix.records.run_info import (
+    FINALISTS_FILE,
+    GOAL_ROUNDS_FILE,
+    RunInfo,
+    as_run_info,
+    bench_path,
+    profiles_dir,
+)
 from forkwise.matrix.records.types import BAD_INPUT, CellRecord
 
 LOG_TAIL_LINES = 10
@@ -110,6 +118,7 @@ class Extras:
     bench: Bench | None = None
     profiles: dict[str, Profiles] = field(default_factory=dict)
     finalists: dict[str, Any] | None = None  # the run's own finalists stage (finalists.json)
+    goal_rounds: dict[str, Any] | None = None  # the run's goal pairs measured interleaved (goal_rounds.json)
 
 
 def write_report(records: list[CellRecord], out_dir: Path, profile: str,
@@ -124,7 +133,7 @@ def write_report(records: list[CellRecord], out_dir: Path, profile: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = table_rows(run.records)
     extras = Extras(load_bench(bench_path(out_dir)), load_profiles(profiles_dir(out_dir)),
-                    load_finalists(out_dir / FINALISTS_FILE))
+                    load_finalists(out_dir / FINALISTS_FILE), load_goal_rounds(out_dir / GOAL_ROUNDS_FILE))
     outputs = {
         "RESULTS.md": render_markdown(build_document(run, rows, extras, with_plots=False)),
         "results.csv": render_csv(rows),
@@ -152,7 +161,8 @@ def _title(profile: str) -> str:
 def explorer_html(run: Run, rows: Sequence[dict[str, Any]], extras: Extras) -> str:
     """results.html: the explorer of the run's cells above the report's blocks (``explorer_page``)."""
     title = _title(run.profile)
-    part = Part(None, run.records, rows, run.budgets, run_goals(run.records, extras.bench), extras.finalists)
+    part = Part(None, run.records, rows, run.budgets, run_goals(run.records, extras.bench, extras.goal_rounds),
+                extras.finalists)
     return render_page(title, explorer_data(title, [part]), build_document(run, rows, extras, with_plots=True))
 
 # --- the document ----------------------------------------------------------------------------
@@ -175,7 +185,7 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
     blocks += article_section(records)
     blocks += finalists_section(extras.finalists)
     blocks += recommendation_section(records, run.budgets, with_plots)
-    blocks += goals_section(records, extras.bench, extras.profiles)
+    blocks += goals_section(records, extras.bench, extras.profiles, extras.goal_rounds)
     return blocks
 
 

@@ -15,10 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forkwise.errors import RecordError
+
 RUN_INFO_FILE = "run.json"
 # A run's own goal evidence, beside its records: the micro-benchmarks and the profiles of missed goals.
 BENCH_FOLDER, BENCH_FILE, PROFILES_FOLDER = "bench", "benchmarks.json", "profiles"
 FINALISTS_FILE = "finalists.json"  # the finalists stage's rounds (run.finalists)
+GOAL_ROUNDS_FILE = "goal_rounds.json"  # the ratio goals' pairs measured interleaved (run.goal_rounds)
+
+
+def load_stage_file(path: Path, list_key: str) -> dict[str, Any] | None:
+    """A stage's JSON file in a run's folder (finalists.json, goal_rounds.json): an object with a list
+    under `list_key`; None when the run had no such stage."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise RecordError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(list_key), list):
+        raise RecordError(f"{path}: expected an object with a list of {list_key}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,8 @@ class RunInfo:
     skipped_database: Mapping[str, Any] | None = None  # PostgreSQL cells skipped, and why
     # The finalists stage: its file, its concurrency, why each question stopped (matrix.run.finalists).
     finalists: Mapping[str, Any] | None = None
+    # The goal pairs measured interleaved: the file, each pair's rounds and why it stopped (matrix.run.goal_rounds).
+    goal_rounds: Mapping[str, Any] | None = None
     # What the run took of its goal evidence, or why not (matrix.goal_evidence.collect).
     goal_evidence: Mapping[str, Any] | None = None
     duration_s: float | None = None

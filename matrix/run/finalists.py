@@ -102,14 +102,14 @@ def _measure(question: Question, cells: list[CellRecord], prof: Profile, home: P
     window = Window(concurrency, settings.window_s, settings.warmup_s, patience_s)
     with contextlib.ExitStack() as stack:
         try:
-            booted = [Pending(r, prof, home) if in_turn else _boot(stack, r, prof, home) for r in cells]
+            booted = [Pending(r, prof, home) if in_turn else boot_cell(stack, r, prof, home) for r in cells]
         except ForkwiseError as exc:
             question.stopped = f"not measured: a finalist did not boot ({exc})"
             return
         started = time.monotonic()
         while True:
             try:
-                question.rounds.append(_one_round(booted, rng, window))
+                question.rounds.append(load_round(booted, rng, window))
             except FinalistError as exc:  # booted in turn, one did not boot this time
                 question.stopped = f"stopped after {len(question.rounds)} rounds: {exc}"
                 return
@@ -170,24 +170,25 @@ def _stop_reason(question: Question, settings: Any, elapsed_s: float) -> str:
     return ""
 
 
-def _one_round(booted: list, rng: random.Random, window: Window) -> dict[str, Any]:
+def load_round(booted: list, rng: random.Random, window: Window) -> dict[str, Any]:
     """Every finalist loaded once, in a random order (one booted in turn: for its window only)."""
     order = rng.sample(booted, len(booted))
-    rps, p99, errors = {}, {}, {}
+    rps, p50, p99, errors = {}, {}, {}, {}
     for finalist in order:
         with contextlib.ExitStack() as stack:
             if isinstance(finalist, Pending):
-                finalist = _boot(stack, finalist.record, finalist.prof, finalist.home)
+                finalist = boot_cell(stack, finalist.record, finalist.prof, finalist.home)
             result = run_load(finalist.url, finalist.bodies, concurrency=window.concurrency, warmup_s=window.warmup_s,
                               duration_s=window.window_s, intervals=1, timeout_s=window.patience_s)
         cell_id = finalist.cell.id
         failed = result.timeout + result.connect + result.http_4xx + result.http_5xx
         rps[cell_id] = round(result.ok / result.duration_s, 1) if result.duration_s > 0 and not failed else 0.0
-        p99[cell_id], errors[cell_id] = round(result.latency_ms["p99"], 3), failed
-    return {"order": [f.cell.id for f in order], "rps": rps, "p99_ms": p99, "errors": errors}
+        p50[cell_id], p99[cell_id] = round(result.latency_ms["p50"], 3), round(result.latency_ms["p99"], 3)
+        errors[cell_id] = failed
+    return {"order": [f.cell.id for f in order], "rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
 
 
-def _boot(stack: contextlib.ExitStack, record: CellRecord, prof: Profile, home: Path) -> Finalist:
+def boot_cell(stack: contextlib.ExitStack, record: CellRecord, prof: Profile, home: Path) -> Finalist:
     """One finalist's deployment, started and answering correctly, owned by `stack`."""
     cell = record.cell
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="forkwise-finalist-")))

@@ -26,8 +26,9 @@ from pathlib import Path
 import forkwise
 from forkwise.errors import ConfigError
 from forkwise.matrix.analysis.goals import evaluate, record_profile_label
+from forkwise.matrix.analysis.paired import PairRatio, load_goal_rounds, measured_pairs
 from forkwise.matrix.records.axes import Cell
-from forkwise.matrix.records.run_info import bench_path, profiles_dir
+from forkwise.matrix.records.run_info import GOAL_ROUNDS_FILE, bench_path, profiles_dir
 from forkwise.matrix.records.types import CellRecord
 from forkwise.matrix.run.profile import Profile
 from forkwise.matrix.run.profiling import find_py_spy
@@ -49,9 +50,10 @@ class Target:
         return record_profile_label(self.record, self.concurrency)
 
 
-def missed_goal_targets(records: Sequence[CellRecord]) -> list[Target]:
-    """The cells (one launch each, the last) and concurrencies of every goal the run missed."""
-    wanted = {label for goal in evaluate(records, {}) if goal.met is False for label in goal.cells}
+def missed_goal_targets(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()) -> list[Target]:
+    """The cells (one launch each, the last) and concurrencies of every goal the run missed (goals 1-3
+    judged on the run's goal pairs measured interleaved, where it has them)."""
+    wanted = {label for goal in evaluate(records, {}, paired) if goal.met is False for label in goal.cells}
     found: dict[str, Target] = {}
     for record in records:
         for level in record.load:
@@ -97,7 +99,8 @@ def profile_missed_goals(records: Sequence[CellRecord], run_dir: Path,
     records: a profiled launch is slowed by its profiler and is not a measurement)."""
     folder = profiles_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return {target.label: profile_cell(target, folder) for target in missed_goal_targets(records)}
+    paired = measured_pairs(load_goal_rounds(run_dir / GOAL_ROUNDS_FILE))
+    return {target.label: profile_cell(target, folder) for target in missed_goal_targets(records, paired)}
 
 
 def cell_of(record: CellRecord) -> Cell:

@@ -98,9 +98,19 @@ class GoalSettings:
     # After the cells: py-spy profiles of every cell of a missed performance goal and the
     # micro-benchmarks, taken by the run on its own machine into its folder (matrix.goal_evidence).
     evidence: bool = False
+    # After the finalists: the pair each ratio goal (1-3) turns on, loaded in interleaved rounds until its
+    # interval lies on one side of the target, at most this many rounds (matrix.run.goal_rounds); 0: none.
+    rounds: int = 0
+    min_rounds: int = 6
+    window_s: float = 1.5  # each cell's measured seconds in a round
+    warmup_s: float = 0.5  # each cell's unmeasured load before its window
 
     def __post_init__(self) -> None:
         _setting(checks.BOOL)("goals.evidence", self.evidence)
+        _setting(checks.INT, checks.above(0, inclusive=True))("goals.rounds", self.rounds)
+        _setting(checks.INT, checks.above(2, inclusive=True))("goals.min_rounds", self.min_rounds)
+        _setting(checks.FLOAT, checks.above(0))("goals.window_s", self.window_s)
+        _setting(checks.FLOAT, checks.above(0, inclusive=True))("goals.warmup_s", self.warmup_s)
 
 
 BOOT_MODES = ("auto", "in-turn")

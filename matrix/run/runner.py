@@ -28,7 +28,7 @@ from forkwise.matrix.records.hosts import WHOLE, Shard
 from forkwise.matrix.records.jsonl import RECORDS_FILE, append_record, read_records
 from forkwise.matrix.records.run_info import RUN_INFO_FILE, saved_run_info
 from forkwise.matrix.records.types import SCHEMA_VERSION, CellRecord
-from forkwise.matrix.run import finalists, goal_evidence
+from forkwise.matrix.run import finalists, goal_evidence, goal_rounds
 from forkwise.matrix.run.cell_process import HostWatch, run_cell_process
 
 # The profile's names, re-exported: what `forkwise matrix` runs is read here.
@@ -226,6 +226,8 @@ def run_matrix(profile: str, only: list[str], out: Path | None, resume: bool, pl
     run_passes(prof, cells, launches, records_path, home, host, progress)
     if prof.finalists.enabled and shard == WHOLE:  # a shard holds part of each question
         run_info["finalists"] = finalists.run_stage(out, list(read_records(records_path)), prof, budgets, home)
+    if prof.goals.rounds and shard == WHOLE:  # a shard may hold one cell of a pair
+        run_info["goal_rounds"] = goal_rounds.run_stage(out, list(read_records(records_path)), prof, home)
     if prof.goals.evidence and shard == WHOLE:  # a shard has part of the goals: the merged run has them
         measured = combine_all(read_records(records_path))
         run_info["goal_evidence"] = goal_evidence.collect(out, measured, prof, home)
