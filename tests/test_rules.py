@@ -39,3 +39,12 @@ def test_a_stall_is_the_longest_stretch_in_which_every_counter_grew_less_than_th
     busy_peer = [(at, (a, at * fast)) for at, (a, _) in points]
     assert longest_stall(busy_peer) == 0.0  # the model server computed throughout: not a stall
     assert longest_stall([]) == 0.0
+
+
+def test_a_change_for_disruptions_only_leaves_a_steady_cells_verdict_under_todays_rules():
+    disruption_rule = rules.CHANGES[-1]
+    assert disruption_rule.disruptions_only and disruption_rule.date > rules.CHANGES[-2].date
+    steady = dataclasses.replace(launch("lazy", {1: 100.0}), judged_by=rules.CHANGES[-2].date)
+    assert rules.changed_since(steady.judged_by, disrupted=False) == ()
+    assert rules.changed_since(steady.judged_by, disrupted=True) == (disruption_rule,)
+    assert rules_note([steady]) == []  # nothing that could move a steady cell's verdict changed since

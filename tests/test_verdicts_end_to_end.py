@@ -187,3 +187,15 @@ def test_a_failure_with_out_of_memory_in_the_log_is_oom(cell):
     assert record.verdict is Verdict.OOM, record.evidence
     assert record.evidence.findings[0].startswith("out of memory (otherwise ERROR); the server log shows: ")
     assert "CUDA out of memory" in record.evidence.findings[0]
+
+
+def test_a_neighbour_that_starts_computing_after_the_event_leaves_a_recovered_cell_ok(cell):
+    """kill-worker on a strategy whose replacement worker starts a busy neighbour on every core: the
+    rate after the event falls with the cores the neighbour takes, and the cell is still judged
+    recovered, since recovery is judged against what the rest of the machine left it."""
+    record = cell("thirdparty-neighbour-after-respawn", "--scenario", "kill-worker")
+    d = record.disruption
+    assert d is not None and d.at_s is not None and len(d.host_shares) == len(d.rps_samples)
+    event = int(d.at_s / d.interval_s)
+    assert min(d.host_shares[event + 2:]) < 0.6, d.host_shares  # the neighbour took cores after the event
+    assert record.verdict is Verdict.OK and d.recovered, findings(record)

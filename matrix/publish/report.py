@@ -227,8 +227,10 @@ def verdict_section(records: Sequence[CellRecord]) -> list[Block]:
 def rules_note(records: Sequence[CellRecord]) -> list[Block]:
     """Verdicts made under older rules say so, with what changed since (records.rules)."""
     blocks: list[Block] = []
-    for date, count in sorted(rules.older_rules([r.rules for r in records]).items()):
-        failing = [f"{r.cell_id} {r.verdict.value}" for r in records if r.rules == date and not r.verdict.ok]
+    judged = [(r.rules, r.disruption is not None) for r in records]
+    for date, count in sorted(rules.older_rules(judged).items()):
+        failing = [f"{r.cell_id} {r.verdict.value}" for r in records if r.rules == date and not r.verdict.ok
+                   and rules.changed_since(date, r.disruption is not None)]
         changes = "; ".join(f"{c.date}: {c.what}" for c in rules.changed_since(date))
         rule = f"the rules {date}" if date == rules.BEFORE_FIRST else f"the rule of {date}"
         blocks.append(Para(f"{count} cells were judged by {rule}"

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RuleChange:
-    date: str  # ISO day the rule took effect
+    date: str  # ISO day the rule took effect (".2": the day's second change), ordered as text
     what: str  # what changed, for a report's reader
+    disruptions_only: bool = False  # it can move only a disrupted cell's verdict (a reliability scenario)
 
 
 # Newest last. Only changes that can move a verdict are listed.
@@ -26,6 +27,10 @@ CHANGES: tuple[RuleChange, ...] = (
                              "unanswered within the cell's fixed timeout was a HANG)"),
     RuleChange("2026-12-07", "a request left unanswered is also a HANG when one worker made no CPU progress for a "
                              "request timeout while the rest of the deployment computed (before: an ERROR)"),
+    RuleChange("2026-12-07.2", "a disrupted cell's recovery is judged on its rates divided by the share of the "
+                               "machine's cores the rest of the machine left it (before: on the raw rates, so a "
+                               "neighbour that started computing after the event made a recovered cell a CRASH)",
+               disruptions_only=True),
 )
 CURRENT = CHANGES[-1].date
 BEFORE_FIRST = "before " + CHANGES[0].date
@@ -42,13 +47,13 @@ def inferred(judged_by: str, day: str, progress_watched: bool) -> str:
     return BEFORE_FIRST
 
 
-def changed_since(judged_by: str) -> tuple[RuleChange, ...]:
-    """The rule changes a record judged by `judged_by` did not see."""
-    if judged_by == BEFORE_FIRST:
-        return CHANGES
-    return tuple(c for c in CHANGES if c.date > judged_by)
+def changed_since(judged_by: str, disrupted: bool = True) -> tuple[RuleChange, ...]:
+    """The rule changes a record judged by `judged_by` did not see (of a cell without a disruption:
+    those that could move its verdict)."""
+    changes = CHANGES if judged_by == BEFORE_FIRST else tuple(c for c in CHANGES if c.date > judged_by)
+    return tuple(c for c in changes if disrupted or not c.disruptions_only)
 
 
-def older_rules(judged: Iterable[str]) -> Counter[str]:
-    """Of the rules dates of a run's records, those older than today's, with their counts."""
-    return Counter(date for date in judged if changed_since(date))
+def older_rules(judged: Iterable[tuple[str, bool]]) -> Counter[str]:
+    """Of a run's records' (rules date, disrupted), the dates older than today's for them, with their counts."""
+    return Counter(date for date, disrupted in judged if changed_since(date, disrupted))

@@ -199,6 +199,10 @@ class Disruption:
     # The longest stretch in which one worker used no CPU while no model server computed either
     # (matrix.run.progress): a worker blocked while the others served. None: not watched.
     longest_worker_stall_s: float | None = None
+    # Per interval of rps_samples: the share of the machine's cores the rest of the machine (a neighbour,
+    # the hypervisor) left to the deployment and its load; recovery is judged on the rates divided by it
+    # (matrix.run.scenarios.host_adjusted). Empty: not measured (records before 2026-12-07).
+    host_shares: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

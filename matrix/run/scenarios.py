@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 
 INTERVAL_S = 0.25  # throughput is sampled this often, to see the dip and the recovery
+WARMUP_S = 0.5  # the scenario's load before its measured window
 RECOVERED_AT = 0.8  # recovered: an interval back at 80% of the throughput before the event
 # A disrupted deployment has this many of its own cold starts (measured by the same cell) to
 # recover: a replacement worker or model server loads the model once, a graceful reload twice
@@ -45,6 +46,10 @@ RECOVERED_AT = 0.8  # recovered: an interval back at 80% of the throughput befor
 # grow together, so the verdict does not follow the host's speed.
 RECOVERY_COLD_STARTS = 3.0
 SEEN_BACK_S = 1.0  # plus this long, to see the rate back in the samples
+# Recovery is judged on each interval's rate as if the rest of the machine had left the deployment
+# every core (``host_adjusted``): a neighbour that starts computing after the event lowers the rate
+# but not the verdict. Below this share the interval says too little to scale it up further.
+MIN_HOST_SHARE = 0.25
 
 
 def recovery_allowance_s(cold_start_s: float) -> float:
@@ -154,6 +159,14 @@ def longest_stall_s(samples: tuple[float, ...]) -> tuple[float, float]:
     return longest * INTERVAL_S, run * INTERVAL_S
 
 
+def host_adjusted(samples: tuple[float, ...], shares: tuple[float, ...]) -> tuple[float, ...]:
+    """Each interval's rate divided by the share of the machine's cores the rest of the machine left
+    (``ProgressWatch.host_shares``; none measured: the rates as they are)."""
+    if len(shares) != len(samples):
+        return samples
+    return tuple(rate / max(share, MIN_HOST_SHARE) for rate, share in zip(samples, shares, strict=True))
+
+
 def _recovery(samples: tuple[float, ...], event_at: float | None,
               allowance_s: float) -> tuple[float | None, bool]:
     """Seconds from the event to the first interval back at 80% of the rate before it, within
@@ -190,6 +203,7 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     event_at, window = window_s(duration_s, allowance)
     started = time.monotonic()
     result, note = _load_with_event(run, v, scenario, rows_per_body, event_at, window, timeout_s)
+    window_started = started + WARMUP_S  # the driver's measured intervals start after its warm-up
     ended = time.monotonic()
     idle_s = run.progress.longest_idle_s(started, ended) if run.progress is not None else None
     worker_stall_s = run.progress.longest_worker_stall_s(started, ended) if run.progress is not None else None
@@ -203,7 +217,9 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     stall, tail = longest_stall_s(samples)
     # Without an event, a stall still running at the window's end is followed until it ends.
     tail_probe = TailProbe(run, v, timeout_s).settle(tail, allowance) if tail and not scenario.event else None
-    recovery_s, recovered = _recovery(samples, event_at if scenario.event else None, allowance)
+    shares = (run.progress.host_shares(window_started, INTERVAL_S, len(samples)) if run.progress is not None
+              else ())
+    recovery_s, recovered = _recovery(host_adjusted(samples, shares), event_at if scenario.event else None, allowance)
     if tail_probe is not None:
         stall = max(stall, tail_probe.stall_s)
         wrong += tail_probe.wrong
@@ -215,7 +231,7 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
         failed=ErrorCounts(timeout=result.timeout, connect=result.connect, http_4xx=result.http_4xx,
                            http_5xx=result.http_5xx, wrong=wrong),
         http_503=result.http_503, unacknowledged=result.unacknowledged + (tail_probe.unanswered if tail_probe else 0),
-        recovery_s=recovery_s, recovered=recovered, rps_samples=samples, interval_s=INTERVAL_S,
+        recovery_s=recovery_s, recovered=recovered, rps_samples=samples, interval_s=INTERVAL_S, host_shares=shares,
         workers_answering=tuple(sorted(workers)), longest_stall_s=round(stall, 2),
         recovery_allowance_s=round(allowance, 2), longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
         blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,
@@ -231,18 +247,17 @@ def _load_with_event(run: RunningCell, v: Verification, scenario: Scenario, rows
 
     d = run.launch.deployment
     bodies = [json.dumps(v.payload(rows)).encode() for rows in rows_per_body]
-    warmup_s = 0.5
     fired: dict[str, object] = {}
 
     def fire(event: Callable) -> None:
-        time.sleep(warmup_s + event_at)
+        time.sleep(WARMUP_S + event_at)
         fired["note"] = event(run)
 
     timer = threading.Thread(target=fire, args=(scenario.event,), daemon=True) if scenario.event else None
     if timer:
         timer.start()
     result = run_load(f"http://{d.host}:{d.port}/predict", bodies, concurrency=scenario.concurrency,
-                      warmup_s=warmup_s, duration_s=window, intervals=max(3, round(window / INTERVAL_S)),
+                      warmup_s=WARMUP_S, duration_s=window, intervals=max(3, round(window / INTERVAL_S)),
                       timeout_s=timeout_s, driver="builtin", sample_every=1)
     if timer:
         timer.join()

@@ -159,6 +159,37 @@ class OneWorkerOnly(Correct):
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # the second worker waits here for good
 
 
+_SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
+# Starts the spinners in their own session and exits at once: they are nobody's in the deployment.
+_LAUNCH = ("import os, subprocess, sys\nfor _ in range(os.cpu_count() or 1):\n"
+           "    subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]], start_new_session=True)\n")
+
+
+class NeighbourAfterRespawn(Correct):
+    """Keeps every promise, but a worker started well after the first ones (the one a kill-worker
+    scenario's master starts in place of the killed one) starts a busy neighbour: one process
+    spinning on each core for NEIGHBOUR_S, outside the deployment's process tree, each ending by
+    itself. The rate after the event falls with the cores the neighbour takes, not with anything
+    the deployment did: recovery judged against what the host allowed keeps the cell OK."""
+
+    name = "thirdparty-neighbour-after-respawn"
+    RESPAWN_AFTER_S = 2.0  # the first workers start together; the scenario's event comes seconds later
+    NEIGHBOUR_S = 6.0
+
+    def post_fork(self):
+        marker = self.settings.run_dir / "thirdparty-first-worker-started"
+        with open(marker, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            first = f.read()
+            if not first:
+                f.write(str(time.time()))
+        if first and time.time() - float(first) > self.RESPAWN_AFTER_S:
+            import subprocess
+
+            subprocess.run([sys.executable, "-c", _LAUNCH, _SPIN, str(self.NEIGHBOUR_S)], check=True)
+
+
 class OutOfMemory(Correct):
     """Every request fails with an allocator's out-of-memory error in the log (OOM)."""
 
