@@ -20,7 +20,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from forkwise.matrix.records.types import Disruption, ErrorCounts, LoadLevel, Verdict
+from forkwise.matrix.records.observations import (
+    Answers,
+    BadInputSeen,
+    DisruptionSeen,
+    LogSeen,
+    RowsSeen,
+    VerificationSeen,
+    Workers,
+)
+from forkwise.matrix.records.types import BootReadiness, Disruption, LoadLevel, Verdict, WindowReadiness
 
 SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
                                  Verdict.LOST)
@@ -63,104 +72,6 @@ def most_severe(verdicts: Iterable[Verdict]) -> Verdict:
     if Verdict.OOM in failed:
         return Verdict.OOM
     return min(failed, key=SEVERITY.index) if failed else Verdict.OK
-
-
-# --- observations --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answers:
-    """What a phase's requests got, by kind. A timeout is a request given up on without an
-    answer; the cell says why when it watched the deployment's CPU time while waiting."""
-
-    ok: int = 0
-    wrong: int = 0  # 200 answers off the reference
-    timeout: int = 0
-    stalled: int = 0  # of timeout: given up on because the deployment made no CPU progress
-    busy: int = 0  # of timeout: given up on at a ceiling while the deployment kept computing
-    connect: int = 0  # refused or reset connections
-    http_4xx: int = 0
-    http_5xx: int = 0  # 503 included
-
-    @property
-    def total(self) -> int:
-        return self.ok + self.wrong + self.timeout + self.connect + self.http_4xx + self.http_5xx
-
-    @property
-    def unwatched(self) -> int:
-        """Timeouts given up on without watching the deployment's progress."""
-        return max(0, self.timeout - self.stalled - self.busy)
-
-
-@dataclass(frozen=True)
-class Workers:
-    """The web workers as the cell's watch saw them (forkwise.matrix.run.resources.WorkerWatch)."""
-
-    configured: int
-    seen: tuple[int, ...] = ()  # every worker pid ever seen, in order of appearance
-    vanished: tuple[int, ...] = ()  # pids that disappeared while the master lived
-
-    @property
-    def died(self) -> bool:
-        return bool(self.vanished) or len(self.seen) > self.configured
-
-    @property
-    def first(self) -> tuple[int, ...]:
-        """The workers the deployment started with."""
-        return self.seen[: self.configured]
-
-
-@dataclass(frozen=True)
-class VerificationSeen:
-    """What verification saw: readiness, the first answer, every verification reply."""
-
-    healthy: bool  # /healthz answered before the boot deadline
-    first: str  # how the first-answer phase ended: "ok", or the reply kind that stopped it
-    answers: Answers
-    workers_answered: int  # distinct workers that answered correctly
-    workers: Workers
-    server_alive: bool  # the server process still ran when verification ended
-    patience_s: float = 0.0  # how long a request was waited for once the cell answered
-
-
-@dataclass(frozen=True)
-class RowsSeen:
-    """The database against the answers: acknowledged rows must exist with the same outputs,
-    and no other row may exist beyond `slack` (requests whose answers never came back)."""
-
-    acknowledged: int
-    missing: tuple[int, ...] = ()  # acknowledged ids the table lacks
-    differing: tuple[int, ...] = ()  # acknowledged ids stored with another output
-    total: int = 0  # rows the table holds
-    slack: int = 0
-
-    @property
-    def intact(self) -> int:
-        return self.acknowledged - len(self.missing) - len(self.differing)
-
-    @property
-    def extra(self) -> int:
-        return self.total - self.acknowledged
-
-
-@dataclass(frozen=True)
-class DisruptionSeen:
-    """A reliability scenario under load (forkwise.matrix.run.scenarios) and the workers around it."""
-
-    scenario: str
-    has_event: bool  # one event (a kill, a reload) part-way through, not a whole-window condition
-    disrupts_workers: bool  # worker deaths are the scenario itself, not a crash
-    disruption: Disruption
-    workers: Workers
-
-
-@dataclass(frozen=True)
-class BadInputSeen:
-    """The bad-input campaign and the verification after it."""
-
-    campaign: ErrorCounts  # malformed payloads that got no clean 4xx: timeouts, failed connections, 5xx
-    after: Answers  # verification replies, counted over the whole cell
-    verified_after: int  # verification requests sent after the campaign
 
 
 # --- verification, rows, load, disruption, bad input ---------------------------------------
@@ -329,6 +240,32 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
     return Judgement.of(failures)
 
 
+# --- readiness ------------------------------------------------------------------------------
+
+
+def judge_readiness(boot: BootReadiness | None, window: WindowReadiness | None, resolution_s: float,
+                    allowance_s: float) -> Judgement:
+    """/readyz against what the deployment answered (matrix.run.readiness). An ERROR when, at boot,
+    it said ready longer than the probes can resolve (`resolution_s`) before a request sent then was
+    answered, or answered longer than the cell's recovery allowance before it said ready; or when, in
+    a disruption's window, it said the opposite of what the deployment answered for longer than that
+    allowance (3 of its own cold starts and a second): an orchestrator would have routed traffic to a
+    broken deployment, or held it from a working one, for longer than a recovery takes."""
+    failures = []
+    if boot is not None and boot.ready_early_s > resolution_s:
+        failures.append((Verdict.ERROR, f"/readyz said ready {boot.ready_early_s:.2f} s before a request was answered "
+                                        f"correctly (the probes resolve {resolution_s:.2f} s)"))
+    if boot is not None and boot.ready_late_s > allowance_s:
+        failures.append((Verdict.ERROR, f"the deployment answered correctly {boot.ready_late_s:.1f} s before /readyz "
+                                        f"said ready (allowed: {allowance_s:.1f} s)"))
+    if window is not None and window.longest_lie_s > allowance_s:
+        failures.append((Verdict.ERROR, f"/readyz said the opposite of what the deployment answered for "
+                                        f"{window.longest_lie_s:.1f} s in a row during the scenario (ready while "
+                                        f"failing {window.ready_while_failing_s:.1f} s, not ready while serving "
+                                        f"{window.not_ready_while_serving_s:.1f} s; allowed: {allowance_s:.1f} s)"))
+    return Judgement.of(failures)
+
+
 # --- out of memory --------------------------------------------------------------------------
 
 # What an out-of-memory error looks like in any server's log, whichever runtime raised it: XLA/JAX
@@ -336,16 +273,6 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
 # of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM. A server's
 # own lines come with the log (LogSeen), from its adapter.
 GENERIC_OOM_LINES = r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError"
-
-
-@dataclass(frozen=True)
-class LogSeen:
-    """The end of a server log, and what its server says about its own lines (regular expressions,
-    from the server's adapter): which show an out-of-memory error, and which only read like one."""
-
-    text: str
-    oom_lines: tuple[str, ...] = ()
-    oom_false_alarms: tuple[str, ...] = ()  # removed from a line before it is read for OOM (a guess)
 
 
 def oom_evidence(log: LogSeen) -> str | None:

@@ -41,10 +41,13 @@ def test_a_stall_is_the_longest_stretch_in_which_every_counter_grew_less_than_th
     assert longest_stall([]) == 0.0
 
 
-def test_a_change_for_disruptions_only_leaves_a_steady_cells_verdict_under_todays_rules():
-    disruption_rule = rules.CHANGES[-1]
-    assert disruption_rule.disruptions_only and disruption_rule.date > rules.CHANGES[-2].date
-    steady = dataclasses.replace(launch("lazy", {1: 100.0}), judged_by=rules.CHANGES[-2].date)
-    assert rules.changed_since(steady.judged_by, disrupted=False) == ()
-    assert rules.changed_since(steady.judged_by, disrupted=True) == (disruption_rule,)
-    assert rules_note([steady]) == []  # nothing that could move a steady cell's verdict changed since
+def test_a_change_for_disruptions_only_never_moves_a_steady_cells_verdict():
+    disruption_rule = next(c for c in rules.CHANGES if c.disruptions_only)
+    before = rules.CHANGES[rules.CHANGES.index(disruption_rule) - 1]
+    assert disruption_rule.date > before.date
+    assert disruption_rule not in rules.changed_since(before.date, disrupted=False)
+    assert disruption_rule in rules.changed_since(before.date, disrupted=True)
+    steady = dataclasses.replace(launch("lazy", {1: 100.0}), judged_by=before.date)
+    later = [c for c in rules.CHANGES if c.date > before.date and not c.disruptions_only]
+    (note,) = rules_note([steady]) if later else ([],)
+    assert disruption_rule.what not in getattr(note, "text", "")  # a steady cell is not told of it

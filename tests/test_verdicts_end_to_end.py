@@ -199,3 +199,12 @@ def test_a_neighbour_that_starts_computing_after_the_event_leaves_a_recovered_ce
     event = int(d.at_s / d.interval_s)
     assert min(d.host_shares[event + 2:]) < 0.6, d.host_shares  # the neighbour took cores after the event
     assert record.verdict is Verdict.OK and d.recovered, findings(record)
+
+
+def test_a_readiness_probe_that_says_ready_while_requests_fail_is_an_error(cell, correct):
+    """/readyz says ready (the warm-up answered) while every request gets a 503 for 2.5 s: ERROR, with
+    how long it lied; a correct cell's probe said ready no earlier than it served."""
+    record = cell("thirdparty-ready-too-soon")
+    assert record.verdict is Verdict.ERROR and "/readyz said ready" in findings(record)
+    assert record.readiness is not None and record.readiness.ready_early_s >= 1.5
+    assert correct.readiness is not None and correct.readiness.ready_early_s == 0.0

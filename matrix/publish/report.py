@@ -52,6 +52,7 @@ from forkwise.matrix.publish.explorer import Part, explorer_data
 from forkwise.matrix.publish.explorer_page import render_page
 from forkwise.matrix.publish.finalists_report import finalists_section, load_finalists
 from forkwise.matrix.publish.goals_report import goals_section, run_goals
+from forkwise.matrix.publish.lifecycle_report import lifecycle_section
 from forkwise.matrix.publish.model_server_report import model_server_section
 from forkwise.matrix.publish.plots import plot_section
 from forkwise.matrix.publish.recommend_report import recommendation_section
@@ -179,6 +180,7 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
     blocks += gpu_memory_section(records)
     blocks += database_section(records)
     blocks += reliability_section(records)
+    blocks += lifecycle_section(records)
     if with_plots:
         blocks += plot_section(records)
     blocks += failing_section(records)
@@ -231,7 +233,8 @@ def rules_note(records: Sequence[CellRecord]) -> list[Block]:
     for date, count in sorted(rules.older_rules(judged).items()):
         failing = [f"{r.cell_id} {r.verdict.value}" for r in records if r.rules == date and not r.verdict.ok
                    and rules.changed_since(date, r.disruption is not None)]
-        changes = "; ".join(f"{c.date}: {c.what}" for c in rules.changed_since(date))
+        disrupted = any(d for r_date, d in judged if r_date == date)
+        changes = "; ".join(f"{c.date}: {c.what}" for c in rules.changed_since(date, disrupted))
         rule = f"the rules {date}" if date == rules.BEFORE_FIRST else f"the rule of {date}"
         blocks.append(Para(f"{count} cells were judged by {rule}"
                            + (f" (not OK: {', '.join(failing)})" if failing else "")
@@ -366,7 +369,8 @@ def reliability_section(records: Sequence[CellRecord]) -> list[Block]:
         Para("Each scenario loads the cell with the built-in driver at concurrency 8 (32 for db-contention) and "
              "disrupts it a third of the way in. Failed requests: timeouts, refused or reset connections and 5xx "
              "(503 shown apart: the deployment said 'retry later'). Recovery: from the event to the first 0.25 s "
-             "interval back at 80% of the throughput before it. Rows lost: acknowledged rows missing or changed."),
+             "interval back at 80% of the throughput before it, each interval's rate divided by the share of "
+             "the cores the rest of the machine left it. Rows lost: acknowledged rows missing or changed."),
         Table(("scenario", "strategy", "server", "verdict", "event", "failed requests", "of which 503",
                "recovery s", "rows lost", "answered 200"), tuple(rows)),
     ]

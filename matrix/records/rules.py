@@ -31,6 +31,10 @@ CHANGES: tuple[RuleChange, ...] = (
                                "machine's cores the rest of the machine left it (before: on the raw rates, so a "
                                "neighbour that started computing after the event made a recovered cell a CRASH)",
                disruptions_only=True),
+    RuleChange("2026-12-07.3", "a cell whose /readyz said ready while requests failed (at boot: longer than the probes "
+                               "resolve; in a disruption: longer than its recovery allowance), or stayed not ready "
+                               "while it served for longer than that allowance, is an ERROR (before: /readyz was "
+                               "not polled)"),
 )
 CURRENT = CHANGES[-1].date
 BEFORE_FIRST = "before " + CHANGES[0].date

@@ -21,6 +21,7 @@ from forkwise.errors import ConfigError, RecordError
 from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import Cell, WithAxes, axis_names
 from forkwise.matrix.records.codec import decode, encode
+from forkwise.matrix.records.lifecycle import BootReadiness, WindowReadiness
 
 SCHEMA_VERSION = 1
 # The scenario names a record's analysis reads (the run's scenarios module owns the rest).
@@ -203,6 +204,7 @@ class Disruption:
     # the hypervisor) left to the deployment and its load; recovery is judged on the rates divided by it
     # (matrix.run.scenarios.host_adjusted). Empty: not measured (records before 2026-12-07).
     host_shares: tuple[float, ...] = ()
+    readiness: WindowReadiness | None = None  # None: not polled (records before 2026-12-07)
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,7 @@ class CellRecord(WithAxes):
     # made before records said: ``rules`` then infers it from what the record observed.
     judged_by: str = ""
     model_server: ModelServerStats | None = None  # None: no model server, or it reported nothing
+    readiness: BootReadiness | None = None  # /readyz at boot; None: not polled (records before 2026-12-07)
     schema_version: int = SCHEMA_VERSION
 
     @property

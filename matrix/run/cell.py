@@ -12,10 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +34,25 @@ from forkwise.deploy import (
 from forkwise.matrix import verdicts
 from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY
-from forkwise.matrix.records.types import BAD_INPUT, CellRecord, Disruption, Evidence, LoadLevel, Memory, OpenLoop
+from forkwise.matrix.records.types import (
+    BAD_INPUT,
+    BootReadiness,
+    CellRecord,
+    Disruption,
+    Evidence,
+    LoadLevel,
+    Memory,
+    OpenLoop,
+)
 from forkwise.matrix.run import environment, resources, scenarios
 from forkwise.matrix.run.cell_load import load_levels, open_loop_phase
+from forkwise.matrix.run.cell_verify import verify
 from forkwise.matrix.run.evidence import hung_workers_finding, server_log_evidence
 from forkwise.matrix.run.http import post_json, request
 from forkwise.matrix.run.model_server import model_server_stats
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
+from forkwise.matrix.run.readiness import BOOT_RESOLUTION_S, ReadinessWatch, boot_truth
 from forkwise.matrix.run.stacks import dump_stacks
 from forkwise.matrix.run.verification import Verification
 from forkwise.matrix.verdicts import Judgement
@@ -61,7 +70,6 @@ RTOL, ATOL = 1e-5, 1e-6
 # Set by the matrix runner: the file where a cell says what it is doing, so that a cell that misses
 # its deadline can be told from a hung deployment (matrix.runner, verdicts.judge_missed_deadline).
 PHASE_FILE_VAR = "FORKWISE_PHASE_FILE"
-BUSY_BODY_SHARE = 8  # the larger verification requests stay within this share of the body limit
 # Once a cell has answered, no request of it is given up on before this many of its own cold
 # starts (and never before the profile's request timeout): a request that reaches a worker
 # still loading its model waits about one cold start, so the patience follows the host's speed.
@@ -78,6 +86,8 @@ class CellRun:
         self.findings: list[str] = []
         self.launch: Launch | None = None
         self.progress: ProgressWatch | None = None
+        self.readiness: BootReadiness | None = None  # /readyz against the first answer (run.readiness)
+        self.first_tries: list[tuple[float, bool]] = []  # first-answer requests: (sent, after launch; correct)
         self.created = time.monotonic()
         self.memory: Memory | None = None
         self.load_levels: tuple[LoadLevel, ...] = ()
@@ -142,10 +152,12 @@ class CellRun:
         deadline = self.launched.group.started_at + self.cell.boot_timeout_s
         last, tries = "boot", Counter[str]()
         while time.monotonic() < deadline and self.launched.group.alive():
+            sent = self._elapsed()
             reply = post_json(d.host, d.port, "/predict", v.payload([0]), self.cell.request_timeout_s,
                               keep_waiting=self.still_computing, ceiling_s=max(1.0, deadline - time.monotonic()))
             last = reply.kind
             tries[last] += 1
+            self.first_tries.append((sent, last == "ok" and v.compare(reply.body, [0])[0]))
             if last in ("ok", "timeout") or (last == "5xx" and reply.status != 503):
                 last = v.check(reply, [0], self._elapsed())
                 self.timings["first_request_s"] = reply.elapsed_s
@@ -164,42 +176,6 @@ class CellRun:
         else:
             self.findings.append(f"no correct answer within {self.cell.boot_timeout_s} s; replies: {dict(tries)}")
         return last
-
-    def verify(self, v: Verification) -> None:
-        """K requests at a concurrency of at least the number of workers; stop early once hung."""
-        d = self.launched.deployment
-        concurrency = max(4, d.workers * d.threads)
-        hung = threading.Event()
-
-        def one(i: int, size: int) -> None:
-            if hung.is_set():
-                return
-            rows = [(i * 7 + j) % len(v.inputs) for j in range(size)]
-            # A worker may still be loading its model (a lazy one, or one whose first request
-            # imports the runtime): wait while the deployment computes, up to the cell's patience.
-            reply = post_json(d.host, d.port, "/predict", v.payload(rows), self.cell.request_timeout_s,
-                              keep_waiting=self.still_computing, ceiling_s=self.patience_s)
-            if reply.kind == "timeout":
-                v.note(f"a verification request: {reply.error}")
-            if v.check(reply, rows, self._elapsed()) == "timeout" and v.kinds["timeout"] >= concurrency:
-                hung.set()
-
-        budget = self.cell.verify_requests
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda i: one(i, 1 + i % 3), range(budget)))
-            # Until every worker has answered: a fast app lets one worker take every connection,
-            # and a worker may still be loading the model when another already answers. Larger
-            # requests keep each worker busy longer, so concurrent ones reach the others. Bounded
-            # by the boot deadline: a worker that never answers by then makes the cell WRONG.
-            deadline = self.launched.group.started_at + self.cell.boot_timeout_s
-            busy, round_no = v.busy_rows(d.settings.max_body_bytes // BUSY_BODY_SHARE), 1
-            while not hung.is_set() and len(v.workers_seen) < d.workers and time.monotonic() < deadline:
-                start = budget * round_no
-                list(pool.map(lambda i: one(i, busy), range(start, start + budget)))
-                round_no += 1
-                time.sleep(0.2)
-        if len(v.workers_seen) == d.workers:
-            self.timings["warm_all_s"] = max(v.workers_seen.values())
 
     def rows_check(self, v: Verification, slack: int = 0) -> verdicts.RowsSeen:
         """The database against the acknowledged answers; `slack`: requests whose answers never
@@ -282,7 +258,7 @@ class CellRun:
             db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
             open_loop=self.open_loop,
             # Read once the deployment stopped: each model server wrote its stats a last time as it did.
-            model_server=model_server_stats(strategy_cls, deployment.settings),
+            model_server=model_server_stats(strategy_cls, deployment.settings), readiness=self.readiness,
         )
 
     # --- what was seen, judged (every rule is in forkwise.matrix.verdicts) --------------
@@ -291,19 +267,15 @@ class CellRun:
                 watch: resources.WorkerWatch) -> Judgement:
         """Verify; only a correct cell goes on to its scenario or its load. Each phase hands what it
         saw to the verdict rules."""
-        self.enter("waiting for /healthz")
-        healthy, first = self.wait_alive(), "boot"
-        if healthy:
-            self.enter("waiting for the first answer")
-            first = self.first_answer(v)
-            if first == "ok":
-                self.enter("verifying")
-                self.verify(v)
+        healthy, first = self.boot(v)
         judgement = verdicts.judge_verification(verdicts.VerificationSeen(
             healthy=healthy, first=first, answers=v.answers(), workers_answered=len(v.workers_seen),
             workers=self.workers(watch), server_alive=self.launched.group.alive(), patience_s=self.patience_s))
         if healthy:
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v)))
+        allowance = scenarios.recovery_allowance_s(self.timings.get("cold_start_s", 0.0))
+        if judgement.verdict.ok:
+            judgement = judgement.then(verdicts.judge_readiness(self.readiness, None, BOOT_RESOLUTION_S, allowance))
         if not judgement.verdict.ok:
             return judgement
         self.memory = resources.measure_memory(self.launched.group.pid)
@@ -316,6 +288,8 @@ class CellRun:
             judgement = verdicts.judge_disruption(verdicts.DisruptionSeen(
                 scenario=scenario.name, has_event=scenario.event is not None,
                 disrupts_workers=scenario.disrupts_workers, disruption=self.disruption, workers=self.workers(watch)))
+            judgement = judgement.then(verdicts.judge_readiness(None, self.disruption.readiness, BOOT_RESOLUTION_S,
+                                                                self.disruption.recovery_allowance_s or allowance))
         elif self.cell.load_levels or self.cell.open_loop:
             if self.cell.load_levels:
                 self.load_levels = tuple(load_levels(self, v))
@@ -326,6 +300,22 @@ class CellRun:
             slack = self.disruption.unacknowledged if self.disruption else 0
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
         return judgement
+
+    def boot(self, v: Verification) -> tuple[bool, str]:
+        """Alive, the first correct answer and verification, with /readyz polled beside them: (alive,
+        how the first-answer phase ended)."""
+        self.enter("waiting for /healthz")
+        d = self.launched.deployment
+        with ReadinessWatch(d.host, d.port, self.cell.request_timeout_s) as probe:
+            healthy, first = self.wait_alive(), "boot"
+            if healthy:
+                self.enter("waiting for the first answer")
+                first = self.first_answer(v)
+                if first == "ok":
+                    self.enter("verifying")
+                    verify(self, v)
+        self.readiness = boot_truth(probe.polls, self.launched.group.started_at, self.first_tries)
+        return healthy, first
 
     def workers(self, watch: resources.WorkerWatch) -> verdicts.Workers:
         return verdicts.Workers(configured=self.launched.deployment.workers, seen=tuple(watch.seen),
@@ -338,7 +328,7 @@ class CellRun:
         self.findings += findings
         before = v.requests
         self.enter("verifying after bad input")
-        self.verify(v)
+        verify(self, v)
         return verdicts.judge_bad_input(verdicts.BadInputSeen(campaign=failed, after=v.answers(),
                                                               verified_after=v.requests - before))
 

@@ -24,4 +24,6 @@ class RunningCell(Protocol):
     @property
     def patience_s(self) -> float: ...
 
+    def still_computing(self, slice_s: float) -> bool: ...  # keep waiting for an answer? (run.progress)
+
     def enter(self, phase: str) -> None: ...

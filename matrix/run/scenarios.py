@@ -30,6 +30,7 @@ from forkwise.matrix.records.roles import MODEL_SERVER
 from forkwise.matrix.records.types import BAD_INPUT, Disruption, ErrorCounts
 from forkwise.matrix.run import resources
 from forkwise.matrix.run.http import parse_json, post_json, request, send_oversized
+from forkwise.matrix.run.readiness import ReadinessWatch, window_truth
 from forkwise.matrix.run.running import RunningCell
 from forkwise.matrix.run.verification import Verification
 
@@ -202,7 +203,9 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
     allowance = recovery_allowance_s(run.timings.get("cold_start_s", 0.0))
     event_at, window = window_s(duration_s, allowance)
     started = time.monotonic()
-    result, note = _load_with_event(run, v, scenario, rows_per_body, event_at, window, timeout_s)
+    d = run.launched.deployment
+    with ReadinessWatch(d.host, d.port, run.cell.request_timeout_s) as probe:  # /readyz beside the load
+        result, note = _load_with_event(run, v, scenario, rows_per_body, event_at, window, timeout_s)
     window_started = started + WARMUP_S  # the driver's measured intervals start after its warm-up
     ended = time.monotonic()
     idle_s = run.progress.longest_idle_s(started, ended) if run.progress is not None else None
@@ -232,6 +235,7 @@ def run_disruption(run: RunningCell, v: Verification, scenario: Scenario, durati
                            http_5xx=result.http_5xx, wrong=wrong),
         http_503=result.http_503, unacknowledged=result.unacknowledged + (tail_probe.unanswered if tail_probe else 0),
         recovery_s=recovery_s, recovered=recovered, rps_samples=samples, interval_s=INTERVAL_S, host_shares=shares,
+        readiness=window_truth(probe.polls, window_started, INTERVAL_S, samples),
         workers_answering=tuple(sorted(workers)), longest_stall_s=round(stall, 2),
         recovery_allowance_s=round(allowance, 2), longest_idle_s=round(idle_s, 2) if idle_s is not None else None,
         blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,

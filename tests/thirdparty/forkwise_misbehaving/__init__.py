@@ -159,6 +159,23 @@ class OneWorkerOnly(Correct):
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # the second worker waits here for good
 
 
+class ReadyTooSoon(Correct):
+    """Its warm-up inference answers, so /readyz says ready at once, but every request answers 503
+    for its first UNAVAILABLE_S: a ready endpoint that is true while the deployment fails (ERROR)."""
+
+    name = "thirdparty-ready-too-soon"
+    warm_after_fork = True
+    UNAVAILABLE_S = 2.5
+
+    def post_fork(self):
+        self._started = time.monotonic()
+
+    def predict(self, batch):
+        if not np.any(batch) or time.monotonic() - self._started >= self.UNAVAILABLE_S:  # the warm-up is zeros
+            return super().predict(batch)
+        raise ModelUnavailable("thirdparty-ready-too-soon: not serving yet, whatever /readyz says")
+
+
 _SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
 # Starts the spinners in their own session and exits at once: they are nobody's in the deployment.
 _LAUNCH = ("import os, subprocess, sys\nfor _ in range(os.cpu_count() or 1):\n"
