@@ -6,8 +6,8 @@ too. A rule reads facts only (what requests got, which workers lived, which rows
 holds, what the server log says), never a strategy's name, so a team's own strategy is judged
 exactly like a built-in one.
 
-Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST. When several rules fire,
-the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
+Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST, LEAK. When several rules
+fire, the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
 failure when the server log shows an out-of-memory error.
 
 A request with no answer is a HANG on evidence: the deployment, or one worker, made no CPU
@@ -16,14 +16,16 @@ progress while it waited. A change to a rule is dated in ``records.rules``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from forkwise.matrix.records.server_log import LogSeen, oom_evidence
+from forkwise.matrix.records.soak import Soak, soak_findings
 from forkwise.matrix.records.types import Disruption, ErrorCounts, LoadLevel, Verdict
 
 SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
-                                 Verdict.LOST)
+                                 Verdict.LOST, Verdict.LEAK)
+SOAK_VERDICTS = {"growth": Verdict.LEAK, "failed": Verdict.ERROR, "rows": Verdict.LOST}  # records.soak's kinds
 MIN_WORKERS_ANSWERING = 2  # answers must come from at least this many workers (or all, if fewer)
 CONNECT_FAILURES_TOLERATED = 0.01  # under load: refused or reset connections, as a share of requests
 
@@ -329,37 +331,13 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
     return Judgement.of(failures)
 
 
+
+def judge_soak(soak: Soak) -> Judgement:
+    """A soak's findings (records.soak): a growth beyond its bound LEAK, failed requests ERROR, rows LOST."""
+    return Judgement.of((SOAK_VERDICTS[kind], text) for kind, text in soak_findings(soak))
+
+
 # --- out of memory --------------------------------------------------------------------------
-
-# What an out-of-memory error looks like in any server's log, whichever runtime raised it: XLA/JAX
-# and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
-# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM. A server's
-# own lines come with the log (LogSeen), from its adapter.
-GENERIC_OOM_LINES = r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError"
-
-
-@dataclass(frozen=True)
-class LogSeen:
-    """The end of a server log, and what its server says about its own lines (regular expressions,
-    from the server's adapter): which show an out-of-memory error, and which only read like one."""
-
-    text: str
-    oom_lines: tuple[str, ...] = ()
-    oom_false_alarms: tuple[str, ...] = ()  # removed from a line before it is read for OOM (a guess)
-
-
-def oom_evidence(log: LogSeen) -> str | None:
-    """The first log line showing an out-of-memory error, or None."""
-    oom = re.compile("|".join((GENERIC_OOM_LINES, *(f"(?:{p})" for p in log.oom_lines))), re.IGNORECASE)
-    false_alarms = [re.compile(p) for p in log.oom_false_alarms]
-    for line in log.text.splitlines():
-        read = line
-        for alarm in false_alarms:
-            read = alarm.sub("", read)
-        if oom.search(read):
-            return line.strip()[:300]
-    return None
-
 
 def judge_oom(judgement: Judgement, log: LogSeen) -> Judgement:
     """A failure whose server log shows an out-of-memory error is OOM; success stays success."""

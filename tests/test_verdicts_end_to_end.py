@@ -199,3 +199,34 @@ def test_a_neighbour_that_starts_computing_after_the_event_leaves_a_recovered_ce
     event = int(d.at_s / d.interval_s)
     assert min(d.host_shares[event + 2:]) < 0.6, d.host_shares  # the neighbour took cores after the event
     assert record.verdict is Verdict.OK and d.recovered, findings(record)
+
+
+SOAK_S = "24"  # seconds of the soak (12 intervals of 2 s), after a capacity probe of 2.4 s
+
+
+def test_a_soak_finds_a_planted_leak_with_its_curve(cell):
+    """A strategy that keeps 16 KiB of every request answers correctly, and its memory grows with
+    the requests: LEAK, with the growth fitted (per 10 minutes and per 10,000 requests) and every
+    interval's samples as evidence. Rows: one per 200, none lost."""
+    record = cell("thirdparty-leak", "--scenario", "soak", "--soak-duration", SOAK_S)
+    assert record.verdict is Verdict.LEAK, record.evidence
+    soak = record.soak
+    assert soak is not None and soak.rss is not None and len(soak.intervals) >= 12
+    assert soak.rss.per_10min_low > 5.0 and soak.rss.per_10k_requests > 0
+    assert "total_rss_mb grew" in findings(record)
+    assert soak.rows_found == soak.rows_expected > 0 and soak.failed == 0
+    assert soak.intervals[-1].total_rss_mb > soak.intervals[0].total_rss_mb
+    assert all(p.fds > 0 for i in soak.intervals for p in i.processes)
+    assert all(i.db_connections is None for i in soak.intervals)  # SQLite: not applicable
+
+
+def test_a_soak_of_the_control_is_ok(cell):
+    """The same soak of forkwise's control (it answers a constant, keeps nothing): nothing grows
+    beyond the bound, no row lost."""
+    record = cell("control", "--scenario", "soak", "--soak-duration", SOAK_S)
+    assert record.verdict is Verdict.OK, record.evidence
+    soak = record.soak
+    assert soak is not None and soak.rss is not None and soak.fds is not None
+    assert soak.rss.per_10min_low <= 5.0 and soak.fds.per_10min_low <= 4.0
+    assert soak.rate_rps == pytest.approx(0.5 * soak.capacity_rps, abs=0.1)
+    assert soak.rows_found == soak.rows_expected > 0 and soak.failed == 0
