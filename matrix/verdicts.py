@@ -20,12 +20,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from forkwise.matrix.records.server_log import LogSeen, oom_evidence
-from forkwise.matrix.records.soak import Soak, soak_findings
+from forkwise.matrix.records.soak import Soak, leaks
 from forkwise.matrix.records.types import Disruption, ErrorCounts, LoadLevel, Verdict
 
 SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
                                  Verdict.LOST, Verdict.LEAK)
-SOAK_VERDICTS = {"growth": Verdict.LEAK, "failed": Verdict.ERROR, "rows": Verdict.LOST}  # records.soak's kinds
 MIN_WORKERS_ANSWERING = 2  # answers must come from at least this many workers (or all, if fewer)
 CONNECT_FAILURES_TOLERATED = 0.01  # under load: refused or reset connections, as a share of requests
 
@@ -272,7 +271,7 @@ def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
     return Judgement.of(failures, notes)
 
 
-def _unanswered(count: int, where: str, watched: LoadLevel | Disruption) -> tuple[Verdict, str]:
+def _unanswered(count: int, where: str, watched: LoadLevel | Disruption | Soak) -> tuple[Verdict, str]:
     """Requests the load driver gave up on (after the cell's patience): a HANG only on evidence that
     the deployment, or one worker, stood blocked (no CPU progress for a request timeout); else they
     were starved or dropped while it computed: an ERROR, not a hang."""
@@ -332,9 +331,22 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
 
 
 
+
 def judge_soak(soak: Soak) -> Judgement:
-    """A soak's findings (records.soak): a growth beyond its bound LEAK, failed requests ERROR, rows LOST."""
-    return Judgement.of((SOAK_VERDICTS[kind], text) for kind, text in soak_findings(soak))
+    """A soak (records.soak): a growth beyond its bound is a LEAK (it served correctly, but would not
+    for long); unanswered requests, failed answers and connections, and the rows, as under load."""
+    failures = [(Verdict.LEAK, text) for text in leaks(soak)]
+    if soak.failures("timeout"):
+        failures.append(_unanswered(soak.failures("timeout"), "during the soak", soak))
+    if soak.failures("http_5xx") or soak.failures("http_4xx"):
+        failures.append((Verdict.ERROR, f"{soak.failures('http_5xx')} answers were 5xx and "
+                                        f"{soak.failures('http_4xx')} 4xx during the soak"))
+    if soak.failures("connect") > CONNECT_FAILURES_TOLERATED * max(1, soak.requests):
+        failures.append((Verdict.ERROR, f"{soak.failures('connect')} connections failed during the soak"))
+    if not 0 <= soak.rows_found - soak.rows_expected <= soak.unacknowledged:
+        failures.append((Verdict.LOST, f"the soak's 200s wrote {soak.rows_expected} rows, the table gained "
+                                       f"{soak.rows_found} ({soak.unacknowledged} requests unanswered)"))
+    return Judgement.of(failures)
 
 
 # --- out of memory --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ settings are declared once (plan, profile, the reliability profile)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -23,7 +24,8 @@ def series(rss, fds=None, conns=None, rate_rps=50.0, n=12, failed=0, rows_missin
         done = int(rate_rps * INTERVAL_S * (i + 1))
         ok = int(rate_rps * INTERVAL_S)
         intervals.append(sk.SoakInterval(
-            t_s=INTERVAL_S * (i + 1), requests=done, ok=ok, failed=failed if i == n - 1 else 0, http_5xx=0,
+            t_s=INTERVAL_S * (i + 1), requests=done, ok=ok, timeout=0, connect=0, http_4xx=0,
+            http_5xx=failed if i == n - 1 else 0,
             p50_ms=2.0, p99_ms=9.0, total_rss_mb=rss(i), total_pss_mb=rss(i) * 0.8, total_uss_mb=rss(i) * 0.6,
             fds=fds(i) if fds else 40, db_connections=conns(i) if conns else None, rows_expected=ok,
             rows_found=ok - (rows_missing if i == 0 else 0), unacknowledged=0))
@@ -102,6 +104,19 @@ def test_descriptors_and_connections_that_grow_are_a_leak():
 
 def test_failed_requests_and_missing_rows_are_judged_like_under_load():
     assert verdicts.judge_soak(series(lambda i: 500.0, failed=3)).verdict is V.ERROR
+    flat = series(lambda i: 500.0)
+    last = flat.intervals[-1]
+    # Refused connections: tolerated up to 1% of the requests, as under load.
+    few = dataclasses.replace(flat, intervals=(*flat.intervals[:-1], dataclasses.replace(last, connect=3)))
+    assert verdicts.judge_soak(few).verdict is V.OK
+    many = dataclasses.replace(flat, intervals=(*flat.intervals[:-1], dataclasses.replace(last, connect=300)))
+    assert verdicts.judge_soak(many).verdict is V.ERROR
+    # Unanswered: a HANG when the deployment stood idle for a slice, an ERROR while it computed.
+    hung = dataclasses.replace(flat, intervals=(*flat.intervals[:-1], dataclasses.replace(last, timeout=2)),
+                               longest_idle_s=12.0, blocked_after_s=10.0, longest_worker_stall_s=12.0)
+    assert verdicts.judge_soak(hung).verdict is V.HANG
+    assert verdicts.judge_soak(dataclasses.replace(hung, longest_idle_s=1.0, longest_worker_stall_s=1.0)).verdict \
+        is V.ERROR
     judgement = verdicts.judge_soak(series(lambda i: 500.0, rows_missing=2))
     assert judgement.verdict is V.LOST and "the table gained" in judgement.findings[0]
 
@@ -131,3 +146,22 @@ def test_the_soak_settings_are_declared_once_and_checked():
     assert any(c.scenario == sk.SOAK for c in reliability.cells)
     for quick in ("quick", "default"):
         assert not any(c.scenario == sk.SOAK for c in load_profile(quick).cells)
+
+
+def test_the_report_tables_each_soak_cell_and_plots_it_in_the_page(tmp_path):
+    from forkwise.matrix.publish.report import write_report
+    from forkwise.matrix.records.types import Evidence
+    from test_report import RUN_INFO, record
+
+    leak = series(lambda i: 500 + INTERVAL_S * (i + 1))
+    flat = series(lambda i: 500.0)
+    records = [record("lazy", "gunicorn-gthread", V.LEAK, scenario="soak", soak=leak,
+                      evidence=Evidence(findings=verdicts.judge_soak(leak).findings)),
+               record("control", "gunicorn-gthread", scenario="soak", soak=flat)]
+    write_report(records, tmp_path, "test", RUN_INFO)
+    text = (tmp_path / "RESULTS.md").read_text()
+    section = text[text.index("## Soak"):]
+    assert "| lazy/gunicorn-gthread/" in section and "| LEAK |" in section
+    assert "not applicable (SQLite)" in section and "per 10k requests" in section
+    page = (tmp_path / "results.html").read_text()
+    assert page.count("memory over the soak, the line fitted after the warm-up</figcaption>") == 2  # one per cell

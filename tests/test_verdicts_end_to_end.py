@@ -214,7 +214,8 @@ def test_a_soak_finds_a_planted_leak_with_its_curve(cell):
     assert soak is not None and soak.rss is not None and len(soak.intervals) >= 12
     assert soak.rss.per_10min_low > 5.0 and soak.rss.per_10k_requests > 0
     assert "total_rss_mb grew" in findings(record)
-    assert soak.rows_found == soak.rows_expected > 0 and soak.failed == 0
+    assert soak.rows_found == soak.rows_expected > 0
+    assert soak.failures("timeout") == soak.failures("http_5xx") == soak.failures("http_4xx") == 0
     assert soak.intervals[-1].total_rss_mb > soak.intervals[0].total_rss_mb
     assert all(p.fds > 0 for i in soak.intervals for p in i.processes)
     assert all(i.db_connections is None for i in soak.intervals)  # SQLite: not applicable
@@ -229,4 +230,5 @@ def test_a_soak_of_the_control_is_ok(cell):
     assert soak is not None and soak.rss is not None and soak.fds is not None
     assert soak.rss.per_10min_low <= 5.0 and soak.fds.per_10min_low <= 4.0
     assert soak.rate_rps == pytest.approx(0.5 * soak.capacity_rps, abs=0.1)
-    assert soak.rows_found == soak.rows_expected > 0 and soak.failed == 0
+    assert soak.rows_found == soak.rows_expected > 0
+    assert soak.failures("timeout") == soak.failures("http_5xx") == soak.failures("http_4xx") == 0

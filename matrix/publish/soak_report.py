@@ -26,8 +26,8 @@ def growth_text(g: Growth | None, unit: str, not_fitted: str = "too short to fit
     """"+1.2% (-0.4 to +2.8) per 10 min; +0.3% per 10k requests"."""
     if g is None:
         return not_fitted
-    return (f"{g.per_10min:+.3g}{unit} ({g.per_10min_low:+.3g} to {g.per_10min_high:+.3g}) per 10 min; "
-            f"{g.per_10k_requests:+.3g}{unit} per 10k requests")
+    return (f"{g.per_10min:+,.1f}{unit} ({g.per_10min_low:+,.1f} to {g.per_10min_high:+,.1f}) per 10 min; "
+            f"{g.per_10k_requests:+,.1f}{unit} per 10k requests")
 
 
 def _p99(soak: Soak, index: int) -> str:
@@ -64,7 +64,7 @@ def rss_plot(record: CellRecord) -> Plot:
         kept = ts[soak.warmup_intervals:]
         slope_per_s = g.per_10min / 100 * g.start / 600
         ax.plot(kept, [g.start + slope_per_s * (t - kept[0]) for t in kept], color="#D55E00",
-                label=f"fit: {g.per_10min:+.3g}% per 10 min")
+                label=f"fit: {g.per_10min:+,.1f}% per 10 min")
     ax.set_xlabel("seconds of soak")
     ax.set_ylabel("MB, all processes")
     ax.grid(True, alpha=0.3)

@@ -88,8 +88,9 @@ def run_soak(run: RunningCell, v: Verification, fraction: float, duration_s: flo
             processes = resources.soak_sample(master)
             lat = r.latency_ms
             intervals.append(SoakInterval(
-                t_s=round(time.monotonic() - started, 2), requests=done, ok=r.ok, failed=r.failed,
-                http_5xx=r.http_5xx, p50_ms=round(lat["p50"], 2) if r.ok else None,
+                t_s=round(time.monotonic() - started, 2), requests=done, ok=r.ok, timeout=r.timeout,
+                connect=r.connect, http_4xx=r.http_4xx, http_5xx=r.http_5xx,
+                p50_ms=round(lat["p50"], 2) if r.ok else None,
                 p99_ms=round(lat["p99"], 2) if r.ok else None,
                 total_rss_mb=round(sum(p.rss_mb for p in processes), 1),
                 total_pss_mb=round(sum(p.pss_mb for p in processes), 1),
@@ -97,9 +98,16 @@ def run_soak(run: RunningCell, v: Verification, fraction: float, duration_s: flo
                 db_connections=connections() if connections else None,
                 rows_expected=r.total_ok_including_warmup, rows_found=db.count() - rows_before,
                 unacknowledged=r.unacknowledged, processes=processes))
+        ended = time.monotonic()
     db.dispose()
     rss, fds, conns = fit_soak(intervals)
+    watch = run.progress
+    idle_s = watch.longest_idle_s(started, ended) if watch is not None else None
+    stall_s = watch.longest_worker_stall_s(started, ended) if watch is not None else None
     return Soak(capacity_rps=round(capacity, 1), fraction=fraction, rate_rps=rate, duration_s=duration_s,
                 interval_s=round(step, 2), warmup_intervals=warmup_intervals(len(intervals)),
                 intervals=tuple(intervals), rss=rss, fds=fds, db_connections=conns,
-                probe_rows_expected=probe_ok, probe_rows_found=probe_found, probe_unacknowledged=probe_unacked)
+                probe_rows_expected=probe_ok, probe_rows_found=probe_found, probe_unacknowledged=probe_unacked,
+                longest_idle_s=None if idle_s is None else round(idle_s, 2),
+                blocked_after_s=run.cell.request_timeout_s if idle_s is not None else None,
+                longest_worker_stall_s=None if stall_s is None else round(stall_s, 2))
