@@ -330,8 +330,6 @@ def judge_bad_input(seen: BadInputSeen) -> Judgement:
     return Judgement.of(failures)
 
 
-
-
 def judge_soak(soak: Soak) -> Judgement:
     """A soak (records.soak): a growth beyond its bound is a LEAK (it served correctly, but would not
     for long); unanswered requests, failed answers and connections, and the rows, as under load."""
@@ -349,7 +347,8 @@ def judge_soak(soak: Soak) -> Judgement:
     return Judgement.of(failures)
 
 
-# --- out of memory --------------------------------------------------------------------------
+# --- out of memory (the log read in records.server_log) --------------------------------------
+
 
 def judge_oom(judgement: Judgement, log: LogSeen) -> Judgement:
     """A failure whose server log shows an out-of-memory error is OOM; success stays success."""
