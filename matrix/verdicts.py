@@ -6,8 +6,8 @@ too. A rule reads facts only (what requests got, which workers lived, which rows
 holds, what the server log says), never a strategy's name, so a team's own strategy is judged
 exactly like a built-in one.
 
-Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST. When several rules fire,
-the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
+Severity, most severe first: HANG, CRASH, BOOT, ERROR, WRONG, LOST, LEAK. When several rules
+fire, the most severe one is the verdict and every fired rule's finding is kept. OOM overrides any
 failure when the server log shows an out-of-memory error.
 
 A request with no answer is a HANG on evidence: the deployment, or one worker, made no CPU
@@ -16,7 +16,6 @@ progress while it waited. A change to a rule is dated in ``records.rules``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -24,15 +23,16 @@ from forkwise.matrix.records.observations import (
     Answers,
     BadInputSeen,
     DisruptionSeen,
-    LogSeen,
     RowsSeen,
     VerificationSeen,
     Workers,
 )
+from forkwise.matrix.records.server_log import LogSeen, oom_evidence
+from forkwise.matrix.records.soak import Soak, leaks
 from forkwise.matrix.records.types import BootReadiness, Disruption, LoadLevel, Verdict, WindowReadiness
 
 SEVERITY: tuple[Verdict, ...] = (Verdict.HANG, Verdict.CRASH, Verdict.BOOT, Verdict.ERROR, Verdict.WRONG,
-                                 Verdict.LOST)
+                                 Verdict.LOST, Verdict.LEAK)
 MIN_WORKERS_ANSWERING = 2  # answers must come from at least this many workers (or all, if fewer)
 CONNECT_FAILURES_TOLERATED = 0.01  # under load: refused or reset connections, as a share of requests
 
@@ -181,7 +181,7 @@ def judge_load(levels: Sequence[LoadLevel], workers: Workers) -> Judgement:
     return Judgement.of(failures, notes)
 
 
-def _unanswered(count: int, where: str, watched: LoadLevel | Disruption) -> tuple[Verdict, str]:
+def _unanswered(count: int, where: str, watched: LoadLevel | Disruption | Soak) -> tuple[Verdict, str]:
     """Requests the load driver gave up on (after the cell's patience): a HANG only on evidence that
     the deployment, or one worker, stood blocked (no CPU progress for a request timeout); else they
     were starved or dropped while it computed: an ERROR, not a hang."""
@@ -266,26 +266,24 @@ def judge_readiness(boot: BootReadiness | None, window: WindowReadiness | None, 
     return Judgement.of(failures)
 
 
-# --- out of memory --------------------------------------------------------------------------
+def judge_soak(soak: Soak) -> Judgement:
+    """A soak (records.soak): a growth beyond its bound is a LEAK (it served correctly, but would not
+    for long); unanswered requests, failed answers and connections, and the rows, as under load."""
+    failures = [(Verdict.LEAK, text) for text in leaks(soak)]
+    if soak.failures("timeout"):
+        failures.append(_unanswered(soak.failures("timeout"), "during the soak", soak))
+    if soak.failures("http_5xx") or soak.failures("http_4xx"):
+        failures.append((Verdict.ERROR, f"{soak.failures('http_5xx')} answers were 5xx and "
+                                        f"{soak.failures('http_4xx')} 4xx during the soak"))
+    if soak.failures("connect") > CONNECT_FAILURES_TOLERATED * max(1, soak.requests):
+        failures.append((Verdict.ERROR, f"{soak.failures('connect')} connections failed during the soak"))
+    if not 0 <= soak.rows_found - soak.rows_expected <= soak.unacknowledged:
+        failures.append((Verdict.LOST, f"the soak's 200s wrote {soak.rows_expected} rows, the table gained "
+                                       f"{soak.rows_found} ({soak.unacknowledged} requests unanswered)"))
+    return Judgement.of(failures)
 
-# What an out-of-memory error looks like in any server's log, whichever runtime raised it: XLA/JAX
-# and TensorFlow (RESOURCE_EXHAUSTED), the CUDA driver, torch (torch.OutOfMemoryError, "CUDA out
-# of memory"), and a host allocator ("out of memory"). A failing cell showing one is OOM. A server's
-# own lines come with the log (LogSeen), from its adapter.
-GENERIC_OOM_LINES = r"RESOURCE_EXHAUSTED|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemoryError|out of memory|ResourceExhaustedError"
 
-
-def oom_evidence(log: LogSeen) -> str | None:
-    """The first log line showing an out-of-memory error, or None."""
-    oom = re.compile("|".join((GENERIC_OOM_LINES, *(f"(?:{p})" for p in log.oom_lines))), re.IGNORECASE)
-    false_alarms = [re.compile(p) for p in log.oom_false_alarms]
-    for line in log.text.splitlines():
-        read = line
-        for alarm in false_alarms:
-            read = alarm.sub("", read)
-        if oom.search(read):
-            return line.strip()[:300]
-    return None
+# --- out of memory (the log read in records.server_log) --------------------------------------
 
 
 def judge_oom(judgement: Judgement, log: LogSeen) -> Judgement:

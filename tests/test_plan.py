@@ -26,7 +26,7 @@ BUSY = CellPlan.of(
     batch_sizes="1,8,32", scenario="kill-worker", scenario_duration_s=3.0, profile_dir=Path("/tmp/prof"),
     probe_reference_ms=12.345, quiet_budget_s=0.0, database="postgresql-unix", db_reset="nullpool",
     db_in_master=True, runtime_threads="per-worker", in_flight=16, open_loop=True, rates=(10.0, 20.5), rate_steps=3,
-    p99_budget_ms=50.0,
+    p99_budget_ms=50.0, soak_duration_s=30.0, soak_fraction=0.25,
 )
 
 

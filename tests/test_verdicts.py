@@ -295,7 +295,7 @@ def test_launches_combine_to_ok_only_when_every_launch_was_ok():
 
 PACKAGE = Path(vd.__file__).resolve().parents[1]
 # A verdict returned, assigned or passed as the verdict: a decision. (Comparing with one is reading it.)
-DECIDED = re.compile(r"(?:return|[^=!<>]=)\s*Verdict\.(?:OK|HANG|CRASH|BOOT|ERROR|WRONG|LOST|OOM)\b")
+DECIDED = re.compile(r"(?:return|[^=!<>]=)\s*Verdict\.(?:OK|HANG|CRASH|BOOT|ERROR|WRONG|LOST|OOM|LEAK)\b")
 
 
 def test_no_verdict_is_decided_outside_the_verdicts_module():

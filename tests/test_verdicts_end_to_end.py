@@ -208,3 +208,36 @@ def test_a_readiness_probe_that_says_ready_while_requests_fail_is_an_error(cell,
     assert record.verdict is Verdict.ERROR and "/readyz said ready" in findings(record)
     assert record.readiness is not None and record.readiness.ready_early_s >= 1.5
     assert correct.readiness is not None and correct.readiness.ready_early_s == 0.0
+
+
+SOAK_S = "24"  # seconds of the soak (12 intervals of 2 s), after a capacity probe of 2.4 s
+
+
+def test_a_soak_finds_a_planted_leak_with_its_curve(cell):
+    """A strategy that keeps 16 KiB of every request answers correctly, and its memory grows with
+    the requests: LEAK, with the growth fitted (per 10 minutes and per 10,000 requests) and every
+    interval's samples as evidence. Rows: one per 200, none lost."""
+    record = cell("thirdparty-leak", "--scenario", "soak", "--soak-duration", SOAK_S)
+    assert record.verdict is Verdict.LEAK, record.evidence
+    soak = record.soak
+    assert soak is not None and soak.rss is not None and len(soak.intervals) >= 12
+    assert soak.rss.per_10min_low > 5.0 and soak.rss.per_10k_requests > 0
+    assert "total_rss_mb grew" in findings(record)
+    assert soak.rows_found == soak.rows_expected > 0
+    assert soak.failures("timeout") == soak.failures("http_5xx") == soak.failures("http_4xx") == 0
+    assert soak.intervals[-1].total_rss_mb > soak.intervals[0].total_rss_mb
+    assert all(p.fds > 0 for i in soak.intervals for p in i.processes)
+    assert all(i.db_connections is None for i in soak.intervals)  # SQLite: not applicable
+
+
+def test_a_soak_of_the_control_is_ok(cell):
+    """The same soak of forkwise's control (it answers a constant, keeps nothing): nothing grows
+    beyond the bound, no row lost."""
+    record = cell("control", "--scenario", "soak", "--soak-duration", SOAK_S)
+    assert record.verdict is Verdict.OK, record.evidence
+    soak = record.soak
+    assert soak is not None and soak.rss is not None and soak.fds is not None
+    assert soak.rss.per_10min_low <= 5.0 and soak.fds.per_10min_low <= 4.0
+    assert soak.rate_rps == pytest.approx(0.5 * soak.capacity_rps, abs=0.1)
+    assert soak.rows_found == soak.rows_expected > 0
+    assert soak.failures("timeout") == soak.failures("http_5xx") == soak.failures("http_4xx") == 0

@@ -181,7 +181,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
 img { max-width: 100%; }
 td.v-OK { background: #d9f2d9; } td.v-HANG, td.v-CRASH, td.v-BOOT { background: #f7d4d4; }
-td.v-ERROR, td.v-WRONG, td.v-LOST { background: #fbe7c6; }
+td.v-ERROR, td.v-WRONG, td.v-LOST, td.v-LEAK { background: #fbe7c6; }
 """
 
 

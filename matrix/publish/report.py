@@ -68,6 +68,7 @@ from forkwise.matrix.publish.report_table import (  # noqa: F401  (columns, rend
     view_table,
 )
 from forkwise.matrix.publish.run_facts import header_facts
+from forkwise.matrix.publish.soak_report import soak_section
 from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY, axes
 from forkwise.matrix.records.budgets import Budgets
@@ -181,6 +182,7 @@ def build_document(run: Run, rows: Sequence[dict[str, Any]], extras: Extras, wit
     blocks += database_section(records)
     blocks += reliability_section(records)
     blocks += lifecycle_section(records)
+    blocks += soak_section(records, with_plots)
     if with_plots:
         blocks += plot_section(records)
     blocks += failing_section(records)

@@ -129,7 +129,7 @@ AXES: tuple[Axis, ...] = (
          describe=_unless(0, lambda v: f"{v} in flight per worker")),
     # Last: the cell id ends with it.
     Axis("scenario", "a reliability scenario: steady, kill-worker, kill-model-server, reload, recycle, "
-         "db-contention, bad-input, restart-database (--database postgresql)", TEXT, STEADY, id_always=True,
+         "db-contention, bad-input, soak, restart-database (--database postgresql)", TEXT, STEADY, id_always=True,
          describe=lambda v: f"scenario {v}", deployment=False, shared_by_peers=False),
 )
 

@@ -101,13 +101,3 @@ class BadInputSeen:
     campaign: ErrorCounts  # malformed payloads that got no clean 4xx: timeouts, failed connections, 5xx
     after: Answers  # verification replies, counted over the whole cell
     verified_after: int  # verification requests sent after the campaign
-
-
-@dataclass(frozen=True)
-class LogSeen:
-    """The end of a server log, and what its server says about its own lines (regular expressions,
-    from the server's adapter): which show an out-of-memory error, and which only read like one."""
-
-    text: str
-    oom_lines: tuple[str, ...] = ()
-    oom_false_alarms: tuple[str, ...] = ()  # removed from a line before it is read for OOM (a guess)

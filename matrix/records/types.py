@@ -22,6 +22,7 @@ from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import Cell, WithAxes, axis_names
 from forkwise.matrix.records.codec import decode, encode
 from forkwise.matrix.records.lifecycle import BootReadiness, WindowReadiness
+from forkwise.matrix.records.soak import Soak
 
 SCHEMA_VERSION = 1
 # The scenario names a record's analysis reads (the run's scenarios module owns the rest).
@@ -39,6 +40,7 @@ class Verdict(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(verdict
     LOST = "LOST"  # acknowledged rows missing, or rows nobody acknowledged
     BOOT = "BOOT"  # never became ready
     OOM = "OOM"  # failed, and the server log shows an out-of-memory error
+    LEAK = "LEAK"  # served correctly, but memory, descriptors or connections grew with time (a soak)
 
     @property
     def ok(self) -> bool:
@@ -342,6 +344,7 @@ class CellRecord(WithAxes):
     # sessions) while the cell ran, each once: seen even when no client got an error.
     db_server_log: tuple[str, ...] = ()
     open_loop: OpenLoop | None = None  # the open-loop phase (a profile's [load] mode = "open")
+    soak: Soak | None = None  # the soak scenario: every interval's processes, and the growth fitted
     # The date of the verdict rules that judged this record (matrix.records.rules); "" in records
     # made before records said: ``rules`` then infers it from what the record observed.
     judged_by: str = ""

@@ -34,6 +34,7 @@ from forkwise.deploy import (
 from forkwise.matrix import verdicts
 from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY
+from forkwise.matrix.records.soak import SOAK, Soak
 from forkwise.matrix.records.types import (
     BAD_INPUT,
     BootReadiness,
@@ -53,6 +54,7 @@ from forkwise.matrix.run.model_server import model_server_stats
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
 from forkwise.matrix.run.readiness import BOOT_RESOLUTION_S, ReadinessWatch, boot_truth
+from forkwise.matrix.run.soak import run_soak
 from forkwise.matrix.run.stacks import dump_stacks
 from forkwise.matrix.run.verification import Verification
 from forkwise.matrix.verdicts import Judgement
@@ -95,6 +97,7 @@ class CellRun:
         self.rows = verdicts.RowsSeen(acknowledged=0)
         self.stacks: tuple[str, ...] = ()
         self.open_loop: OpenLoop | None = None
+        self.soak: Soak | None = None
 
     def enter(self, phase: str) -> None:
         """Say what the cell does now, where the matrix runner asked (PHASE_FILE_VAR): should the
@@ -256,7 +259,7 @@ class CellRun:
                       **strategy_cls.knobs(deployment.settings)},
             load=self.load_levels, memory=self.memory, disruption=self.disruption,
             db_connections_peak=connections.peak, db_server_log=connections.log_highlights,
-            open_loop=self.open_loop,
+            open_loop=self.open_loop, soak=self.soak,
             # Read once the deployment stopped: each model server wrote its stats a last time as it did.
             model_server=model_server_stats(strategy_cls, deployment.settings), readiness=self.readiness,
         )
@@ -281,6 +284,9 @@ class CellRun:
         self.memory = resources.measure_memory(self.launched.group.pid)
         if scenario.name == BAD_INPUT:
             judgement = self.bad_input(v)
+        elif scenario.name == SOAK:
+            self.soak = run_soak(self, v, self.cell.soak_fraction, self.cell.soak_duration_s)
+            judgement = verdicts.judge_soak(self.soak).then(verdicts.judge_workers(self.workers(watch)))
         elif scenario.name != STEADY:
             self.enter(f"running the {scenario.name} scenario")
             self.disruption = scenarios.run_disruption(self, v, scenario, self.cell.scenario_duration_s,
@@ -297,7 +303,9 @@ class CellRun:
             if judgement.verdict.ok and self.cell.open_loop:
                 self.open_loop = open_loop_phase(self, v)
         if scenario.name != STEADY:
+            # The soak's rows are counted by its own rule: here they are rows beyond the verification's.
             slack = self.disruption.unacknowledged if self.disruption else 0
+            slack += self.soak.rows_found + self.soak.unacknowledged if self.soak else 0
             judgement = judgement.then(verdicts.judge_rows(self.rows_check(v, slack)))
         return judgement
 

@@ -24,8 +24,9 @@ from forkwise.errors import ChildFailed, ChildTimedOut
 from forkwise.matrix import verdicts
 from forkwise.matrix.records import rules
 from forkwise.matrix.records.axes import STEADY, Cell
+from forkwise.matrix.records.soak import SOAK
 from forkwise.matrix.records.types import CellRecord, ErrorCounts, Evidence
-from forkwise.matrix.run import environment, scenarios, stability
+from forkwise.matrix.run import environment, scenarios, soak, stability
 from forkwise.matrix.run import profiling as profiler
 from forkwise.matrix.run.cell import PATIENCE_COLD_STARTS, PHASE_FILE_VAR, run_cell
 from forkwise.matrix.run.child import Deadline, run_child, write_result
@@ -51,7 +52,10 @@ def cell_deadline_s(cell: Cell, profile: Profile, profiling: bool = False) -> fl
         return limits.cell_deadline_s
     boot = limits.boot_timeout_s
     patience = max(limits.request_timeout_s, PATIENCE_COLD_STARTS * boot)
-    if cell.scenario != STEADY:
+    if cell.scenario == SOAK:  # the probe, then each interval: its window, its requests in flight, a driver's start
+        intervals = max(soak.MIN_INTERVALS, round(load.soak_duration_s / soak.interval_s(load.soak_duration_s)))
+        work = soak.CAPACITY_PROBE_S + 1 + load.soak_duration_s + intervals * (patience + 5) + patience
+    elif cell.scenario != STEADY:
         allowance = recovery_allowance_s(boot)
         work = window_s(load.scenario_duration_s, allowance)[1] + allowance + patience
     else:
@@ -106,6 +110,8 @@ def cell_plan(cell: Cell, profile: Profile, host: HostWatch | None = None, profi
     load, limits = profile.load, profile.limits
     plan = CellPlan(cell=cell, profile_dir=profile_dir, request_timeout_s=limits.request_timeout_s,
                     boot_timeout_s=limits.boot_timeout_s, gpu_policy=profile.gpu_policy)
+    if cell.scenario == SOAK:
+        return dataclasses.replace(plan, soak_duration_s=load.soak_duration_s, soak_fraction=load.soak_fraction)
     if cell.scenario != STEADY:
         return dataclasses.replace(plan, scenario_duration_s=load.scenario_duration_s)
     if load.levels:

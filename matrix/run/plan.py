@@ -109,6 +109,10 @@ class CellPlan(WithAxes):
                                       "e.g. 1,8,32)", optional(TEXT), None, flag="--batch-sizes")
     scenario_duration_s: float = setting("seconds of load around the event", FLOAT, 9.0, flag="--scenario-duration",
                                          check=above(0))
+    soak_duration_s: float = setting("the soak scenario: seconds of open-loop load after the capacity probe", FLOAT,
+                                     60.0, flag="--soak-duration", check=above(0))
+    soak_fraction: float = setting("the soak scenario: the offered rate, as a share of the capacity the cell measured",
+                                   FLOAT, 0.5, flag="--soak-fraction", check=checks.within(0.05, 1.0))
     profile_dir: Path | None = setting("py-spy the workers and model server at the highest load level; profiles "
                                        "go here", optional(PATH), None, flag="--profile-dir")
     probe_reference_ms: float = setting("the CPU probe's reference from `forkwise matrix` (0: calibrated here, 1 s)",

@@ -51,6 +51,9 @@ class LoadSettings:
     # strategy at): more launches where the power matters, without booting for the other levels.
     top_level_repeats: int = 0
     scenario_duration_s: float = default_of("scenario_duration_s")  # reliability scenarios: around the event
+    # The soak scenario (forkwise.matrix.run.soak): this long at this share of the cell's measured capacity.
+    soak_duration_s: float = default_of("soak_duration_s")
+    soak_fraction: float = default_of("soak_fraction")
     # Seconds the whole run may spend waiting for the host to leave a slow spell before a level
     # (forkwise.matrix.run.stability); at most 1.5 s a level. 0: never wait, only record.
     quiet_budget_s: float = 60.0
@@ -65,7 +68,8 @@ class LoadSettings:
         # The settings a cell's plan has too: checked by the plan's own checks.
         for name, plan_name in (("levels", "load_levels"), ("warmup_s", "warmup_s"), ("duration_s", "duration_s"),
                                 ("intervals", "intervals"), ("scenario_duration_s", "scenario_duration_s"),
-                                ("rates", "rates")):
+                                ("rates", "rates"), ("soak_duration_s", "soak_duration_s"),
+                                ("soak_fraction", "soak_fraction")):
             check_setting(plan_name, getattr(self, name), f"load.{name}")
         for name, low, high in (("rate_steps", 1, 20), ("repeats", 1, 10), ("top_level_repeats", 0, 10)):
             _setting(checks.INT, checks.within(low, high))(f"load.{name}", getattr(self, name))

@@ -9,6 +9,7 @@ import psutil
 
 from forkwise import gpu
 from forkwise.matrix.records.roles import HELPER, MASTER, MODEL_SERVER, SUPERVISOR, WORKER
+from forkwise.matrix.records.soak import SoakProcess
 from forkwise.matrix.records.types import Memory, ProcessMemory
 
 _MB = 1024 * 1024
@@ -63,6 +64,20 @@ def measure_memory(master_pid: int) -> Memory:
             )
         )
     return Memory.of(found)
+
+
+def soak_sample(master_pid: int) -> tuple[SoakProcess, ...]:
+    """Every live process of the deployment now: its memory (RSS, PSS, USS) and open descriptors."""
+    found = []
+    for proc in deployment_processes(master_pid):
+        try:
+            info, fds = proc.memory_full_info(), proc.num_fds()
+        except psutil.Error:
+            continue  # it ended between the listing and the reading
+        found.append(SoakProcess(role=role_of(proc, master_pid), pid=proc.pid, rss_mb=round(info.rss / _MB, 1),
+                                 pss_mb=round(getattr(info, "pss", info.uss) / _MB, 1),
+                                 uss_mb=round(info.uss / _MB, 1), fds=fds))
+    return tuple(found)
 
 
 def cpu_seconds(master_pid: int) -> float:

@@ -27,6 +27,7 @@ import psutil
 from forkwise.config import DEFAULT_DATABASE
 from forkwise.matrix.records.axes import STEADY
 from forkwise.matrix.records.roles import MODEL_SERVER
+from forkwise.matrix.records.soak import SOAK
 from forkwise.matrix.records.types import BAD_INPUT, Disruption, ErrorCounts
 from forkwise.matrix.run import resources
 from forkwise.matrix.run.http import parse_json, post_json, request, send_oversized
@@ -133,6 +134,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("restart-database", "the PostgreSQL server restarted in the middle of load (503s meanwhile, "
                  "then reconnected)", event=_restart_database, needs_database_server=True),
         Scenario(BAD_INPUT, "a fixed corpus and generated malformed payloads, then correct answers"),
+        Scenario(SOAK, "open-loop load at a share of the cell's measured capacity for a set time, every process's "
+                 "memory, descriptors and database connections sampled: what grows (run.soak)"),
     )
 }
 

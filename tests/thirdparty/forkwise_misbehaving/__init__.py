@@ -215,3 +215,18 @@ class OutOfMemory(Correct):
     def predict(self, batch):
         print("thirdparty-oom: CUDA out of memory. Tried to allocate 20.00 GiB", file=sys.stderr, flush=True)
         raise MemoryError("thirdparty-oom: out of memory on purpose")
+
+
+class LeaksMemory(Correct):
+    """Keeps LEAK_BYTES of every request for good (a per-request cache never evicted): it answers
+    correctly, and its workers' memory grows with the requests they served (LEAK under a soak)."""
+
+    name = "thirdparty-leak"
+    LEAK_BYTES = 16 * 1024  # written, not just reserved: the pages count in RSS
+    MAX_KEPT = 16 * 1024  # at most 256 MiB per worker, whatever the soak's length
+    _kept: list[bytes] = []
+
+    def predict(self, batch):
+        if len(LeaksMemory._kept) < self.MAX_KEPT:
+            LeaksMemory._kept.append(b"\x01" * self.LEAK_BYTES)
+        return super().predict(batch)
