@@ -152,3 +152,17 @@ def test_the_stage_loads_a_real_pair_in_rounds_and_stops_both(home, tiny_spec_pa
     assert all(min(r["values"].values()) > 0 and not any(r["errors"].values()) for r in rounds)
     assert paired_ratio(plan, rounds) is not None
     assert server_processes(tag) == []
+
+
+def test_goal_1_states_the_ceiling_cpu_allows_from_the_controls_cpu_and_the_models_call():
+    """The control's CPU per request at c32 against the in-process call of the micro-benchmark: a
+    strategy that calls the model once a request cannot beat path / (path + call) of its control."""
+    records = combine_all(load_run(RECORDED))
+    data = _rounds_file(records, {1: 0.7, 2: 4.0, 3: 1.0})
+    plan = next(p for p in goal_pairs(records) if p.goal == 1)
+    level = next(lv for r in records if r.cell_id == plan.theirs for lv in r.load if lv.concurrency == 32)
+    path_ms = 1000 * level.server_cpu_s / level.requests
+    bench = {goals.OVERHEAD_BENCH: {"in_process_us": 1000 * path_ms}}  # a call as costly as the path: 0.50x
+    ceiling = goals.evaluate(records, bench, measured_pairs(data))[0]
+    assert "at most 0.50x, below the target" in ceiling.measured
+    assert "CPU's ceiling" not in goals.evaluate(records, {}, measured_pairs(data))[0].measured

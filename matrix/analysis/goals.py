@@ -133,7 +133,8 @@ def _labels(records: Sequence[CellRecord], pairs: Sequence[PairRatio]) -> tuple[
                  for c in (p.plan.mine, p.plan.theirs) if c in by_id)
 
 
-def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()) -> Goal:
+def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = (),
+                 bench: dict[str, dict] | None = None) -> Goal:
     """1. An OK strategy (default model) reaches CEILING of its server's control at c32: judged on the
     interleaved rounds of the best cell and its control where the run measured them, else on the
     interval of each cell's ratio from the passes (family-wise over the cells)."""
@@ -142,8 +143,8 @@ def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()
     if rounds:
         met, undecided = judged_on_rounds(rounds, CEILING)
         p = rounds[0]
-        return Goal(1, text, rounds_text(p, "req/s"), round(p.ratio, 2), f">= {CEILING:.2f}", met,
-                    _labels(records, rounds), (round(p.low, 2), round(p.high, 2)), undecided)
+        return Goal(1, text, rounds_text(p, "req/s") + _cpu_ceiling(records, p, bench or {}), round(p.ratio, 2),
+                    f">= {CEILING:.2f}", met, _labels(records, rounds), (round(p.low, 2), round(p.high, 2)), undecided)
     controls = Controls.of_run(records)
     cells = []
     for r in _ok(records):
@@ -160,6 +161,21 @@ def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()
     return Goal(1, text, measured, round(shown.ratio, 2), f">= {CEILING:.2f}", met,
                 (record_profile_label(shown.mine), record_profile_label(shown.theirs)),
                 (round(shown.low, 2), round(shown.high, 2)), undecided)
+
+
+def _cpu_ceiling(records: Sequence[CellRecord], pair: PairRatio, bench: dict[str, dict]) -> str:
+    """What CPU allows on a CPU-bound host: the control's CPU per request at c32 (its server processes'
+    CPU over its requests) against the model's call in process (the micro-benchmark): any strategy
+    that calls the model once a request serves at most control / (control + call) of the control."""
+    control = next((r for r in records if r.cell_id == pair.plan.theirs), None)
+    level = level_of(control, TOP_CONCURRENCY) if control else None
+    call_us = bench.get(OVERHEAD_BENCH, {}).get("in_process_us")
+    if level is None or not level.requests or call_us is None:
+        return ""
+    path_ms, call_ms = 1000 * level.server_cpu_s / level.requests, call_us / 1000
+    bound = path_ms / (path_ms + call_ms)
+    return (f" (CPU's ceiling: the path costs {path_ms:.2f} ms of CPU a request, the model's call {call_ms:.2f} ms "
+            f"in process: at most {bound:.2f}x, {'below' if bound < CEILING else 'above'} the target)")
 
 
 def _ratio_pairs(records: Sequence[CellRecord], pairs: Sequence[tuple[CellRecord, CellRecord]]) -> list[RatioPair]:
@@ -375,6 +391,6 @@ def evaluate(records: Sequence[CellRecord], bench: dict[str, dict], paired: Sequ
     """Issue 13's goals (1-5: the model server that scales, at issue 21's targets), the earlier ones
     (6, 7), then issue 21's batches (8). `paired`: the run's goal pairs measured interleaved
     (goal_rounds.json, ``paired.measured_pairs``); goals 1-3 are judged on them where present."""
-    return [goal_ceiling(records, paired), goal_batching(records, paired), goal_no_window_tax(records, paired),
+    return [goal_ceiling(records, paired, bench), goal_batching(records, paired), goal_no_window_tax(records, paired),
             goal_model_server_overhead(bench), goal_gpu(records), goal_memory(records), goal_fast_paths(bench),
             goal_batches(records)]

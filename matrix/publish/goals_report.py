@@ -8,7 +8,7 @@ from typing import Any
 
 from forkwise.matrix.analysis.goal_provenance import Bench, Host, Profiles, run_host
 from forkwise.matrix.analysis.goals import Goal, evaluate
-from forkwise.matrix.analysis.paired import measured_pairs, paired_ratio, plans_of
+from forkwise.matrix.analysis.paired import measured_pairs, plans_of
 from forkwise.matrix.publish.document import MISSING, Block, Code, Heading, Para, Table, fmt_ratio
 from forkwise.matrix.records.types import CellRecord
 
@@ -92,8 +92,9 @@ def pairs_blocks(goal_rounds: Mapping[str, Any] | None) -> list[Block]:
         return [Para("This run measured no goal pair interleaved: goals 1-3 are judged on the passes alone, "
                      "launches minutes apart (a profile's [goals] rounds measures them).", "Goal pairs:")]
     rows = []
+    measured = {(m.plan.goal, m.plan.mine, m.plan.theirs): m for m in measured_pairs(goal_rounds)}
     for (plan, rounds), data in zip(plans_of(goal_rounds), goal_rounds["pairs"], strict=True):
-        p = paired_ratio(plan, rounds)
+        p = measured.get((plan.goal, plan.mine, plan.theirs))
         rows.append((str(plan.goal), plan.about, plan.mine, plan.theirs, f"c{plan.concurrency}", plan.metric,
                      str(len(rounds)), fmt_ratio(p.ratio) if p else MISSING,
                      f"{p.low:.2f}-{p.high:.2f}" if p else MISSING,
