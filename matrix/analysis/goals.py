@@ -217,17 +217,20 @@ def goal_batching(records: Sequence[CellRecord], paired: Sequence[PairRatio] = (
 
 
 def _path_ceiling(records: Sequence[CellRecord], pair: PairRatio) -> str:
-    """What the request path alone allows: its control over lazy in the passes. Below BATCHING, no model
-    server on that path can reach the goal (the control answers without any model call)."""
+    """The path's control over lazy in the passes (below BATCHING no model server on it can reach the goal),
+    and each one's CPU a request at c32: BATCHING x lazy on a CPU-bound host needs lazy's / BATCHING."""
     by_id = {r.cell_id: r for r in records}
     mine, theirs = by_id.get(pair.plan.mine), by_id.get(pair.plan.theirs)
     control = Controls.of_run(records).control_level(mine, TOP_CONCURRENCY) if mine else None
-    lazy = level_of(theirs, TOP_CONCURRENCY) if theirs else None
-    if control is None or lazy is None or lazy.rps <= 0:
+    lazy, batched = (level_of(r, TOP_CONCURRENCY) if r else None for r in (theirs, mine))
+    if control is None or lazy is None or batched is None or lazy.rps <= 0 or not lazy.requests:
         return ""
     ceiling = control.rps / lazy.rps
     bound = "below the target: the path caps it" if ceiling < BATCHING else "room for the target"
-    return f" (the path's ceiling: its control {control.rps:.0f} req/s = {ceiling:.2f}x lazy in the passes, {bound})"
+    cpu = [1000 * lv.server_cpu_s / lv.requests if lv.requests else 0.0 for lv in (control, batched, lazy)]
+    return (f" (the path's ceiling: its control {control.rps:.0f} req/s = {ceiling:.2f}x lazy in the passes, {bound}; "
+            f"CPU a request at c32: path {cpu[0]:.2f} ms, batched {cpu[1]:.2f}, lazy {cpu[2]:.2f}: {BATCHING:g}x lazy "
+            f"needs at most {cpu[2] / BATCHING:.2f})")
 
 
 def goal_memory(records: Sequence[CellRecord]) -> Goal:
