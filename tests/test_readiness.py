@@ -24,17 +24,19 @@ def polls(*spans: tuple[float, float, str], every: float = 0.1) -> list[tuple[fl
 
 def test_ready_before_a_request_could_be_answered_is_ready_early_by_the_last_failed_try():
     said = polls((0.0, 0.3, NO_ANSWER), (0.3, 5.0, READY))
-    tries = [(0.4, False), (0.7, False), (2.9, False), (3.1, True)]
+    tries = [(0.4, 0.45, False), (0.7, 0.75, False), (2.9, 2.95, False), (3.1, 3.15, True)]
     assert boot_truth(said, T0, tries) == BootReadiness(len(said), 0.3, 2.6, 0.0)
 
 
 def test_answered_before_ready_is_ready_late_and_never_ready_lasts_to_the_last_poll():
     said = polls((0.0, 1.0, NOT_READY), (1.0, 2.0, READY))
-    assert boot_truth(said, T0, [(0.2, True)]).ready_late_s == 0.8
-    never = boot_truth(polls((0.0, 3.0, NOT_READY)), T0, [(0.5, True)])
+    assert boot_truth(said, T0, [(0.1, 0.2, True)]).ready_late_s == 0.8
+    # A first request that loaded the runtime for 3 s answered at 3.1: it said ready before that, not late.
+    assert boot_truth(polls((0.0, 3.0, NOT_READY), (3.0, 4.0, READY)), T0, [(0.1, 3.1, True)]).ready_late_s == 0.0
+    never = boot_truth(polls((0.0, 3.0, NOT_READY)), T0, [(0.4, 0.5, True)])
     assert never.ready_after_s is None and abs(never.ready_late_s - 2.4) < 1e-9
     # Tries that failed before it said ready are the deployment warming, not a lie.
-    honest = boot_truth(polls((0.0, 1.0, NOT_READY), (1.0, 2.0, READY)), T0, [(0.3, False), (1.2, True)])
+    honest = boot_truth(polls((0.0, 1.0, NOT_READY), (1.0, 2.0, READY)), T0, [(0.3, 0.35, False), (1.2, 1.25, True)])
     assert honest.ready_early_s == 0.0 and honest.ready_late_s == 0.0
 
 

@@ -89,7 +89,7 @@ class CellRun:
         self.launch: Launch | None = None
         self.progress: ProgressWatch | None = None
         self.readiness: BootReadiness | None = None  # /readyz against the first answer (run.readiness)
-        self.first_tries: list[tuple[float, bool]] = []  # first-answer requests: (sent, after launch; correct)
+        self.first_tries: list[tuple[float, float, bool]] = []  # first-answer tries: (sent, answered; correct)
         self.created = time.monotonic()
         self.memory: Memory | None = None
         self.load_levels: tuple[LoadLevel, ...] = ()
@@ -160,7 +160,7 @@ class CellRun:
                               keep_waiting=self.still_computing, ceiling_s=max(1.0, deadline - time.monotonic()))
             last = reply.kind
             tries[last] += 1
-            self.first_tries.append((sent, last == "ok" and v.compare(reply.body, [0])[0]))
+            self.first_tries.append((sent, self._elapsed(), last == "ok" and v.compare(reply.body, [0])[0]))
             if last in ("ok", "timeout") or (last == "5xx" and reply.status != 503):
                 last = v.check(reply, [0], self._elapsed())
                 self.timings["first_request_s"] = reply.elapsed_s

@@ -64,15 +64,15 @@ FIRST_ANSWER_RETRY_S = 0.2
 BOOT_RESOLUTION_S = 2 * (POLL_S + FIRST_ANSWER_RETRY_S)
 
 
-def boot_truth(polls: Sequence[Poll], launched_at: float, tries: Sequence[tuple[float, bool]]) -> BootReadiness:
-    """What /readyz said at boot against the cell's first-answer tries ((sent, seconds after launch;
-    answered correctly)): said ready while a try sent after it still failed (from the first "ready"
-    to the last such try), or answered correctly before it said ready (until it did, or until the
-    last poll)."""
+def boot_truth(polls: Sequence[Poll], launched_at: float,
+               tries: Sequence[tuple[float, float, bool]]) -> BootReadiness:
+    """What /readyz said at boot against the cell's first-answer tries ((sent, answered: seconds after
+    launch; correct)): said ready while a try sent after it still failed (from the first "ready" to the
+    last such try), or had answered correctly before it said ready (until it did, or the last poll)."""
     ready = next((at - launched_at for at, said in polls if said == READY), None)
-    failed = [sent for sent, ok in tries if not ok and ready is not None and sent >= ready]
+    failed = [sent for sent, _, ok in tries if not ok and ready is not None and sent >= ready]
     early = max(failed) - ready if failed and ready is not None else 0.0
-    first_ok = min((sent for sent, ok in tries if ok), default=None)
+    first_ok = min((answered for _, answered, ok in tries if ok), default=None)
     until = ready if ready is not None else (polls[-1][0] - launched_at if polls else None)
     late = until - first_ok if first_ok is not None and until is not None else 0.0
     return BootReadiness(len(polls), None if ready is None else round(ready, 2), round(max(0.0, early), 2),
