@@ -21,7 +21,7 @@ import pytest
 
 from forkwise.matrix.records.types import CellRecord, Verdict
 from forkwise.matrix.run.http import post_json
-from forkwise.matrix.run.progress import ProgressWatch
+from forkwise.matrix.run.progress import ProgressWatch, Sample
 from forkwise.procs import free_port
 from host_pace import cell_bound_s
 
@@ -133,7 +133,7 @@ def test_longest_idle_stretch_from_samples():
     samples = [(t / 10, t / 10) for t in range(0, 11)]  # computing: a core's worth
     samples += [(1.0 + t / 10, 1.0) for t in range(1, 31)]  # 1.0-4.0 s: idle
     samples += [(4.0 + t / 10, 1.0 + t / 10) for t in range(1, 11)]  # 4.0-5.0 s: computing
-    watch._samples.extend((at, total, 0.0, {}) for at, total in samples)  # no model server, no worker
+    watch._samples.extend(Sample(at, total, 0.0, 0.0, {}) for at, total in samples)  # no model server, no worker
     assert watch.longest_idle_s(0.0, 5.0) == pytest.approx(3.0, abs=0.11)
     assert watch.longest_idle_s(0.0, 2.0) == pytest.approx(1.0, abs=0.11)  # the window bounds it
     assert watch.longest_idle_s(4.2, 5.0) == 0.0
