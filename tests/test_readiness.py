@@ -60,3 +60,45 @@ def test_the_rule_fails_a_lie_longer_than_the_probes_resolve_at_boot_or_than_a_r
     window = WindowReadiness(90, 3.0, 0.0, 3.0)
     assert verdicts.judge_readiness(None, window, BOOT_RESOLUTION_S, 2.5).verdict is Verdict.ERROR
     assert verdicts.judge_readiness(None, window, BOOT_RESOLUTION_S, 3.5).verdict is Verdict.OK
+
+
+def test_a_worker_whose_model_stops_answering_is_not_ready_until_it_answers_again():
+    """/readyz follows the model: a ModelUnavailable (the model server died) makes the worker not
+    ready at once, and a background warm-up makes it ready again once the model answers, with no
+    request needed (an orchestrator sends none to a worker that is not ready)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from forkwise.errors import ModelUnavailable
+    from forkwise.webapp.process import AppProcess
+
+    up = threading.Event()
+    up.set()
+
+    class ModelServer:
+        def predict(self, batch):
+            if not up.is_set():
+                raise ModelUnavailable("model server not reachable")
+            return np.zeros((len(batch), 1), np.float32)
+
+    app = AppProcess(SimpleNamespace(), SimpleNamespace(input_shape=(3,)), ModelServer(), SimpleNamespace())
+    try:
+        app.predict(np.ones((1, 3), np.float32))
+        assert app.ready
+        up.clear()  # the model server dies
+        with pytest.raises(ModelUnavailable):
+            app.predict(np.ones((1, 3), np.float32))
+        assert not app.ready and "did not answer" in app.not_ready_because
+        time.sleep(0.3)
+        assert not app.ready  # the background warm-up keeps failing meanwhile
+        up.set()  # back: ready again within the warm-up's longest pause, without a request
+        deadline = time.monotonic() + 5
+        while not app.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.ready
+    finally:
+        app.stopping.set()

@@ -45,8 +45,18 @@ class AppProcess:
         return self._ready_pid == os.getpid()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Runs in a worker, on the request's thread."""
-        out = np.asarray(self.strategy.predict(batch), dtype=np.float32)
+        """Runs in a worker, on the request's thread. A model that cannot answer (its model server
+        died) makes the worker not ready until it answers again: a background warm-up retries, so a
+        worker an orchestrator stopped sending requests to still comes back."""
+        try:
+            out = np.asarray(self.strategy.predict(batch), dtype=np.float32)
+        except ModelUnavailable as exc:
+            with self._lock:
+                was_ready, self._ready_pid = self._ready_pid == os.getpid(), None
+                self.not_ready_because = f"the model did not answer: {exc}"
+            if was_ready:
+                threading.Thread(target=self._retry_warm_up, name="forkwise-warm-up", daemon=True).start()
+            raise
         if self._ready_pid != os.getpid():
             self._ready_pid = os.getpid()
         return out
