@@ -15,26 +15,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forkwise import strategies
-from forkwise.matrix.analysis.controls import Controls, is_control, peer
+from forkwise.matrix.analysis.controls import Controls, peer
+from forkwise.matrix.analysis.goal_pairs import (
+    BATCHED,
+    BATCHING_MODELS,
+    CHILD_PROCESS,
+    LAZY,
+    TOP_CONCURRENCY,
+    batching_candidates,
+    ceiling_candidates,
+    level_of,
+    window_tax_pairs,
+)
+from forkwise.matrix.analysis.goal_pairs import ok_cells as _ok
 from forkwise.matrix.analysis.launches import launch_noise
 from forkwise.matrix.analysis.ordering import strategy_order
 from forkwise.matrix.analysis.paired import PairRatio, judged_on_rounds, rounds_text
 from forkwise.matrix.analysis.recommend import stderr_of
 from forkwise.matrix.analysis.significance import FAMILY_ALPHA, critical_z
 from forkwise.matrix.records.types import CellRecord, LoadLevel, Verdict
-from forkwise.strategies.child_process import ChildProcess, ChildProcessBatched
-from forkwise.strategies.lazy import Lazy
 
-BATCHED = ChildProcessBatched.name
-LAZY = Lazy.name
-CHILD_PROCESS = ChildProcess.name
-TOP_CONCURRENCY = 32
 # The targets (issue 21, "batching that pays"; before it 0.80, 2.0 and 1.2).
 CEILING = 0.85  # goal 1: the best OK cell / its control at c32, default model
 BATCHING = 3.0  # goal 2: batched / lazy at c32, large model, same request path
 WINDOW_TAX = 1.1  # goal 3: batched p50 / child-process p50 at c1
 GOAL_TARGETS = {1: CEILING, 2: BATCHING, 3: WINDOW_TAX}  # the ratio goals measured on interleaved rounds
-BATCHING_MODELS = ("large", "cnn")  # goal 2's models: a call whose batch-1 cost dominates the request
 
 
 def model_server_strategies() -> tuple[str, ...]:
@@ -109,15 +114,6 @@ def record_profile_label(record: CellRecord, concurrency: int = TOP_CONCURRENCY)
     return profile_label(record.strategy, record.server, record.workers, record.model, concurrency)
 
 
-def _ok(records: Sequence[CellRecord]) -> list[CellRecord]:
-    return [r for r in records if r.verdict.ok]
-
-
-def level_of(record: CellRecord, concurrency: int) -> LoadLevel | None:
-    """A record's load level at `concurrency`, or None."""
-    return next((lv for lv in record.load if lv.concurrency == concurrency), None)
-
-
 def _find(records: Sequence[CellRecord], **where: object) -> CellRecord | None:
     found = [r for r in records if all(getattr(r, k) == v for k, v in where.items())]
     return found[-1] if found else None
@@ -133,6 +129,11 @@ def _labels(records: Sequence[CellRecord], pairs: Sequence[PairRatio]) -> tuple[
                  for c in (p.plan.mine, p.plan.theirs) if c in by_id)
 
 
+def cpu_ms_a_request(level: LoadLevel) -> float:
+    """Milliseconds of CPU the deployment's server processes spent a request answered at a level."""
+    return 1000 * level.server_cpu_s / level.requests if level.requests else 0.0
+
+
 def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = (),
                  bench: dict[str, dict] | None = None) -> Goal:
     """1. An OK strategy (default model) reaches CEILING of its server's control at c32: judged on the
@@ -145,13 +146,7 @@ def goal_ceiling(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()
         p = rounds[0]
         return Goal(1, text, rounds_text(p, "req/s") + _cpu_ceiling(records, p, bench or {}), round(p.ratio, 2),
                     f">= {CEILING:.2f}", met, _labels(records, rounds), (round(p.low, 2), round(p.high, 2)), undecided)
-    controls = Controls.of_run(records)
-    cells = []
-    for r in _ok(records):
-        control = controls.control_for(r)
-        if not is_control(r.strategy) and r.model == "default" and control is not None and control.verdict.ok:
-            cells.append((r, control))
-    pairs = _ratio_pairs(records, cells)
+    pairs = _ratio_pairs(records, ceiling_candidates(records))
     if not pairs:
         return Goal(1, text, "no OK model cell and control pair with load at concurrency 32", None,
                     f">= {CEILING:.2f}", None)
@@ -172,7 +167,7 @@ def _cpu_ceiling(records: Sequence[CellRecord], pair: PairRatio, bench: dict[str
     call_us = bench.get(OVERHEAD_BENCH, {}).get("in_process_us")
     if level is None or not level.requests or call_us is None:
         return ""
-    path_ms, call_ms = 1000 * level.server_cpu_s / level.requests, call_us / 1000
+    path_ms, call_ms = cpu_ms_a_request(level), call_us / 1000
     bound = path_ms / (path_ms + call_ms)
     return (f" (CPU's ceiling: the path costs {path_ms:.2f} ms of CPU a request, the model's call {call_ms:.2f} ms "
             f"in process: at most {bound:.2f}x, {'below' if bound < CEILING else 'above'} the target)")
@@ -199,13 +194,7 @@ def goal_batching(records: Sequence[CellRecord], paired: Sequence[PairRatio] = (
         measured = "; ".join(rounds_text(p, "req/s") + _path_ceiling(records, p) for p in rounds)
         return Goal(2, text, measured, round(worst.ratio, 2), f">= {BATCHING:.1f}", met, _labels(records, rounds),
                     (round(worst.low, 2), round(worst.high, 2)), undecided)
-    cells = []
-    for b in _ok(records):
-        if b.strategy == BATCHED and b.model in BATCHING_MODELS:
-            lazy = peer(b, LAZY, records)
-            if lazy is not None and lazy.verdict.ok:
-                cells.append((b, lazy))
-    pairs = _ratio_pairs(records, cells)
+    pairs = _ratio_pairs(records, batching_candidates(records))
     if not pairs:
         return Goal(2, text, "no OK batched and lazy pair of a batching model with load at concurrency 32", None,
                     f">= {BATCHING:.1f}", None)
@@ -227,7 +216,7 @@ def _path_ceiling(records: Sequence[CellRecord], pair: PairRatio) -> str:
         return ""
     ceiling = control.rps / lazy.rps
     bound = "below the target: the path caps it" if ceiling < BATCHING else "room for the target"
-    cpu = [1000 * lv.server_cpu_s / lv.requests if lv.requests else 0.0 for lv in (control, batched, lazy)]
+    cpu = [cpu_ms_a_request(lv) for lv in (control, batched, lazy)]
     return (f" (the path's ceiling: its control {control.rps:.0f} req/s = {ceiling:.2f}x lazy in the passes, {bound}; "
             f"CPU a request at c32: path {cpu[0]:.2f} ms, batched {cpu[1]:.2f}, lazy {cpu[2]:.2f}: {BATCHING:g}x lazy "
             f"needs at most {cpu[2] / BATCHING:.2f})")
@@ -275,19 +264,6 @@ def goal_fast_paths(bench: dict[str, dict]) -> Goal:
         measured += f"; echo without a model {echo:.0f} us)" if echo is not None else ")"
     return Goal(7, text, measured, round(rt / 150, 2) if rt else None, "<= 1 us; <= 150 us",
                 overhead <= 1000 and rt is not None and rt <= 150)
-
-
-def window_tax_pairs(records: Sequence[CellRecord]) -> list[tuple[float, CellRecord, CellRecord, float, float]]:
-    """Goal 3's candidates from the passes: (p50 ratio at c1, batched, unbatched, their p50s), per request path."""
-    pairs = []
-    for b in _ok(records):
-        if b.strategy != BATCHED or b.model != "default" or b.device != "cpu":
-            continue
-        plain = peer(b, CHILD_PROCESS, _ok(records))
-        lb, lp = level_of(b, 1), plain and level_of(plain, 1)
-        if plain and lb and lp and lp.latency.p50_ms > 0:
-            pairs.append((lb.latency.p50_ms / lp.latency.p50_ms, b, plain, lb.latency.p50_ms, lp.latency.p50_ms))
-    return pairs
 
 
 def goal_no_window_tax(records: Sequence[CellRecord], paired: Sequence[PairRatio] = ()) -> Goal:
