@@ -34,7 +34,7 @@ def drifting_rounds(n: int, mine: float, theirs: float, seed: int = 4, drift: fl
     for _ in range(n):
         host = math.exp(rng.gauss(0, drift))
         values = {c: v * host * math.exp(rng.gauss(0, window_noise)) for c, v in (("a", mine), ("b", theirs))}
-        rounds.append({"values": values, "errors": {"a": 0, "b": 0}})
+        rounds.append({"rps": values, "errors": {"a": 0, "b": 0}})
     return rounds
 
 
@@ -50,7 +50,7 @@ def test_the_paired_ratio_cancels_the_hosts_drift():
 def test_a_round_with_an_error_or_a_missing_cell_is_left_out_and_two_rounds_are_needed():
     rounds = drifting_rounds(4, 200.0, 100.0)
     rounds[0]["errors"]["a"] = 3
-    rounds[1]["values"].pop("b")
+    rounds[1]["rps"].pop("b")
     assert paired_ratio(PLAN, rounds).rounds == 2
     assert paired_ratio(PLAN, rounds[:3]) is None
 
@@ -96,7 +96,7 @@ def _rounds_file(records, ratios: dict[int, float]) -> dict:
     for plan in goal_pairs(records):
         rounds = drifting_rounds(10, ratios[plan.goal], 1.0, seed=plan.goal)
         for r in rounds:
-            r["values"] = {plan.mine: r["values"]["a"], plan.theirs: r["values"]["b"]}
+            r[plan.metric] = {plan.mine: r["rps"]["a"], plan.theirs: r["rps"]["b"]}
             r["errors"] = {plan.mine: 0, plan.theirs: 0}
         pairs.append({"plan": vars(plan), "rounds": rounds, "stopped": "rounds spent"})
     return {"seed": 1, "pairs": pairs}
@@ -151,7 +151,7 @@ def test_the_stage_loads_a_real_pair_in_rounds_and_stops_both(home, tiny_spec_pa
     plan = PairPlan(1, lazy.cell_id, control.cell_id, 4, "rps", "tiny model")
     rounds, stopped = goal_rounds._measure(plan, [lazy, control], profile, home, random.Random(3))
     assert len(rounds) == 3 and stopped.startswith(("decided", "rounds spent"))
-    assert all(min(r["values"].values()) > 0 and not any(r["errors"].values()) for r in rounds)
+    assert all(min(r[plan.metric].values()) > 0 and not any(r["errors"].values()) for r in rounds)
     assert paired_ratio(plan, rounds) is not None
     assert server_processes(tag) == []
 

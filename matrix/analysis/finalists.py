@@ -151,15 +151,16 @@ class AnswersAgree:
         return self.best_a in self.top_b and self.best_b in self.top_a
 
 
+def ranked(data: Mapping) -> dict[str, Ranking]:
+    """Each question of a run's finalists.json that has two rounds or more, ranked from its rounds."""
+    return {q["served"]: rank([r["rps"] for r in q["rounds"]], data["target_mde_pct"])
+            for q in data["questions"] if len(q["rounds"]) >= 2}
+
+
 def answers_agree(a: Mapping | None, b: Mapping | None) -> tuple[AnswersAgree, ...]:
     """The questions both runs' finalists ranked (finalists.json of each), in a's order."""
     if not a or not b:
         return ()
-
-    def ranked(data: Mapping) -> dict[str, Ranking]:
-        return {q["served"]: rank([r["rps"] for r in q["rounds"]], data["target_mde_pct"])
-                for q in data["questions"] if len(q["rounds"]) >= 2}
-
     in_a, in_b = ranked(a), ranked(b)
     return tuple(AnswersAgree(served, in_a[served].best, in_a[served].top_set, in_b[served].best, in_b[served].top_set)
                  for served in in_a if served in in_b)

@@ -54,14 +54,14 @@ class PairRatio:
     mde_pct: float | None  # the smallest change the rounds find with 80% power, in %
 
 
-Round = Mapping[str, Any]  # {"values": {cell id: value}, "errors": {cell id: count}, ...}
+Round = Mapping[str, Any]  # {metric: {cell id: value}, "errors": {cell id: count}, ...} (run.finalists.load_round)
 
 
 def paired_values(rounds: Sequence[Round], plan: PairPlan) -> list[tuple[float, float]]:
     """(mine, theirs) of every round where both answered every request of their window."""
     found = []
     for r in rounds:
-        values, errors = r.get("values", {}), r.get("errors", {})
+        values, errors = r.get(plan.metric, {}), r.get("errors", {})
         a, b = values.get(plan.mine, 0.0), values.get(plan.theirs, 0.0)
         if a > 0 and b > 0 and not errors.get(plan.mine) and not errors.get(plan.theirs):
             found.append((a, b))

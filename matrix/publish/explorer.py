@@ -228,10 +228,10 @@ def recommendation_data(part: Part, index: dict[tuple[str, str], int]
 def finalists_answer(data: dict[str, Any] | None, question: str, marks: dict[tuple[str, int | None], str]) -> str:
     """The finalists' answer to a question (``analysis.finalists``), marking its top set's rows; ""
     when the run ranked no finalists for it."""
-    asked = next((q for q in (data or {}).get("questions", []) if q["served"] == question), None)
-    if data is None or asked is None or len(asked["rounds"]) < 2:
+    ranking = finalists_analysis.ranked(data).get(question) if data else None
+    if data is None or ranking is None:
         return ""
-    ranking = finalists_analysis.rank([r["rps"] for r in asked["rounds"]], data["target_mde_pct"])
+    asked = next(q for q in data["questions"] if q["served"] == question)
     for cell in ranking.top_set:
         marks[(cell, data["concurrency"])] = "finalist: best" if cell == ranking.best else "finalist: tied"
     said = answer_text(ranking, asked["stopped"])

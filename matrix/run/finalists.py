@@ -91,15 +91,13 @@ def run_stage(out: Path, records: Sequence[CellRecord], prof: Profile, budgets: 
 def _measure(question: Question, cells: list[CellRecord], prof: Profile, home: Path, concurrency: int,
              rng: random.Random) -> None:
     settings = prof.finalists
-    need_mb = sum(r.memory.total_pss_mb for r in cells if r.memory)
-    free_mb = psutil.virtual_memory().available / 2**20
-    in_turn = settings.boot == "in-turn" or need_mb > MEMORY_HEADROOM * free_mb
+    fits, need_mb, free_mb = fit_side_by_side(cells)
+    in_turn = settings.boot == "in-turn" or not fits
     if in_turn:
         question.notes.append(f"booted in turn, each for its window (side by side they need {need_mb:.0f} MB, "
                               f"{free_mb:.0f} MB is available)" if settings.boot == "auto" else
                               "booted in turn, each for its window (the profile's [finalists] boot)")
-    patience_s = max(prof.limits.request_timeout_s, 3 * max(r.cold_start_s or 0.0 for r in cells))
-    window = Window(concurrency, settings.window_s, settings.warmup_s, patience_s)
+    window = Window(concurrency, settings.window_s, settings.warmup_s, patience_s(cells, prof))
     with contextlib.ExitStack() as stack:
         try:
             booted = [Pending(r, prof, home) if in_turn else boot_cell(stack, r, prof, home) for r in cells]
@@ -117,6 +115,18 @@ def _measure(question: Question, cells: list[CellRecord], prof: Profile, home: P
             if question.stopped:
                 return
             booted = _without_the_behind(question, booted, settings)
+
+
+def fit_side_by_side(cells: Sequence[CellRecord]) -> tuple[bool, float, float]:
+    """(whether the cells' deployments fit in the memory available now, their total PSS, MB available)."""
+    need_mb = sum(r.memory.total_pss_mb for r in cells if r.memory)
+    free_mb = psutil.virtual_memory().available / 2**20
+    return need_mb <= MEMORY_HEADROOM * free_mb, need_mb, free_mb
+
+
+def patience_s(cells: Sequence[CellRecord], prof: Profile) -> float:
+    """How long a request of a round may take: the request timeout, or 3 of the slowest cell's cold starts."""
+    return max(prof.limits.request_timeout_s, 3 * max(r.cold_start_s or 0.0 for r in cells))
 
 
 @dataclass(frozen=True)

@@ -19,28 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from forkwise.errors import ForkwiseError
 from forkwise.matrix.analysis import finalists as ranking
 from forkwise.matrix.analysis.goal_pairs import goal_pairs
 from forkwise.matrix.analysis.goals import GOAL_TARGETS
 from forkwise.matrix.analysis.launches import combine_all
 from forkwise.matrix.analysis.paired import PairPlan, decided, paired_ratio
-from forkwise.matrix.records.run_info import FINALISTS_FILE, GOAL_ROUNDS_FILE
+from forkwise.matrix.records.run_info import FINALISTS_FILE, GOAL_ROUNDS_FILE, load_stage_file
 from forkwise.matrix.records.types import CellRecord
-from forkwise.matrix.run.finalists import MEMORY_HEADROOM, Pending, Window, boot_cell, load_round
+from forkwise.matrix.run.finalists import Pending, Window, boot_cell, fit_side_by_side, load_round, patience_s
 from forkwise.matrix.run.profile import Profile
 
 
 def finalists_best(out: Path) -> set[str]:
     """The best cell of each question the run's finalists ranked (none without a finalists stage)."""
-    path = out / FINALISTS_FILE
-    if not path.exists():
-        return set()
-    data = json.loads(path.read_text())
-    return {ranking.rank([r["rps"] for r in q["rounds"]], data["target_mde_pct"]).best
-            for q in data["questions"] if len(q["rounds"]) >= 2}
+    data = load_stage_file(out / FINALISTS_FILE, "questions")
+    return {r.best for r in ranking.ranked(data).values()} if data else set()
 
 
 def run_stage(out: Path, records: Sequence[CellRecord], prof: Profile, home: Path) -> dict[str, Any]:
@@ -50,8 +44,10 @@ def run_stage(out: Path, records: Sequence[CellRecord], prof: Profile, home: Pat
     seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     pairs: list[dict[str, Any]] = []
-    for plan in goal_pairs(combined, finalists_best(out)):
-        rounds, stopped = _measure(plan, [by_id[plan.mine], by_id[plan.theirs]], prof, home, rng)
+    plans = goal_pairs(combined, finalists_best(out))
+    for plan in plans:
+        comparisons = sum(p.goal == plan.goal for p in plans)  # the goal is judged family-wise over them
+        rounds, stopped = _measure(plan, [by_id[plan.mine], by_id[plan.theirs]], prof, home, rng, comparisons)
         pairs.append({"plan": vars(plan), "rounds": rounds, "stopped": stopped})
         print(f"forkwise: goal {plan.goal} pair ({plan.about}): {stopped}", file=sys.stderr)
     (out / GOAL_ROUNDS_FILE).write_text(json.dumps({"seed": seed, "pairs": pairs}, indent=1))
@@ -59,24 +55,21 @@ def run_stage(out: Path, records: Sequence[CellRecord], prof: Profile, home: Pat
                                                  for p in pairs]}
 
 
-def _measure(plan: PairPlan, cells: list[CellRecord], prof: Profile, home: Path,
-             rng: random.Random) -> tuple[list[dict[str, Any]], str]:
+def _measure(plan: PairPlan, cells: list[CellRecord], prof: Profile, home: Path, rng: random.Random,
+             comparisons: int = 1) -> tuple[list[dict[str, Any]], str]:
     """The pair's rounds and why they stopped; a pair that will not boot is not measured (the goal is
     then judged on the passes, and says so)."""
     settings = prof.goals
-    need_mb = sum(r.memory.total_pss_mb for r in cells if r.memory)
-    in_turn = need_mb > MEMORY_HEADROOM * psutil.virtual_memory().available / 2**20
-    patience_s = max(prof.limits.request_timeout_s, 3 * max(r.cold_start_s or 0.0 for r in cells))
-    window = Window(plan.concurrency, settings.window_s, settings.warmup_s, patience_s)
+    in_turn = not fit_side_by_side(cells)[0]
+    window = Window(plan.concurrency, settings.window_s, settings.warmup_s, patience_s(cells, prof))
     rounds: list[dict[str, Any]] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         try:
             booted = [Pending(r, prof, home) if in_turn else boot_cell(stack, r, prof, home) for r in cells]
             while len(rounds) < settings.rounds:
-                measured = load_round(booted, rng, window)
-                rounds.append({**measured, "values": measured[plan.metric]})
-                ratio = paired_ratio(plan, rounds)
+                rounds.append(load_round(booted, rng, window))
+                ratio = paired_ratio(plan, rounds, comparisons)  # the interval the goal is judged on
                 if len(rounds) >= settings.min_rounds and ratio is not None and decided(ratio, GOAL_TARGETS[plan.goal]):
                     return rounds, f"decided after {len(rounds)} rounds ({time.monotonic() - started:.0f} s)"
         except ForkwiseError as exc:  # a FinalistError too: one would not boot or answer
