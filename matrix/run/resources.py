@@ -5,6 +5,8 @@ Runs in the cell process (``forkwise cell``), which watches the deployment from 
 
 from __future__ import annotations
 
+from typing import Any
+
 import psutil
 
 from forkwise import gpu
@@ -41,6 +43,12 @@ def role_of(proc: psutil.Process, master_pid: int) -> str:
     return WORKER if same_program else HELPER
 
 
+def _memory_mb(info: Any) -> dict[str, float]:
+    """RSS, USS and PSS in MB of psutil's memory_full_info (PSS as USS where the kernel gives none)."""
+    return {"rss_mb": round(info.rss / _MB, 1), "uss_mb": round(info.uss / _MB, 1),
+            "pss_mb": round(getattr(info, "pss", info.uss) / _MB, 1)}
+
+
 def measure_memory(master_pid: int) -> Memory:
     """Every process of the deployment. gpu_mb: None on a host without a GPU, else what NVML
     (or nvidia-smi) says the process holds, 0 when it holds none."""
@@ -56,9 +64,7 @@ def measure_memory(master_pid: int) -> Memory:
             ProcessMemory(
                 role=role_of(proc, master_pid),
                 pid=proc.pid,
-                rss_mb=round(info.rss / _MB, 1),
-                uss_mb=round(info.uss / _MB, 1),
-                pss_mb=round(getattr(info, "pss", info.uss) / _MB, 1),
+                **_memory_mb(info),
                 cpu_s=round(cpu.user + cpu.system, 2),
                 gpu_mb=None if on_gpu is None else round(on_gpu.get(proc.pid, 0.0), 1),
             )
@@ -74,9 +80,7 @@ def soak_sample(master_pid: int) -> tuple[SoakProcess, ...]:
             info, fds = proc.memory_full_info(), proc.num_fds()
         except psutil.Error:
             continue  # it ended between the listing and the reading
-        found.append(SoakProcess(role=role_of(proc, master_pid), pid=proc.pid, rss_mb=round(info.rss / _MB, 1),
-                                 pss_mb=round(getattr(info, "pss", info.uss) / _MB, 1),
-                                 uss_mb=round(info.uss / _MB, 1), fds=fds))
+        found.append(SoakProcess(role=role_of(proc, master_pid), pid=proc.pid, **_memory_mb(info), fds=fds))
     return tuple(found)
 
 
