@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from forkwise.errors import RecordError
-from forkwise.matrix.analysis.significance import FAMILY_ALPHA, t_quantile, z_power
+from forkwise.matrix.analysis.significance import FAMILY_ALPHA, z_power
 from forkwise.matrix.records.run_info import load_stage_file
+from forkwise.matrix.records.stats import t_quantile
 
 METRICS = ("rps", "p50_ms")  # what a pair's rounds compare: throughput, or the median latency
 

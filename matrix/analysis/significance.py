@@ -61,16 +61,6 @@ def critical_z(alpha: float, tests: int) -> float:
     return NormalDist().inv_cdf(1 - alpha / (2 * max(1, tests)))
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile (Hill's expansion in 1/df, within 0.3% of the exact value for df >= 4):
-    a mean of few rounds has a wider interval than the normal one."""
-    if df < 1:
-        raise ValueError("a t quantile needs at least one degree of freedom")
-    z = NormalDist().inv_cdf(p)
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
-
-
 def subset_critical_z(comparisons: int, alpha: float = FAMILY_ALPHA) -> float:
     """The z one value must be ahead of another by, in standard errors of their difference, to be told
     apart from it when it is one of ``comparisons`` one-sided comparisons (Bonferroni; 0 when there are

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from forkwise.matrix.records.stats import t975
+
 SOAK = "soak"  # the scenario's name (a value of the scenario axis)
 # The growth bounds. A fit whose lower 95% bound is beyond one is a leak: growth, not noise.
 RSS_BOUND_PCT_PER_10MIN = 5.0  # total RSS of the deployment, % of its level after the warm-up
@@ -22,20 +24,6 @@ TEN_MINUTES_S = 600.0
 TEN_K_REQUESTS = 10_000.0
 MIN_FITTED = 4  # intervals a growth is fitted to, at least (after the warm-up)
 CONFIDENCE = 0.95
-# Student's t at 97.5% (two-sided 95%) for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (df >= 1)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def warmup_intervals(n: int) -> int:

@@ -295,7 +295,7 @@ class CellRun:
                 scenario=scenario.name, has_event=scenario.event is not None,
                 disrupts_workers=scenario.disrupts_workers, disruption=self.disruption, workers=self.workers(watch)))
             judgement = judgement.then(verdicts.judge_readiness(None, self.disruption.readiness, BOOT_RESOLUTION_S,
-                                                                self.disruption.recovery_allowance_s or allowance))
+                                                                allowance))
         elif self.cell.load_levels or self.cell.open_loop:
             if self.cell.load_levels:
                 self.load_levels = tuple(load_levels(self, v))
