@@ -120,24 +120,33 @@ def test_more_rounds_never_needed_than_the_target_asks(target):
     assert needed is None or needed >= 1
 
 
+def profile_and_records(tmp_path: Path, toml: str):
+    """A profile from `toml` and a record of each of its cells, never launched: a stage that boots
+    its cells itself (the finalists, the goal pairs) needs no more of them."""
+    from forkwise.matrix import verdicts
+    from forkwise.matrix.run import cell_process
+    from forkwise.matrix.run.profile import load_profile
+
+    path = tmp_path / "profile.toml"
+    path.write_text(toml)
+    profile = load_profile(str(path))
+    return profile, [cell_process.failed_cell_record(c, verdicts.judge_no_record(1), "", 1.0) for c in profile.cells]
+
+
 @pytest.mark.integration
 def test_the_stage_boots_the_finalists_side_by_side_measures_rounds_and_stops_them(home, tiny_spec_path, tmp_path,
                                                                                    monkeypatch):
     """Two real deployments of the tiny model, booted together, loaded in random order each round;
     nothing of them is left once the stage returns."""
-    from forkwise.matrix import verdicts
-    from forkwise.matrix.run import cell_process, finalists
-    from forkwise.matrix.run.profile import load_profile
+    from forkwise.matrix.run import finalists
     from owned import TAG_VAR, new_tag, server_processes
 
     tag = new_tag()
     monkeypatch.setenv(TAG_VAR, tag)
-    profile_path = tmp_path / "finalists.toml"
-    profile_path.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["gunicorn-sync", "uwsgi"]\nmodel = ["tiny"]\n'
-                            '[load]\nlevels = [4]\n[finalists]\nenabled = true\nmin_rounds = 3\nmax_rounds = 3\n'
-                            'window_s = 0.5\nwarmup_s = 0.2\nseed = 11\n')
-    profile = load_profile(str(profile_path))
-    records = [cell_process.failed_cell_record(c, verdicts.judge_no_record(1), "", 1.0) for c in profile.cells]
+    profile, records = profile_and_records(
+        tmp_path, '[axes]\nstrategy = ["lazy"]\nserver = ["gunicorn-sync", "uwsgi"]\nmodel = ["tiny"]\n'
+        '[load]\nlevels = [4]\n[finalists]\nenabled = true\nmin_rounds = 3\nmax_rounds = 3\n'
+        'window_s = 0.5\nwarmup_s = 0.2\nseed = 11\n')
     question = finalists.Question("model tiny on cpu", [c.id for c in profile.cells])
     finalists._measure(question, records, profile, home, 4, random.Random(11))
     assert len(question.rounds) == 3 and question.stopped.startswith(("decided", "round budget"))
@@ -171,19 +180,15 @@ def test_finalists_that_do_not_fit_side_by_side_are_booted_in_turn_and_still_int
                                                                                           tmp_path, monkeypatch):
     """boot = "in-turn" (what "auto" does when memory is short): each finalist is booted for its own
     window and stopped after it; the rounds stay interleaved and nothing is left running."""
-    from forkwise.matrix import verdicts
-    from forkwise.matrix.run import cell_process, finalists
-    from forkwise.matrix.run.profile import load_profile
+    from forkwise.matrix.run import finalists
     from owned import TAG_VAR, new_tag, server_processes
 
     tag = new_tag()
     monkeypatch.setenv(TAG_VAR, tag)
-    profile_path = tmp_path / "finalists.toml"
-    profile_path.write_text('[axes]\nstrategy = ["lazy"]\nserver = ["gunicorn-sync", "uwsgi"]\nmodel = ["tiny"]\n'
-                            '[load]\nlevels = [4]\n[finalists]\nenabled = true\nmin_rounds = 2\nmax_rounds = 2\n'
-                            'window_s = 0.5\nwarmup_s = 0.2\nseed = 11\nboot = "in-turn"\n')
-    profile = load_profile(str(profile_path))
-    records = [cell_process.failed_cell_record(c, verdicts.judge_no_record(1), "", 1.0) for c in profile.cells]
+    profile, records = profile_and_records(
+        tmp_path, '[axes]\nstrategy = ["lazy"]\nserver = ["gunicorn-sync", "uwsgi"]\nmodel = ["tiny"]\n'
+        '[load]\nlevels = [4]\n[finalists]\nenabled = true\nmin_rounds = 2\nmax_rounds = 2\n'
+        'window_s = 0.5\nwarmup_s = 0.2\nseed = 11\nboot = "in-turn"\n')
     question = finalists.Question("model tiny on cpu", [c.id for c in profile.cells])
     finalists._measure(question, records, profile, home, 4, random.Random(11))
     assert len(question.rounds) == 2 and any("booted in turn" in n for n in question.notes)

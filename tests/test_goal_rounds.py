@@ -134,19 +134,15 @@ def test_the_report_tables_each_pair_and_says_when_the_run_had_none(tmp_path):
 def test_the_stage_loads_a_real_pair_in_rounds_and_stops_both(home, tiny_spec_path, tmp_path, monkeypatch):
     """Two real deployments of the tiny model (lazy and its control), booted together, loaded in a
     random order each round; nothing of them is left once the stage returns."""
-    from forkwise.matrix import verdicts
-    from forkwise.matrix.run import cell_process, goal_rounds
-    from forkwise.matrix.run.profile import load_profile
+    from forkwise.matrix.run import goal_rounds
     from owned import TAG_VAR, new_tag, server_processes
+    from test_finalists import profile_and_records
 
     tag = new_tag()
     monkeypatch.setenv(TAG_VAR, tag)
-    profile_path = tmp_path / "pair.toml"
-    profile_path.write_text('[axes]\nstrategy = ["control", "lazy"]\nserver = ["gunicorn-sync"]\nmodel = ["tiny"]\n'
-                            '[load]\nlevels = [4]\n[goals]\nrounds = 3\nmin_rounds = 3\nwindow_s = 0.5\n'
-                            'warmup_s = 0.2\n')
-    profile = load_profile(str(profile_path))
-    records = [cell_process.failed_cell_record(c, verdicts.judge_no_record(1), "", 1.0) for c in profile.cells]
+    profile, records = profile_and_records(
+        tmp_path, '[axes]\nstrategy = ["control", "lazy"]\nserver = ["gunicorn-sync"]\nmodel = ["tiny"]\n'
+        '[load]\nlevels = [4]\n[goals]\nrounds = 3\nmin_rounds = 3\nwindow_s = 0.5\nwarmup_s = 0.2\n')
     lazy, control = sorted(records, key=lambda r: r.strategy != "lazy")
     plan = PairPlan(1, lazy.cell_id, control.cell_id, 4, "rps", "tiny model")
     rounds, stopped = goal_rounds._measure(plan, [lazy, control], profile, home, random.Random(3))
