@@ -53,7 +53,7 @@ from forkwise.matrix.run.http import post_json, request
 from forkwise.matrix.run.model_server import model_server_stats
 from forkwise.matrix.run.plan import CellPlan
 from forkwise.matrix.run.progress import ProgressWatch
-from forkwise.matrix.run.readiness import BOOT_RESOLUTION_S, ReadinessWatch, boot_truth
+from forkwise.matrix.run.readiness import BOOT_RESOLUTION_S, FIRST_ANSWER_RETRY_S, ReadinessWatch, boot_truth
 from forkwise.matrix.run.soak import run_soak
 from forkwise.matrix.run.stacks import dump_stacks
 from forkwise.matrix.run.verification import Verification
@@ -173,7 +173,7 @@ class CellRun:
                 elif last == "timeout":
                     self.findings.append(f"the first request: {reply.error}")
                 return last
-            time.sleep(0.2)  # 503 while the model warms, or a worker (re)starting: try again
+            time.sleep(FIRST_ANSWER_RETRY_S)  # 503 while the model warms, or a worker (re)starting: try again
         if not self.launched.group.alive():
             self.findings.append(f"server exited with code {self.launched.group.returncode}")
         else:
